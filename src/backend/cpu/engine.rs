@@ -1,0 +1,133 @@
+//! The f32 CPU forward pass over a packed batch, op by op in data-flow order.
+
+use super::ops;
+use crate::batch::Batch;
+use crate::config::Activation;
+use crate::error::Result;
+use crate::model::{ClassifierHead, HeadWeights, Linear, MlmHead, ModelWeights};
+use crate::output::{ForwardOutput, HeadOutput};
+
+pub struct CpuEngine {
+    pub weights: ModelWeights,
+}
+
+/// y = x W^T + b for `[rows, in]` x.
+fn linear(x: &[f32], l: &Linear) -> Vec<f32> {
+    let rows = x.len() / l.in_dim;
+    let mut y = vec![0f32; rows * l.out_dim];
+    ops::linear(x, &l.w, Some(&l.b), l.in_dim, &mut y);
+    y
+}
+
+fn linear_act(x: &[f32], l: &Linear, a: Activation) -> Vec<f32> {
+    let rows = x.len() / l.in_dim;
+    let mut y = vec![0f32; rows * l.out_dim];
+    ops::linear(x, &l.w, None, l.in_dim, &mut y);
+    ops::bias_act(&mut y, &l.b, a);
+    y
+}
+
+impl CpuEngine {
+    pub fn new(weights: ModelWeights) -> Self {
+        CpuEngine { weights }
+    }
+
+    /// Final hidden states `[tokens, H]` of the encoder.
+    pub fn encode(&self, batch: &Batch) -> Vec<f32> {
+        let w = &self.weights;
+        let c = &w.config;
+        let (h, e) = (c.hidden_size, c.embedding_size);
+        let t = batch.num_tokens();
+
+        let mut emb = vec![0f32; t * e];
+        ops::embeddings(
+            &w.embeddings.word,
+            &w.embeddings.position,
+            &w.embeddings.token_type,
+            &batch.input_ids,
+            &batch.position_ids,
+            &batch.token_type_ids,
+            &w.embeddings.ln.gamma,
+            &w.embeddings.ln.beta,
+            c.layer_norm_eps,
+            &mut emb,
+        );
+        let mut x = match &w.embeddings.project {
+            Some(p) => linear(&emb, p),
+            None => emb,
+        };
+
+        let mut ctx = vec![0f32; t * h];
+        for &(ai, fi) in &w.schedule {
+            let (att, ffn) = (&w.attention[ai], &w.ffn[fi]);
+            // Attention: qkv = x Wqkv^T + b; ctx = softmax(QK^T/sqrt(d)) V.
+            let qkv = linear(&x, &att.qkv);
+            ops::attention_packed(&qkv, &batch.cu_seqlens, c.num_heads, c.head_dim, &mut ctx);
+            // x = LN(ctx Wo^T + bo + x)
+            let mut y = vec![0f32; t * h];
+            ops::linear(&ctx, &att.out.w, None, h, &mut y);
+            ops::add_bias_residual_layernorm(&mut y, &att.out.b, &x, &att.ln.gamma, &att.ln.beta, c.layer_norm_eps);
+            // FFN: x = LN(act(y W1^T + b1) W2^T + b2 + y)
+            let u = linear_act(&y, &ffn.up, c.act);
+            let mut z = vec![0f32; t * h];
+            ops::linear(&u, &ffn.down.w, None, ffn.down.in_dim, &mut z);
+            ops::add_bias_residual_layernorm(&mut z, &ffn.down.b, &y, &ffn.ln.gamma, &ffn.ln.beta, c.layer_norm_eps);
+            x = z;
+        }
+        x
+    }
+
+    /// Encoder, pooler and the architecture's head.
+    pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        let w = &self.weights;
+        let h = w.config.hidden_size;
+        let hidden = self.encode(batch);
+        let first = first_tokens(&hidden, batch, h);
+        let pooled = w.pooler.as_ref().map(|p| linear_act(&first, p, Activation::Tanh));
+        let mlm = |m: &MlmHead| -> Vec<f32> {
+            let mut u = linear_act(&hidden, &m.transform, m.act);
+            ops::layer_norm_rows(&mut u, &m.ln.gamma, &m.ln.beta, w.config.layer_norm_eps);
+            linear(&u, &m.decoder)
+        };
+        let head = match &w.head {
+            HeadWeights::None => HeadOutput::None,
+            HeadWeights::MaskedLm(m) => HeadOutput::TokenLogits(mlm(m)),
+            HeadWeights::QuestionAnswering(l) => {
+                let se = linear(&hidden, l);
+                HeadOutput::StartEnd {
+                    start: se.iter().step_by(2).copied().collect(),
+                    end: se.iter().skip(1).step_by(2).copied().collect(),
+                }
+            }
+            HeadWeights::TokenClassification(l) => HeadOutput::TokenLogits(linear(&hidden, l)),
+            HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
+                HeadOutput::SequenceLogits(linear(pooled.as_ref().expect("checked at load"), l))
+            }
+            HeadWeights::SequenceClassification(ClassifierHead::FirstToken { dense, act, out_proj }) => {
+                HeadOutput::SequenceLogits(linear(&linear_act(&first, dense, *act), out_proj))
+            }
+            HeadWeights::Discriminator { dense, act, prediction } => {
+                HeadOutput::TokenLogits(linear(&linear_act(&hidden, dense, *act), prediction))
+            }
+            HeadWeights::AlbertPreTraining { mlm: m, sop } => HeadOutput::PreTraining {
+                mlm: mlm(m),
+                sop: linear(pooled.as_ref().expect("checked at load"), sop),
+            },
+        };
+        Ok(ForwardOutput {
+            hidden,
+            pooled,
+            head,
+        })
+    }
+}
+
+/// Rows of each sequence's first token: `[seqs, H]`.
+fn first_tokens(hidden: &[f32], batch: &Batch, h: usize) -> Vec<f32> {
+    (0..batch.num_seqs())
+        .flat_map(|s| {
+            let r = batch.cu_seqlens[s];
+            hidden[r * h..(r + 1) * h].iter().copied()
+        })
+        .collect()
+}

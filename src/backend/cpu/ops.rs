@@ -1,0 +1,278 @@
+//! The f32 reference ops. Plain and obviously correct: every CUDA kernel is
+//! checked against one of these, and the CPU engine is built from them.
+//!
+//! Layouts: activations are `[tokens, width]` row-major; a packed batch is a
+//! flat token list plus `cu_seqlens` (sequence s owns rows
+//! `cu_seqlens[s]..cu_seqlens[s+1]`).
+
+use crate::config::Activation;
+use rayon::prelude::*;
+
+/// One activation value, in f32, exactly as PyTorch/HF define it.
+pub fn act(x: f32, a: Activation) -> f32 {
+    match a {
+        // x * Phi(x), erf form (nn.functional.gelu default).
+        Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
+        // HF gelu_new / gelu_pytorch_tanh: tanh approximation.
+        Activation::GeluTanh => {
+            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        // HF gelu_fast: 0.5x(1 + tanh(x * 0.7978845608 * (1 + 0.044715 x^2))).
+        Activation::GeluFast => {
+            0.5 * x * (1.0 + (x * 0.797_884_6 * (1.0 + 0.044715 * x * x)).tanh())
+        }
+        Activation::Relu => x.max(0.0),
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+/// erf with f64 internals: f32 has no std erf, and the error here must stay
+/// far below the 1e-4 tolerance against PyTorch.
+pub fn erf(x: f32) -> f32 {
+    erf_f64(x as f64) as f32
+}
+
+fn erf_f64(x: f64) -> f64 {
+    // Abramowitz-Stegun 7.1.26 is only 1e-7 absolute; use the series / continued
+    // fraction split, accurate to ~1e-15.
+    let ax = x.abs();
+    let r = if ax < 2.5 {
+        // Maclaurin series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
+        let mut sum = 0.0;
+        let mut term = ax;
+        let x2 = ax * ax;
+        let mut n = 0.0;
+        loop {
+            let t = term / (2.0 * n + 1.0);
+            sum += t;
+            if t.abs() < 1e-17 {
+                break;
+            }
+            n += 1.0;
+            term *= -x2 / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else if ax < 6.0 {
+        // erfc continued fraction (Lentz), converges quickly for x >= 2.5.
+        let tiny = 1e-300;
+        let mut f = ax;
+        let mut c = ax;
+        let mut d = 0.0;
+        for k in 1..200 {
+            let a = k as f64 / 2.0;
+            d = ax + a * d;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = ax + a / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        1.0 - (-ax * ax).exp() / (f * std::f64::consts::PI.sqrt())
+    } else {
+        1.0
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+/// In place: x[r] = LN(x[r]) * gamma + beta for every row of `gamma.len()`.
+pub fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let w = gamma.len();
+    x.par_chunks_mut(w).for_each(|row| layer_norm_row(row, gamma, beta, eps));
+}
+
+fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = ((*v as f64 - mean) * inv) as f32 * g + b;
+    }
+}
+
+/// In place: x = LN(x + bias + residual), row width `bias.len()`.
+pub fn add_bias_residual_layernorm(
+    x: &mut [f32],
+    bias: &[f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let w = bias.len();
+    x.par_chunks_mut(w)
+        .zip(residual.par_chunks(w))
+        .for_each(|(row, res)| {
+            for ((v, b), r) in row.iter_mut().zip(bias).zip(res) {
+                *v += b + r;
+            }
+            layer_norm_row(row, gamma, beta, eps);
+        });
+}
+
+/// In place: x = act(x + bias), row width `bias.len()`.
+pub fn bias_act(x: &mut [f32], bias: &[f32], a: Activation) {
+    let w = bias.len();
+    x.par_chunks_mut(w).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = act(*v + b, a);
+        }
+    });
+}
+
+/// In place: x += bias per row.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    let w = bias.len();
+    x.par_chunks_mut(w).for_each(|row| {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    });
+}
+
+/// Embedding gather + layernorm: out[t] = LN(word[ids[t]] + pos[pos_ids[t]] + ty[type_ids[t]]).
+/// Tables are `[rows, width]`; `ty` may be empty (no token types). Ids are
+/// validated by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn embeddings(
+    word: &[f32],
+    pos: &[f32],
+    ty: &[f32],
+    ids: &[u32],
+    pos_ids: &[u32],
+    type_ids: &[u32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    out: &mut [f32],
+) {
+    let w = gamma.len();
+    out.par_chunks_mut(w).enumerate().for_each(|(t, row)| {
+        let wr = &word[ids[t] as usize * w..][..w];
+        let pr = &pos[pos_ids[t] as usize * w..][..w];
+        for i in 0..w {
+            row[i] = wr[i] + pr[i];
+        }
+        if !ty.is_empty() {
+            let tr = &ty[type_ids[t] as usize * w..][..w];
+            for i in 0..w {
+                row[i] += tr[i];
+            }
+        }
+        layer_norm_row(row, gamma, beta, eps);
+    });
+}
+
+/// Multi-head self-attention over packed sequences.
+///
+/// `qkv`: `[T, 3*H]`, each row `q | k | v` with `H = heads * head_dim` and head
+/// h at columns `h*head_dim..`; `out`: `[T, H]`. Softmax(QK^T / sqrt(d)) V
+/// within each sequence only, so no mask is needed and padding cannot leak.
+pub fn attention_packed(
+    qkv: &[f32],
+    cu_seqlens: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    let h = heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    // One work item per (sequence, head); rows are written disjointly.
+    let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
+        .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
+        .collect();
+    let results: Vec<Vec<f32>> = items
+        .par_iter()
+        .map(|&(s, hd)| {
+            let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
+            let len = b - a;
+            let mut o = vec![0f32; len * head_dim];
+            let mut p = vec![0f32; len];
+            for i in 0..len {
+                let q = &qkv[(a + i) * 3 * h + hd * head_dim..][..head_dim];
+                let mut m = f32::NEG_INFINITY;
+                for (j, pj) in p.iter_mut().enumerate() {
+                    let k = &qkv[(a + j) * 3 * h + h + hd * head_dim..][..head_dim];
+                    let s: f32 = q.iter().zip(k).map(|(x, y)| x * y).sum();
+                    *pj = s * scale;
+                    m = m.max(*pj);
+                }
+                let mut sum = 0.0;
+                for pj in p.iter_mut() {
+                    *pj = (*pj - m).exp();
+                    sum += *pj;
+                }
+                let oi = &mut o[i * head_dim..][..head_dim];
+                for (j, pj) in p.iter().enumerate() {
+                    let v = &qkv[(a + j) * 3 * h + 2 * h + hd * head_dim..][..head_dim];
+                    let w = pj / sum;
+                    for (od, vd) in oi.iter_mut().zip(v) {
+                        *od += w * vd;
+                    }
+                }
+            }
+            o
+        })
+        .collect();
+    for (&(s, hd), o) in items.iter().zip(results) {
+        let a = cu_seqlens[s];
+        for (i, oi) in o.chunks(head_dim).enumerate() {
+            out[(a + i) * h + hd * head_dim..][..head_dim].copy_from_slice(oi);
+        }
+    }
+}
+
+/// y[m, n] = x[m, k] * w[n, k]^T (+ bias[n]): a PyTorch nn.Linear with the
+/// weight in its stored `[out, in]` layout.
+pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, y: &mut [f32]) {
+    let n = w.len() / k;
+    let m = x.len() / k;
+    debug_assert_eq!(y.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if m * n * k > 64 * 64 * 64 && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the strides below describe x [m,k] row-major, w^T as [k,n]
+    // (w [n,k] row-major read with col stride k), y [m,n] row-major; the
+    // lengths were checked by the slices' sizes above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            y.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    if let Some(b) = bias {
+        add_bias(y, b);
+    }
+}

@@ -1,0 +1,2 @@
+//! Backends: `cpu` is the f32 reference and fallback.
+pub mod cpu;

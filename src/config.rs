@@ -1,0 +1,330 @@
+//! config.json -> a typed [`ModelConfig`], dispatched on `model_type` and
+//! `architectures`. Everything the forward pass reads is validated here once.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    Albert,
+    Roberta,
+    XlmRoberta,
+    Electra,
+}
+
+impl Family {
+    pub const SUPPORTED: &'static str = "bert, albert, roberta, xlm-roberta, electra";
+
+    pub fn from_model_type(s: &str) -> Option<Family> {
+        Some(match s {
+            "bert" => Family::Bert,
+            "albert" => Family::Albert,
+            "roberta" => Family::Roberta,
+            "xlm-roberta" => Family::XlmRoberta,
+            "electra" => Family::Electra,
+            _ => return None,
+        })
+    }
+
+    /// The weight-name prefix of the base model inside task models.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Albert => "albert",
+            Family::Roberta | Family::XlmRoberta => "roberta",
+            Family::Electra => "electra",
+        }
+    }
+
+    /// RoBERTa-style positions: start at pad_token_id + 1.
+    pub fn offset_positions(self) -> bool {
+        matches!(self, Family::Roberta | Family::XlmRoberta)
+    }
+
+    fn class_prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "Bert",
+            Family::Albert => "Albert",
+            Family::Roberta => "Roberta",
+            Family::XlmRoberta => "XLMRoberta",
+            Family::Electra => "Electra",
+        }
+    }
+}
+
+/// What sits on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// `*Model`: hidden states (+ pooler where the family has one).
+    Base,
+    MaskedLm,
+    QuestionAnswering,
+    SequenceClassification,
+    TokenClassification,
+    /// ElectraForPreTraining: replaced-token detection.
+    Discriminator,
+    /// AlbertForPreTraining: MLM + sentence-order prediction.
+    AlbertPreTraining,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// erf form
+    Gelu,
+    /// tanh form (gelu_new, gelu_pytorch_tanh)
+    GeluTanh,
+    GeluFast,
+    Relu,
+    Tanh,
+}
+
+impl Activation {
+    pub fn from_hf(s: &str) -> Option<Activation> {
+        Some(match s {
+            "gelu" => Activation::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
+            "gelu_fast" => Activation::GeluFast,
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+}
+
+/// Which parts of an ALBERT layer are shared across layers (the ALBERT paper's
+/// ablation). `All` is HF's layout; for the others layer i reads its unshared
+/// parts from group i and its shared parts from group 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    All,
+    Attention,
+    Ffn,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub family: Family,
+    pub head: Head,
+    pub architecture: String,
+    pub hidden_size: usize,
+    /// Width of the embedding tables (== hidden_size unless factorized).
+    pub embedding_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub head_dim: usize,
+    pub intermediate_size: usize,
+    pub act: Activation,
+    pub layer_norm_eps: f32,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub vocab_size: usize,
+    pub pad_token_id: u32,
+    /// ALBERT only (1 and 1 otherwise).
+    pub num_hidden_groups: usize,
+    pub inner_group_num: usize,
+    pub sharing: Sharing,
+    pub id2label: BTreeMap<usize, String>,
+    pub num_labels: usize,
+}
+
+impl ModelConfig {
+    pub fn from_file(path: &Path) -> Result<ModelConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json_str(&text, path)
+    }
+
+    pub fn from_json_str(text: &str, path: &Path) -> Result<ModelConfig> {
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| Error::config(path, "top level is not a JSON object"))?;
+        let err = |m: String| Error::config(path, m);
+        let get_usize = |k: &str| -> Result<Option<usize>> {
+            match obj.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(x) => x
+                    .as_u64()
+                    .map(|n| Some(n as usize))
+                    .ok_or_else(|| err(format!("field '{k}' must be a non-negative integer, got {x}"))),
+            }
+        };
+        let need = |k: &str| -> Result<usize> {
+            get_usize(k)?.ok_or_else(|| err(format!("missing required field '{k}'")))
+        };
+        let model_type = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("missing field 'model_type'".into()))?;
+        let family = Family::from_model_type(model_type).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "model_type '{model_type}' in {} (supported: {})",
+                path.display(),
+                Family::SUPPORTED
+            ))
+        })?;
+        let architecture = match obj.get("architectures") {
+            Some(Value::Array(a)) if !a.is_empty() => a[0]
+                .as_str()
+                .ok_or_else(|| err("'architectures' must list strings".into()))?
+                .to_string(),
+            _ => format!("{}Model", family.class_prefix()),
+        };
+        let head = head_for(family, &architecture).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "architecture '{architecture}' for model_type '{model_type}' (supported: {})",
+                supported_architectures(family).join(", ")
+            ))
+        })?;
+
+        let hidden_size = need("hidden_size")?;
+        let num_heads = need("num_attention_heads")?;
+        if num_heads == 0 || hidden_size == 0 || hidden_size % num_heads != 0 {
+            return Err(err(format!(
+                "hidden_size {hidden_size} is not a positive multiple of num_attention_heads {num_heads}"
+            )));
+        }
+        let embedding_size = match family {
+            Family::Albert | Family::Electra => get_usize("embedding_size")?.unwrap_or(hidden_size),
+            _ => hidden_size,
+        };
+        let act_name = obj
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("gelu");
+        let act = Activation::from_hf(act_name).ok_or_else(|| {
+            err(format!(
+                "hidden_act '{act_name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh)"
+            ))
+        })?;
+        if let Some(p) = obj.get("position_embedding_type").and_then(Value::as_str) {
+            if p != "absolute" {
+                return Err(err(format!(
+                    "position_embedding_type '{p}' is not supported (only 'absolute')"
+                )));
+            }
+        }
+        let layer_norm_eps = match obj.get("layer_norm_eps") {
+            None => 1e-12,
+            Some(x) => x
+                .as_f64()
+                .ok_or_else(|| err(format!("layer_norm_eps must be a number, got {x}")))?
+                as f32,
+        };
+        let num_layers = need("num_hidden_layers")?;
+        let (num_hidden_groups, inner_group_num) = if family == Family::Albert {
+            let g = get_usize("num_hidden_groups")?.unwrap_or(1);
+            let i = get_usize("inner_group_num")?.unwrap_or(1);
+            if g == 0 || i == 0 || num_layers % g != 0 {
+                return Err(err(format!(
+                    "num_hidden_layers {num_layers} must be a multiple of num_hidden_groups {g} (and inner_group_num {i} >= 1)"
+                )));
+            }
+            (g, i)
+        } else {
+            (1, 1)
+        };
+        let sharing = match obj.get("sharing").and_then(Value::as_str) {
+            None | Some("all") => Sharing::All,
+            Some("attention") => Sharing::Attention,
+            Some("ffn") => Sharing::Ffn,
+            Some("none") => Sharing::None,
+            Some(s) => {
+                return Err(err(format!(
+                    "sharing '{s}' is not one of all, attention, ffn, none"
+                )))
+            }
+        };
+        if sharing != Sharing::All && (family != Family::Albert || num_hidden_groups != num_layers) {
+            return Err(err(format!(
+                "sharing '{sharing:?}' needs an ALBERT model with num_hidden_groups == num_hidden_layers (one group per layer)"
+            )));
+        }
+        let mut id2label = BTreeMap::new();
+        if let Some(Value::Object(m)) = obj.get("id2label") {
+            for (k, v) in m {
+                let id: usize = k
+                    .parse()
+                    .map_err(|_| err(format!("id2label key '{k}' is not an integer")))?;
+                id2label.insert(id, v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        let num_labels = get_usize("num_labels")?
+            .unwrap_or(if id2label.is_empty() { 2 } else { id2label.len() });
+        Ok(ModelConfig {
+            family,
+            head,
+            architecture,
+            hidden_size,
+            embedding_size,
+            num_layers,
+            num_heads,
+            head_dim: hidden_size / num_heads,
+            intermediate_size: need("intermediate_size")?,
+            act,
+            layer_norm_eps,
+            max_position_embeddings: need("max_position_embeddings")?,
+            type_vocab_size: get_usize("type_vocab_size")?.unwrap_or(2),
+            vocab_size: need("vocab_size")?,
+            pad_token_id: get_usize("pad_token_id")?.unwrap_or(0) as u32,
+            num_hidden_groups,
+            inner_group_num,
+            sharing,
+            id2label,
+            num_labels,
+        })
+    }
+
+    /// The longest sequence (special tokens included) the position table allows.
+    pub fn max_tokens_per_sequence(&self) -> usize {
+        if self.family.offset_positions() {
+            self.max_position_embeddings
+                .saturating_sub(self.pad_token_id as usize + 1)
+        } else {
+            self.max_position_embeddings
+        }
+    }
+
+    pub fn label(&self, id: usize) -> String {
+        self.id2label
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{id}"))
+    }
+}
+
+fn head_for(family: Family, arch: &str) -> Option<Head> {
+    let rest = arch.strip_prefix(family.class_prefix())?;
+    Some(match (family, rest) {
+        (_, "Model") => Head::Base,
+        (_, "ForMaskedLM") => Head::MaskedLm,
+        (_, "ForQuestionAnswering") => Head::QuestionAnswering,
+        (_, "ForSequenceClassification") => Head::SequenceClassification,
+        (_, "ForTokenClassification") => Head::TokenClassification,
+        (Family::Electra, "ForPreTraining") => Head::Discriminator,
+        (Family::Albert, "ForPreTraining") => Head::AlbertPreTraining,
+        _ => return None,
+    })
+}
+
+fn supported_architectures(family: Family) -> Vec<String> {
+    let p = family.class_prefix();
+    let mut v: Vec<String> = [
+        "Model",
+        "ForMaskedLM",
+        "ForQuestionAnswering",
+        "ForSequenceClassification",
+        "ForTokenClassification",
+    ]
+    .iter()
+    .map(|s| format!("{p}{s}"))
+    .collect();
+    if matches!(family, Family::Electra | Family::Albert) {
+        v.push(format!("{p}ForPreTraining"));
+    }
+    v
+}

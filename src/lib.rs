@@ -1,0 +1,16 @@
+//! bertrt: inference for BERT-family encoders (BERT, ALBERT, RoBERTa, XLM-R, ELECTRA).
+//!
+//! Data flow: a HF model folder -> [`config::ModelConfig`] + [`weights`] ->
+//! [`model::ModelWeights`] -> a backend; text -> [`tokenize`] -> a packed
+//! [`batch::Batch`] -> forward -> [`output::ForwardOutput`].
+
+pub mod backend;
+pub mod batch;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod output;
+pub mod tokenize;
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,220 @@
+//! Tokenization identical to HF's: `tokenizer.json` through the `tokenizers`
+//! crate, or the same tokenizer rebuilt from legacy files (see [`legacy`]).
+//!
+//! Padding and truncation settings inside a tokenizer file are ignored: the
+//! engine packs sequences itself, and truncation is decided per call.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use tokenizers::{TruncationDirection, TruncationParams, TruncationStrategy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenizerKind {
+    /// tokenizer.json
+    Json,
+    /// vocab.txt (WordPiece)
+    WordPiece,
+    /// vocab.json + merges.txt (byte-level BPE)
+    Bpe,
+    /// spiece.model (SentencePiece Unigram)
+    SentencePiece,
+}
+
+impl TokenizerKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TokenizerKind::Json => "tokenizer.json",
+            TokenizerKind::WordPiece => "WordPiece (vocab.txt)",
+            TokenizerKind::Bpe => "byte-level BPE (vocab.json + merges.txt)",
+            TokenizerKind::SentencePiece => "SentencePiece Unigram (spiece.model)",
+        }
+    }
+}
+
+/// What to do with an input longer than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// Cut the longest sequence first, as HF's `truncation=True`.
+    LongestFirst,
+    /// Refuse the input.
+    Error,
+}
+
+/// One encoded input, with HF's conventions: character offsets into the
+/// text they came from, `(0, 0)` for special tokens.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+    pub tokens: Vec<String>,
+    pub offsets: Vec<(usize, usize)>,
+    /// Which input each token came from: Some(0) text, Some(1) pair, None special.
+    pub sequence_ids: Vec<Option<usize>>,
+    /// Tokens removed by truncation (0 when nothing was cut).
+    pub truncated_tokens: usize,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    pub kind: TokenizerKind,
+    pub mask_token: Option<String>,
+    /// Truncating copies of `inner`, one per limit asked for.
+    truncating: Mutex<HashMap<usize, tokenizers::Tokenizer>>,
+}
+
+impl Tokenizer {
+    /// Loads the tokenizer of a model folder.
+    pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        let json = dir.join("tokenizer.json");
+        let (mut inner, kind) = if json.is_file() {
+            let t = tokenizers::Tokenizer::from_file(&json).map_err(|e| {
+                Error::Tokenizer(format!("{}: {e}", json.display()))
+            })?;
+            (t, TokenizerKind::Json)
+        } else {
+            let kind = if dir.join("vocab.txt").is_file() {
+                TokenizerKind::WordPiece
+            } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
+                TokenizerKind::Bpe
+            } else if dir.join("spiece.model").is_file() {
+                TokenizerKind::SentencePiece
+            } else {
+                return Err(Error::Tokenizer(format!(
+                    "{}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt, or spiece.model)",
+                    dir.display()
+                )));
+            };
+            (legacy::from_legacy_files(dir)?, kind)
+        };
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mask_token = special_token(dir, "mask_token").or_else(|| {
+            ["[MASK]", "<mask>"]
+                .iter()
+                .find(|t| inner.token_to_id(t).is_some())
+                .map(|t| t.to_string())
+        });
+        Ok(Tokenizer {
+            inner,
+            kind,
+            mask_token,
+            truncating: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+    pub fn mask_id(&self) -> Option<u32> {
+        self.mask_token.as_deref().and_then(|t| self.token_to_id(t))
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Text of `ids` as HF's `decode` gives it.
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::Tokenizer(format!("decoding {ids:?}: {e}")))
+    }
+
+    /// Encodes `text` (and `pair`) with special tokens, at most `max_len`
+    /// tokens in all.
+    pub fn encode(
+        &self,
+        text: &str,
+        pair: Option<&str>,
+        max_len: usize,
+        truncation: Truncation,
+    ) -> Result<Encoded> {
+        let full = self.encode_with(&self.inner, text, pair)?;
+        if full.ids.len() <= max_len {
+            return Ok(full);
+        }
+        if truncation == Truncation::Error {
+            return Err(Error::Input(format!(
+                "input has {} tokens, more than the limit of {max_len} (truncation is off)",
+                full.ids.len()
+            )));
+        }
+        let mut cache = self.truncating.lock().unwrap();
+        if !cache.contains_key(&max_len) {
+            let mut t = self.inner.clone();
+            t.with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::Input(format!("cannot truncate to {max_len} tokens: {e}")))?;
+            cache.insert(max_len, t);
+        }
+        let mut enc = self.encode_with(&cache[&max_len], text, pair)?;
+        enc.truncated_tokens = full.ids.len() - enc.ids.len();
+        Ok(enc)
+    }
+
+    fn encode_with(
+        &self,
+        t: &tokenizers::Tokenizer,
+        text: &str,
+        pair: Option<&str>,
+    ) -> Result<Encoded> {
+        let e = match pair {
+            None => t.encode_char_offsets(text, true),
+            Some(p) => t.encode_char_offsets((text, p), true),
+        }
+        .map_err(|e| Error::Tokenizer(format!("encoding {text:?}: {e}")))?;
+        Ok(Encoded {
+            ids: e.get_ids().to_vec(),
+            type_ids: e.get_type_ids().to_vec(),
+            tokens: e.get_tokens().to_vec(),
+            offsets: e.get_offsets().to_vec(),
+            sequence_ids: e.get_sequence_ids(),
+            truncated_tokens: 0,
+        })
+    }
+}
+
+/// A special token's text from tokenizer_config.json or
+/// special_tokens_map.json (a string or an AddedToken object).
+pub fn special_token(dir: &Path, key: &str) -> Option<String> {
+    for f in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        match v.get(key) {
+            Some(Value::String(s)) => return Some(s.clone()),
+            Some(Value::Object(o)) => {
+                if let Some(Value::String(s)) = o.get("content") {
+                    return Some(s.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+pub mod legacy {
+    //! Placeholder until the legacy-file builder lands.
+    use crate::error::{Error, Result};
+    pub fn from_legacy_files(dir: &std::path::Path) -> Result<tokenizers::Tokenizer> {
+        Err(Error::Tokenizer(format!(
+            "{}: legacy tokenizer files are not supported yet",
+            dir.display()
+        )))
+    }
+}
