@@ -129,6 +129,8 @@ pub struct ModelConfig {
     pub sharing: Sharing,
     pub id2label: BTreeMap<usize, String>,
     pub num_labels: usize,
+    /// regression / single_label_classification / multi_label_classification
+    pub problem_type: Option<String>,
 }
 
 impl ModelConfig {
@@ -276,6 +278,10 @@ impl ModelConfig {
             sharing,
             id2label,
             num_labels,
+            problem_type: obj
+                .get("problem_type")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 

@@ -7,10 +7,14 @@
 pub mod backend;
 pub mod batch;
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod hub;
 pub mod model;
 pub mod output;
+pub mod tasks;
 pub mod tokenize;
 pub mod weights;
 
 pub use error::{Error, Result};
+pub use engine::{Device, Engine};

@@ -1,2 +1,5 @@
-//! Backends: `cpu` is the f32 reference and fallback.
+//! Backends: `cpu` is the f32 reference and fallback; `cuda` the fp16 engine.
 pub mod cpu;
+pub mod cuda;
+pub mod emu;
+pub mod kernels;

@@ -61,6 +61,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub kind: TokenizerKind,
     pub mask_token: Option<String>,
+    /// tokenizer_config.json's clean_up_tokenization_spaces (HF decode).
+    pub clean_up_spaces: bool,
     /// Truncating copies of `inner`, one per limit asked for.
     truncating: Mutex<HashMap<usize, tokenizers::Tokenizer>>,
 }
@@ -99,12 +101,22 @@ impl Tokenizer {
                 .find(|t| inner.token_to_id(t).is_some())
                 .map(|t| t.to_string())
         });
+        let clean_up_spaces = config_value(dir, "clean_up_tokenization_spaces")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         Ok(Tokenizer {
             inner,
             kind,
             mask_token,
+            clean_up_spaces,
             truncating: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The underlying `tokenizers` tokenizer (no padding, no truncation), for
+    /// tasks that need its overflow/stride machinery (QA windows).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -122,9 +134,15 @@ impl Tokenizer {
 
     /// Text of `ids` as HF's `decode` gives it.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
+        let text = self
+            .inner
             .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::Tokenizer(format!("decoding {ids:?}: {e}")))
+            .map_err(|e| Error::Tokenizer(format!("decoding {ids:?}: {e}")))?;
+        Ok(if self.clean_up_spaces {
+            clean_up_tokenization(&text)
+        } else {
+            text
+        })
     }
 
     /// Encodes `text` (and `pair`) with special tokens, at most `max_len`
@@ -183,6 +201,33 @@ impl Tokenizer {
             truncated_tokens: 0,
         })
     }
+}
+
+/// HF's `clean_up_tokenization`: drop the space before punctuation and
+/// English contractions.
+fn clean_up_tokenization(s: &str) -> String {
+    let mut out = s.to_string();
+    for (from, to) in [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ] {
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// A top-level value of tokenizer_config.json.
+fn config_value(dir: &Path, key: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
+    serde_json::from_str::<Value>(&text).ok()?.get(key).cloned()
 }
 
 /// A special token's text from tokenizer_config.json or

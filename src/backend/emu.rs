@@ -1,0 +1,246 @@
+//! The kernels of `kernels/*.cu`, compiled for the host by build.rs and run on
+//! the CPU under the SIMT emulation (`kernels/simt_emu.h`): every CUDA thread a
+//! fiber, `__syncthreads` a real barrier, shuffles warp-wide rendezvous.
+//!
+//! This is for tests: it checks the CUDA source itself (indexing, barriers,
+//! reductions, fp16 rounding) against the f32 CPU reference on machines with
+//! no GPU. It is slow (a few million scalar ops per second).
+//!
+//! Each `pub fn` takes host slices, asserts every size the kernel relies on,
+//! builds the same params struct and [`Geometry`] the CUDA launcher uses, and
+//! runs the grid. This module holds all of the emulation's `unsafe`.
+
+use std::ffi::c_void;
+
+use half::f16;
+
+use super::kernels::{self as k, Geometry};
+use crate::config::Activation;
+use crate::{Error, Result};
+
+extern "C" {
+    fn bertrt_emu_launch(
+        gx: u32,
+        gy: u32,
+        gz: u32,
+        bx: u32,
+        by: u32,
+        bz: u32,
+        dyn_smem: usize,
+        entry: extern "C" fn(*mut c_void),
+        ctx: *mut c_void,
+    ) -> i32;
+    fn bertrt_emu_last_error(buf: *mut u8, len: usize) -> usize;
+
+    fn bertrt_emu_embeddings_layernorm_f16(p: k::EmbeddingsLayerNormParams);
+    fn bertrt_emu_add_bias_residual_layernorm_f16(p: k::AddBiasResidualLayerNormParams);
+    fn bertrt_emu_bias_act_f16(p: k::BiasActParams);
+    fn bertrt_emu_attention_f16(p: k::AttentionParams);
+    fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
+    fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
+}
+
+/// What the per-thread entry needs: which kernel, with which params.
+struct Kernel<P: Copy> {
+    name: &'static str,
+    func: unsafe extern "C" fn(P),
+    params: P,
+}
+
+/// Called by the emulator once per CUDA thread, with that thread's builtins set.
+extern "C" fn entry<P: Copy>(ctx: *mut c_void) {
+    // SAFETY: `ctx` is the `&Kernel<P>` that `launch` passed with this very
+    // `entry::<P>`, alive until bertrt_emu_launch returns.
+    let kernel = unsafe { &*(ctx as *const Kernel<P>) };
+    // SAFETY: the launch fn that built `kernel` asserted every size the kernel
+    // reads or writes through the params' pointers.
+    unsafe { (kernel.func)(kernel.params) }
+}
+
+/// Runs one grid. Callers have asserted the buffers behind `kernel.params`.
+fn launch<P: Copy>(kernel: Kernel<P>, g: Geometry) -> Result<()> {
+    if g.grid.0 == 0 || g.grid.1 == 0 || g.grid.2 == 0 {
+        return Ok(()); // nothing to do, as on the GPU where a 0-block launch is an error we avoid
+    }
+    let ctx = &kernel as *const Kernel<P> as *mut c_void;
+    // SAFETY: `ctx` outlives the call (the emulator joins every block before
+    // returning) and is only read, by `entry::<P>`.
+    let rc = unsafe {
+        bertrt_emu_launch(
+            g.grid.0,
+            g.grid.1,
+            g.grid.2,
+            g.block.0,
+            g.block.1,
+            g.block.2,
+            g.smem_bytes as usize,
+            entry::<P>,
+            ctx,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; 1024];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; the emulator writes at
+    // most that many, NUL included.
+    let n = unsafe { bertrt_emu_last_error(buf.as_mut_ptr(), buf.len()) };
+    buf.truncate(n.min(buf.len() - 1));
+    Err(Error::Device(format!(
+        "emulated {}: {}",
+        kernel.name,
+        String::from_utf8_lossy(&buf)
+    )))
+}
+
+fn ptr<T>(s: &[T]) -> u64 {
+    s.as_ptr() as u64
+}
+fn ptr_mut<T>(s: &mut [T]) -> u64 {
+    s.as_mut_ptr() as u64
+}
+
+/// out[t] = LN(word[ids[t]] + pos[pos_ids[t]] (+ ty[type_ids[t]])) * gamma + beta.
+/// Tables `[rows, width]` with `width = gamma.len()`. An id out of range is an
+/// `Err` (the kernel traps).
+#[allow(clippy::too_many_arguments)]
+pub fn embeddings_layernorm(
+    word: &[f16],
+    pos: &[f16],
+    ty: Option<&[f16]>,
+    ids: &[u32],
+    pos_ids: &[u32],
+    type_ids: &[u32],
+    gamma: &[f16],
+    beta: &[f16],
+    eps: f32,
+    out: &mut [f16],
+) -> Result<()> {
+    let width = gamma.len();
+    let tokens = ids.len();
+    assert!(width > 0 && beta.len() == width);
+    assert!(word.len() % width == 0 && pos.len() % width == 0);
+    assert!(pos_ids.len() == tokens && out.len() == tokens * width);
+    if let Some(ty) = ty {
+        assert!(ty.len() % width == 0 && type_ids.len() == tokens);
+    }
+    let p = k::EmbeddingsLayerNormParams {
+        word: ptr(word),
+        pos: ptr(pos),
+        ty: ty.map_or(0, ptr),
+        ids: ptr(ids),
+        pos_ids: ptr(pos_ids),
+        type_ids: ptr(type_ids),
+        gamma: ptr(gamma),
+        beta: ptr(beta),
+        out: ptr_mut(out),
+        tokens: tokens as i32,
+        width: width as i32,
+        vocab: (word.len() / width) as u32,
+        max_pos: (pos.len() / width) as u32,
+        type_vocab: ty.map_or(0, |t| (t.len() / width) as u32),
+        eps,
+    };
+    let g = k::embeddings_layernorm_geometry(tokens, width);
+    launch(Kernel { name: "embeddings_layernorm_f16", func: bertrt_emu_embeddings_layernorm_f16, params: p }, g)
+}
+
+/// In place: x = LN(x + bias + residual) * gamma + beta, row width `bias.len()`.
+pub fn add_bias_residual_layernorm(
+    x: &mut [f16],
+    bias: &[f16],
+    residual: &[f16],
+    gamma: &[f16],
+    beta: &[f16],
+    eps: f32,
+) -> Result<()> {
+    let width = bias.len();
+    assert!(width > 0 && gamma.len() == width && beta.len() == width);
+    assert!(x.len() % width == 0 && residual.len() == x.len());
+    let rows = x.len() / width;
+    let xp = ptr_mut(x);
+    let p = k::AddBiasResidualLayerNormParams {
+        x: xp,
+        bias: ptr(bias),
+        residual: ptr(residual),
+        gamma: ptr(gamma),
+        beta: ptr(beta),
+        out: xp,
+        rows: rows as i32,
+        width: width as i32,
+        eps,
+    };
+    let g = k::add_bias_residual_layernorm_geometry(rows, width);
+    launch(
+        Kernel { name: "add_bias_residual_layernorm_f16", func: bertrt_emu_add_bias_residual_layernorm_f16, params: p },
+        g,
+    )
+}
+
+/// In place: x = act(x + bias), row width `bias.len()`.
+pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
+    let width = bias.len();
+    assert!(width > 0 && x.len() % width == 0);
+    let p = k::BiasActParams {
+        x: ptr_mut(x),
+        bias: ptr(bias),
+        n: x.len() as i64,
+        width: width as i32,
+        act: k::act_code(act),
+    };
+    let g = k::elementwise_geometry(x.len());
+    launch(Kernel { name: "bias_act_f16", func: bertrt_emu_bias_act_f16, params: p }, g)
+}
+
+/// Packed multi-head self-attention: `qkv` `[T, 3*heads*head_dim]` rows
+/// `q | k | v`, `cu_seqlens` `[num_seqs + 1]` from 0 to T, `out` `[T, heads*head_dim]`.
+pub fn attention(qkv: &[f16], cu_seqlens: &[i32], heads: usize, head_dim: usize, out: &mut [f16]) -> Result<()> {
+    assert!((1..=k::ATTN_MAX_HEAD_DIM).contains(&head_dim) && heads > 0);
+    assert!(!cu_seqlens.is_empty() && cu_seqlens[0] == 0);
+    assert!(cu_seqlens.windows(2).all(|w| w[0] <= w[1]), "cu_seqlens must not decrease");
+    let tokens = *cu_seqlens.last().unwrap() as usize;
+    let h = heads * head_dim;
+    assert!(qkv.len() == tokens * 3 * h && out.len() == tokens * h);
+    let num_seqs = cu_seqlens.len() - 1;
+    let max_len = cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let p = k::AttentionParams {
+        qkv: ptr(qkv),
+        cu_seqlens: ptr(cu_seqlens),
+        out: ptr_mut(out),
+        num_seqs: num_seqs as i32,
+        heads: heads as i32,
+        head_dim: head_dim as i32,
+        ld: k::attention_smem_ld(head_dim) as i32,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        _pad: 0,
+    };
+    if num_seqs == 0 || max_len == 0 {
+        return Ok(());
+    }
+    let g = k::attention_geometry(num_seqs, heads, head_dim, max_len);
+    launch(Kernel { name: "attention_f16", func: bertrt_emu_attention_f16, params: p }, g)
+}
+
+/// out[i] = x[row_ids[i]], rows of width `width`. A row id out of range is an
+/// `Err` (the kernel traps).
+pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) -> Result<()> {
+    assert!(width > 0 && x.len() % width == 0 && out.len() == row_ids.len() * width);
+    let p = k::GatherRowsParams {
+        x: ptr(x),
+        row_ids: ptr(row_ids),
+        out: ptr_mut(out),
+        n: row_ids.len() as i32,
+        rows: (x.len() / width) as i32,
+        width: width as i32,
+        _pad: 0,
+    };
+    let g = k::gather_rows_geometry(row_ids.len());
+    launch(Kernel { name: "gather_rows_f16", func: bertrt_emu_gather_rows_f16, params: p }, g)
+}
+
+/// out = x as f32.
+pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
+    assert!(out.len() == x.len());
+    let p = k::CastF32Params { x: ptr(x), out: ptr_mut(out), n: x.len() as i64 };
+    launch(Kernel { name: "cast_f32_f16", func: bertrt_emu_cast_f32_f16, params: p }, k::elementwise_geometry(x.len()))
+}

@@ -1,0 +1,179 @@
+//! [`Engine`]: a loaded model folder (config, tokenizer, weights on a backend),
+//! the object the tasks and the CLI work through. Send + Sync: one engine
+//! serves many threads.
+
+use crate::backend::cpu::CpuEngine;
+use crate::batch::{Batch, SequenceIds};
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::{load_weights, ModelWeights};
+use crate::output::ForwardOutput;
+use crate::tokenize::{Encoded, Tokenizer, Truncation};
+use crate::weights::WeightStore;
+use std::path::{Path, PathBuf};
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+    /// CUDA when present, else CPU (and say so).
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "auto" => Ok(Device::Auto),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    Error::Input(format!("--device '{s}': use auto, cpu, cuda or cuda:N"))
+                }),
+        }
+    }
+}
+
+/// A forward-pass implementation over packed batches.
+pub trait Backend: Send + Sync {
+    fn forward(&self, batch: &Batch) -> Result<ForwardOutput>;
+    /// e.g. "cpu (f32)" or "cuda:0 NVIDIA H100 (fp16)".
+    fn describe(&self) -> String;
+}
+
+impl Backend for CpuEngine {
+    fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        CpuEngine::forward(self, batch)
+    }
+    fn describe(&self) -> String {
+        format!("cpu (f32, {} threads)", rayon::current_num_threads())
+    }
+}
+
+pub struct Engine {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    backend: Box<dyn Backend>,
+    /// Things the user should hear about (unused tensors, device fallback).
+    pub warnings: Vec<String>,
+    /// Weight-file facts for `info`.
+    pub parameter_count: usize,
+    pub stored_parameter_count: usize,
+    pub weights_dtype: String,
+    pub weights_source: PathBuf,
+}
+
+impl Engine {
+    /// Loads a model folder (or cached hub id) onto `device`.
+    pub fn load(model: &str, device: Device) -> Result<Engine> {
+        let dir = crate::hub::resolve_model(model)?;
+        Self::load_dir(&dir, device)
+    }
+
+    pub fn load_dir(dir: &Path, device: Device) -> Result<Engine> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::config(&config_path, "missing (is this a HF model folder?)"));
+        }
+        let config = ModelConfig::from_file(&config_path)?;
+        let tokenizer = Tokenizer::from_dir(dir)?;
+        let store = WeightStore::open_dir(dir)?;
+        let weights = load_weights(&config, &store)?;
+        let mut warnings = Vec::new();
+        if !weights.unused_tensors.is_empty() {
+            let n = weights.unused_tensors.len();
+            let shown: Vec<&str> = weights.unused_tensors.iter().take(5).map(|s| s.as_str()).collect();
+            warnings.push(format!(
+                "{n} tensor(s) in {} not used by {}: {}{}",
+                store.source.display(),
+                config.architecture,
+                shown.join(", "),
+                if n > 5 { ", ..." } else { "" }
+            ));
+        }
+        let weights_dtype = match store.main_dtype() {
+            Some(crate::weights::DType::F16) => "f16",
+            Some(crate::weights::DType::BF16) => "bf16",
+            _ => "f32",
+        }
+        .to_string();
+        let parameter_count = weights.parameter_count();
+        let backend = make_backend(weights, device, &mut warnings)?;
+        Ok(Engine {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            backend,
+            warnings,
+            parameter_count,
+            stored_parameter_count: store.parameter_count(),
+            weights_dtype,
+            weights_source: store.source.clone(),
+        })
+    }
+
+    pub fn backend_name(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Runs a packed batch.
+    pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        self.backend.forward(batch)
+    }
+
+    /// Tokenizes (with the model's length limit) and packs many inputs.
+    pub fn encode_batch(
+        &self,
+        inputs: &[(&str, Option<&str>)],
+        max_len: Option<usize>,
+        truncation: Truncation,
+    ) -> Result<(Vec<Encoded>, Batch)> {
+        let limit = max_len
+            .unwrap_or(usize::MAX)
+            .min(self.config.max_tokens_per_sequence());
+        let mut encs = Vec::with_capacity(inputs.len());
+        for (i, (text, pair)) in inputs.iter().enumerate() {
+            let e = self
+                .tokenizer
+                .encode(text, *pair, limit, truncation)
+                .map_err(|e| match e {
+                    Error::Input(m) => Error::Input(format!("input {i}: {m}")),
+                    other => other,
+                })?;
+            encs.push(e);
+        }
+        let seqs: Vec<SequenceIds> = encs
+            .iter()
+            .map(|e| SequenceIds {
+                input_ids: e.ids.clone(),
+                token_type_ids: e.type_ids.clone(),
+            })
+            .collect();
+        let batch = Batch::pack(&seqs, &self.config)?;
+        Ok((encs, batch))
+    }
+}
+
+fn make_backend(
+    weights: ModelWeights,
+    device: Device,
+    warnings: &mut Vec<String>,
+) -> Result<Box<dyn Backend>> {
+    match device {
+        Device::Cpu => Ok(Box::new(CpuEngine::new(weights))),
+        Device::Cuda(n) => crate::backend::cuda::load(weights, n),
+        Device::Auto => match crate::backend::cuda::load(weights.clone(), 0) {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));
+                Ok(Box::new(CpuEngine::new(weights)))
+            }
+        },
+    }
+}

