@@ -160,7 +160,8 @@ impl Engine {
     }
 }
 
-fn make_backend(
+/// The backend for `device`, with a warning pushed when `Auto` falls back to the CPU.
+pub fn make_backend(
     weights: ModelWeights,
     device: Device,
     warnings: &mut Vec<String>,
