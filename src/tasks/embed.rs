@@ -29,7 +29,11 @@ impl std::str::FromStr for Pooling {
             "mean" => Pooling::Mean,
             "pooler" => Pooling::Pooler,
             "none" => Pooling::None,
-            _ => return Err(Error::Input(format!("pooling '{s}': use cls, mean, pooler or none"))),
+            _ => {
+                return Err(Error::Input(format!(
+                    "pooling '{s}': use cls, mean, pooler or none"
+                )))
+            }
         })
     }
 }
@@ -80,7 +84,10 @@ impl EmbedOptions {
         if let Ok(text) = std::fs::read_to_string(&sb) {
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| Error::config(&sb, format!("not valid JSON: {e}")))?;
-            o.max_seq_length = v.get("max_seq_length").and_then(Value::as_u64).map(|n| n as usize);
+            o.max_seq_length = v
+                .get("max_seq_length")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize);
         }
         Ok(o)
     }
@@ -106,18 +113,39 @@ fn pooling_from_config(path: &Path) -> Result<Pooling> {
     }
 }
 
+/// Embeddings plus what was cut to fit: `(input index, tokens removed)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedded {
+    pub embeddings: Vec<Embedding>,
+    pub truncated: Vec<(usize, usize)>,
+}
+
 /// Embeds many texts in one batch.
 pub fn embed(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> Result<Vec<Embedding>> {
+    embed_reporting(engine, texts, opts).map(|e| e.embeddings)
+}
+
+/// [`embed`], also saying which inputs were truncated.
+pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> Result<Embedded> {
     for (i, t) in texts.iter().enumerate() {
         if t.trim().is_empty() {
             return Err(Error::Input(format!("input {i} is empty")));
         }
     }
     if texts.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Embedded {
+            embeddings: Vec::new(),
+            truncated: Vec::new(),
+        });
     }
     let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
-    let (_, batch) = engine.encode_batch(&inputs, opts.max_seq_length, opts.truncation)?;
+    let (encs, batch) = engine.encode_batch(&inputs, opts.max_seq_length, opts.truncation)?;
+    let truncated = encs
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.truncated_tokens > 0)
+        .map(|(i, e)| (i, e.truncated_tokens))
+        .collect();
     let out = engine.forward(&batch)?;
     let h = engine.config.hidden_size;
     let mut res = Vec::with_capacity(texts.len());
@@ -155,11 +183,19 @@ pub fn embed(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> Result<Vec
         }
         res.push(e);
     }
-    Ok(res)
+    Ok(Embedded {
+        embeddings: res,
+        truncated,
+    })
 }
 
 /// v / max(||v||, 1e-12), as torch.nn.functional.normalize.
 fn l2_normalize(v: &mut [f32]) {
-    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+    let n = v
+        .iter()
+        .map(|x| (*x as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
     v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
 }

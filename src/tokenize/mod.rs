@@ -72,9 +72,8 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let json = dir.join("tokenizer.json");
         let (mut inner, kind) = if json.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json).map_err(|e| {
-                Error::Tokenizer(format!("{}: {e}", json.display()))
-            })?;
+            let t = tokenizers::Tokenizer::from_file(&json)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", json.display())))?;
             (t, TokenizerKind::Json)
         } else {
             let kind = if dir.join("vocab.txt").is_file() {

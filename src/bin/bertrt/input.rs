@@ -77,7 +77,11 @@ pub fn field<'a>(r: &'a Record, key: &str) -> Result<&'a str, String> {
 }
 
 /// Inputs from arguments if any, else from `--input`/stdin records' `text`.
-pub fn texts(args: &[String], file: Option<&Path>, on_error: OnError) -> Result<Vec<String>, String> {
+pub fn texts(
+    args: &[String],
+    file: Option<&Path>,
+    on_error: OnError,
+) -> Result<Vec<String>, String> {
     if !args.is_empty() {
         return Ok(args.to_vec());
     }

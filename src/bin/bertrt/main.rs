@@ -1,6 +1,7 @@
 //! The bertrt CLI: clap parses the raw arguments, each command validates them
 //! into library calls, and output goes to stdout as text, JSON or JSONL.
 
+mod bench;
 mod input;
 
 use bertrt::tasks::{classify, detect, embed, fill_mask, qa};
@@ -12,7 +13,11 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "bertrt", version, about = "Inference for BERT-family encoders (BERT, ALBERT, RoBERTa, ELECTRA)")]
+#[command(
+    name = "bertrt",
+    version,
+    about = "Inference for BERT-family encoders (BERT, ALBERT, RoBERTa, ELECTRA)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -30,7 +35,11 @@ enum Format {
 #[derive(Args, Clone)]
 struct Common {
     /// Model folder, or a hub id found in the HF cache.
-    #[arg(long, short = 'm', default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    #[arg(
+        long,
+        short = 'm',
+        default_value = "sentence-transformers/all-MiniLM-L6-v2"
+    )]
     model: String,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -125,6 +134,8 @@ enum Cmd {
         #[arg(long)]
         tokens: bool,
     },
+    /// Latency and throughput over a batch x seq grid (presets run random weights).
+    Bench(bench::BenchArgs),
 }
 
 type CliResult = Result<(), String>;
@@ -157,7 +168,10 @@ fn truncation(c: &Common) -> Truncation {
 /// Prints one value per input: JSON array, JSONL lines, or `text` via `show`.
 fn emit(format: Format, items: &[Value], show: impl Fn(&Value) -> String) -> CliResult {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(items).map_err(|e| e.to_string())?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(items).map_err(|e| e.to_string())?
+        ),
         Format::Jsonl => {
             for v in items {
                 println!("{v}");
@@ -175,6 +189,7 @@ fn emit(format: Format, items: &[Value], show: impl Fn(&Value) -> String) -> Cli
 
 fn run(cli: Cli) -> CliResult {
     match cli.cmd {
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Info { c } => {
             let e = load(&c)?;
             let cfg = &e.config;
@@ -205,7 +220,12 @@ fn run(cli: Cli) -> CliResult {
                 v.as_object()
                     .unwrap()
                     .iter()
-                    .map(|(k, x)| format!("{k:<26} {}", x.as_str().map(str::to_string).unwrap_or(x.to_string())))
+                    .map(|(k, x)| {
+                        format!(
+                            "{k:<26} {}",
+                            x.as_str().map(str::to_string).unwrap_or(x.to_string())
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -218,7 +238,10 @@ fn run(cli: Cli) -> CliResult {
                 .encode(&text, pair.as_deref(), limit, truncation(&c))
                 .map_err(|e| e.to_string())?;
             if enc.truncated_tokens > 0 {
-                eprintln!("bertrt: warning: input truncated by {} tokens to {limit}", enc.truncated_tokens);
+                eprintln!(
+                    "bertrt: warning: input truncated by {} tokens to {limit}",
+                    enc.truncated_tokens
+                );
             }
             let v = json!({
                 "tokens": enc.tokens,
@@ -228,24 +251,48 @@ fn run(cli: Cli) -> CliResult {
                 "offsets": enc.offsets,
             });
             emit(c.format, &[v], |v| {
-                ["tokens", "input_ids", "token_type_ids", "attention_mask", "offsets"]
-                    .iter()
-                    .map(|k| format!("{k:<15} {}", v[k]))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                [
+                    "tokens",
+                    "input_ids",
+                    "token_type_ids",
+                    "attention_mask",
+                    "offsets",
+                ]
+                .iter()
+                .map(|k| format!("{k:<15} {}", v[k]))
+                .collect::<Vec<_>>()
+                .join("\n")
             })
         }
-        Cmd::Embed { c, texts, input, pooling, normalize, output, on_error } => {
+        Cmd::Embed {
+            c,
+            texts,
+            input,
+            pooling,
+            normalize,
+            output,
+            on_error,
+        } => {
             let texts = input::texts(&texts, input.as_deref(), on_error)?;
             let e = load(&c)?;
-            let mut opts = embed::EmbedOptions::from_model_dir(&e.dir).map_err(|e| e.to_string())?;
+            let mut opts =
+                embed::EmbedOptions::from_model_dir(&e.dir).map_err(|e| e.to_string())?;
             if let Some(p) = pooling {
                 opts.pooling = p.parse().map_err(|e: bertrt::Error| e.to_string())?;
             }
             opts.normalize |= normalize;
             opts.truncation = truncation(&c);
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let embs = embed::embed(&e, &refs, &opts).map_err(|e| e.to_string())?;
+            let embs = in_batches(&refs, |offset, chunk| {
+                let out = embed::embed_reporting(&e, chunk, &opts).map_err(|e| e.to_string())?;
+                for (i, n) in &out.truncated {
+                    eprintln!(
+                        "bertrt: warning: input {} truncated by {n} tokens to fit the model (use --no-truncate to refuse instead)",
+                        offset + i
+                    );
+                }
+                Ok(out.embeddings)
+            })?;
             let vals: Vec<Value> = embs
                 .iter()
                 .map(|x| match x {
@@ -271,7 +318,14 @@ fn run(cli: Cli) -> CliResult {
                 v.as_array()
                     .unwrap()
                     .iter()
-                    .map(|p| format!("{:.4}  {:<15} {}", p["score"].as_f64().unwrap(), p["token_str"].as_str().unwrap(), p["sequence"].as_str().unwrap()))
+                    .map(|p| {
+                        format!(
+                            "{:.4}  {:<15} {}",
+                            p["score"].as_f64().unwrap(),
+                            p["token_str"].as_str().unwrap(),
+                            p["sequence"].as_str().unwrap()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -284,12 +338,30 @@ fn run(cli: Cli) -> CliResult {
                 v.as_array()
                     .unwrap()
                     .iter()
-                    .map(|t| format!("{:<15} {:.4}", t["token"].as_str().unwrap(), t["probability"].as_f64().unwrap()))
+                    .map(|t| {
+                        format!(
+                            "{:<15} {:.4}",
+                            t["token"].as_str().unwrap(),
+                            t["probability"].as_f64().unwrap()
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
         }
-        Cmd::Qa { c, question, context, input, max_seq_len, doc_stride, max_question_len, max_answer_len, top_k, handle_impossible_answer, on_error } => {
+        Cmd::Qa {
+            c,
+            question,
+            context,
+            input,
+            max_seq_len,
+            doc_stride,
+            max_question_len,
+            max_answer_len,
+            top_k,
+            handle_impossible_answer,
+            on_error,
+        } => {
             let items: Vec<(String, String)> = match (question, context, &input) {
                 (Some(q), Some(ctx), None) => vec![(q, ctx)],
                 (None, None, Some(_)) | (None, None, None) => {
@@ -306,16 +378,40 @@ fn run(cli: Cli) -> CliResult {
                 _ => return Err("give --question and --context together, or --input FILE (JSONL {question, context})".into()),
             };
             let e = load(&c)?;
-            let opts = qa::QaOptions { top_k, doc_stride, max_answer_len, max_seq_len, max_question_len, handle_impossible_answer, ..Default::default() };
-            let refs: Vec<(&str, &str)> = items.iter().map(|(q, c)| (q.as_str(), c.as_str())).collect();
-            let res = qa::qa_many(&e, &refs, &opts).map_err(|e| e.to_string())?;
+            let opts = qa::QaOptions {
+                top_k,
+                doc_stride,
+                max_answer_len,
+                max_seq_len,
+                max_question_len,
+                handle_impossible_answer,
+                ..Default::default()
+            };
+            let refs: Vec<(&str, &str)> = items
+                .iter()
+                .map(|(q, c)| (q.as_str(), c.as_str()))
+                .collect();
+            let res = in_batches(&refs, |_, chunk| {
+                qa::qa_many(&e, chunk, &opts).map_err(|e| e.to_string())
+            })?;
             let vals: Vec<Value> = res
                 .iter()
-                .map(|answers| if top_k == 1 && answers.len() == 1 { json!(answers[0]) } else { json!(answers) })
+                .map(|answers| {
+                    if top_k == 1 && answers.len() == 1 {
+                        json!(answers[0])
+                    } else {
+                        json!(answers)
+                    }
+                })
                 .collect();
             emit(c.format, &vals, |v| v.to_string())
         }
-        Cmd::Classify { c, text, pair, tokens } => {
+        Cmd::Classify {
+            c,
+            text,
+            pair,
+            tokens,
+        } => {
             let e = load(&c)?;
             let v = if tokens {
                 json!(classify::classify_tokens(&e, &text, &["O"]).map_err(|e| e.to_string())?)
@@ -327,14 +423,46 @@ fn run(cli: Cli) -> CliResult {
                     .unwrap()
                     .iter()
                     .map(|x| match x.get("label") {
-                        Some(l) => format!("{:<20} {:.4}", l.as_str().unwrap(), x["score"].as_f64().unwrap()),
-                        None => format!("{:<15} {:<10} {:.4}", x["word"].as_str().unwrap(), x["entity"].as_str().unwrap(), x["score"].as_f64().unwrap()),
+                        Some(l) => format!(
+                            "{:<20} {:.4}",
+                            l.as_str().unwrap(),
+                            x["score"].as_f64().unwrap()
+                        ),
+                        None => format!(
+                            "{:<15} {:<10} {:.4}",
+                            x["word"].as_str().unwrap(),
+                            x["entity"].as_str().unwrap(),
+                            x["score"].as_f64().unwrap()
+                        ),
                     })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
         }
     }
+}
+
+/// Inputs per forward pass in batch modes.
+const BATCH: usize = 32;
+
+/// Runs `f` over chunks of `items` with a progress bar on stderr (indicatif
+/// draws nothing when stderr is not a terminal, keeping stdout clean).
+fn in_batches<T, R>(
+    items: &[T],
+    f: impl Fn(usize, &[T]) -> Result<Vec<R>, String>,
+) -> Result<Vec<R>, String> {
+    let bar = if items.len() > BATCH {
+        indicatif::ProgressBar::new(items.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, chunk) in items.chunks(BATCH).enumerate() {
+        out.extend(f(i * BATCH, chunk)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
 }
 
 /// Parameters the model would hold without ALBERT's cross-layer sharing.
@@ -357,14 +485,21 @@ fn write_npy(path: &std::path::Path, embs: &[embed::Embedding]) -> CliResult {
         None => (vec![0, 0], vec![]),
         Some(embed::Embedding::Vector(v)) => (
             vec![embs.len(), v.len()],
-            embs.iter().flat_map(|e| match e { embed::Embedding::Vector(v) => v.clone(), _ => vec![] }).collect(),
+            embs.iter()
+                .flat_map(|e| match e {
+                    embed::Embedding::Vector(v) => v.clone(),
+                    _ => vec![],
+                })
+                .collect(),
         ),
         Some(embed::Embedding::Tokens(t)) => {
             let n = t.len();
             let dim = t.first().map_or(0, |r| r.len());
             let mut data = Vec::new();
             for e in embs {
-                let embed::Embedding::Tokens(t) = e else { unreachable!() };
+                let embed::Embedding::Tokens(t) = e else {
+                    unreachable!()
+                };
                 if t.len() != n {
                     return Err("--pooling none with --format npy needs inputs of equal token length; use --format json".into());
                 }

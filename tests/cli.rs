@@ -1,0 +1,270 @@
+//! The CLI as a user types it: each subcommand runs, its JSON parses, and bad
+//! input gives a clear message and a non-zero exit.
+
+mod common;
+
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+
+fn bertrt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bertrt"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn model(name: &str) -> String {
+    common::model_dir(name).display().to_string()
+}
+
+fn json_ok(args: &[&str]) -> Value {
+    let out = bertrt(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bertrt {args:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bertrt {args:?}: stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = bertrt(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "bertrt {args:?} should fail");
+    assert!(
+        stderr.contains(needle),
+        "bertrt {args:?}: expected {needle:?} in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn info_reports_albert_sharing_savings() {
+    let m = model("albert_mlm");
+    let v = json_ok(&["info", "--model", &m, "--device", "cpu", "--format", "json"]);
+    let v = &v[0];
+    assert_eq!(v["model_type"], "albert");
+    assert_eq!(v["architecture"], "AlbertForMaskedLM");
+    assert!(v["parameters_if_unshared"].as_u64() > v["parameters_in_memory"].as_u64());
+    assert_eq!(v["tokenizer"], "SentencePiece Unigram (spiece.model)");
+}
+
+#[test]
+fn tokenize_roberta() {
+    let m = model("roberta_mlm");
+    let v = json_ok(&[
+        "tokenize",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "It was a great day",
+    ]);
+    let v = &v[0];
+    assert_eq!(v["tokens"][0], "<s>");
+    assert_eq!(
+        v["input_ids"].as_array().unwrap().len(),
+        v["offsets"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn embed_formats() {
+    let m = model("bert_model_f16");
+    let v = json_ok(&[
+        "embed",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "hello world",
+        "a second text",
+    ]);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0].as_array().unwrap().len(), 32);
+    let v = json_ok(&[
+        "embed",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "--pooling",
+        "none",
+        "hello world",
+    ]);
+    assert!(v[0][0].is_array(), "per-token vectors");
+    let out = bertrt(&[
+        "embed", "--model", &m, "--device", "cpu", "--format", "jsonl", "a", "b", "c",
+    ]);
+    assert!(out.status.success());
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 3);
+    for l in lines {
+        serde_json::from_str::<Value>(l).unwrap();
+    }
+    let npy = std::env::temp_dir().join(format!("bertrt-cli-{}.npy", std::process::id()));
+    let out = bertrt(&[
+        "embed",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "npy",
+        "-o",
+        npy.to_str().unwrap(),
+        "a",
+        "b",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    assert_eq!(bytes.len() % 64, (2 * 32 * 4) % 64);
+    assert!(String::from_utf8_lossy(&bytes[..128]).contains("'shape': (2, 32)"));
+}
+
+#[test]
+fn embed_reads_jsonl_and_handles_bad_lines() {
+    let m = model("bert_model_f16");
+    let dir = std::env::temp_dir().join(format!("bertrt-cli-jsonl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("in.jsonl");
+    std::fs::write(&f, "{\"text\": \"one\"}\nnot json\n{\"text\": \"three\"}\n").unwrap();
+    let fs = f.to_str().unwrap();
+    fails_with(
+        &["embed", "--model", &m, "--device", "cpu", "--input", fs],
+        "line 2: invalid JSON",
+    );
+    let v = json_ok(&[
+        "embed",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "--input",
+        fs,
+        "--on-error",
+        "skip",
+    ]);
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, b"fine\n\xff\xfe broken\n").unwrap();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "--input",
+            bad.to_str().unwrap(),
+        ],
+        "line 2: invalid UTF-8",
+    );
+}
+
+#[test]
+fn fill_mask_detect_classify() {
+    let v = json_ok(&[
+        "fill-mask",
+        "--model",
+        &model("bert_mlm"),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "Paris is the [MASK] of France.",
+    ]);
+    assert_eq!(v[0].as_array().unwrap().len(), 5);
+    fails_with(
+        &[
+            "fill-mask",
+            "--model",
+            &model("bert_mlm"),
+            "--device",
+            "cpu",
+            "no mask",
+        ],
+        "[MASK]",
+    );
+    let v = json_ok(&[
+        "detect",
+        "--model",
+        &model("electra_disc"),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "the chef ate the meal",
+    ]);
+    assert!(v[0][0]["probability"].as_f64().is_some());
+    fails_with(
+        &[
+            "detect",
+            "--model",
+            &model("bert_mlm"),
+            "--device",
+            "cpu",
+            "x",
+        ],
+        "ElectraForPreTraining",
+    );
+    let v = json_ok(&[
+        "classify",
+        "--model",
+        &model("bert_cls"),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "great movie",
+    ]);
+    assert_eq!(v[0].as_array().unwrap().len(), 3);
+    let v = json_ok(&[
+        "classify",
+        "--tokens",
+        "--model",
+        &model("bert_tokcls"),
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "John lives in Paris",
+    ]);
+    assert!(v[0].is_array());
+    fails_with(
+        &[
+            "classify",
+            "--model",
+            &model("bert_cls"),
+            "--device",
+            "cpu",
+            "   ",
+        ],
+        "empty text",
+    );
+}
+
+#[test]
+fn bad_model_and_device() {
+    fails_with(&["info", "--model", "/no/such/folder"], "no such folder");
+    fails_with(
+        &["info", "--model", &model("bert_mlm"), "--device", "tpu"],
+        "--device 'tpu'",
+    );
+}
