@@ -7,6 +7,7 @@
 // row_block_threads(width) threads (a multiple of 32), strided over the row.
 // Dynamic shared memory: width fp32 (the summed row).
 // Precision: the sum, mean and variance in fp32 (two-pass), output rounded to fp16.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 19 regs sm_80/86/89, 21 sm_90; 0 spills, 0 stack.
 #include "common.cuh"
 
 struct AddBiasResidualLayerNormParams {

@@ -3,6 +3,7 @@
 //
 // Shapes: x [n] fp16, out [n] f32. Grid: a grid-stride loop (launcher caps the
 // grid); block: 256 threads. Exact (every fp16 is an f32).
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 12 regs sm_80/89/90, 14 sm_86; 0 spills, 0 stack.
 #include "common.cuh"
 
 struct CastF32Params {

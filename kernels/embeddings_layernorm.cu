@@ -10,6 +10,7 @@
 // Grid: one block per token (grid.x = tokens); block: row_block_threads(width)
 // threads strided over the row. Dynamic shared memory: width fp32.
 // Precision: the sum and LayerNorm statistics in fp32, output rounded to fp16.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 26 regs sm_80, 30 sm_86/89, 29 sm_90; 0 spills, 0 stack.
 #include "common.cuh"
 
 struct EmbeddingsLayerNormParams {

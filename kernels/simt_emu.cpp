@@ -138,20 +138,34 @@ bool run_block(Worker& w, uint64_t linear_block) {
     w.bar_arrived = 0;
     w.block_error.clear();
 
+    // Warp-serial schedule: one warp runs (its lanes round-robin, switching at
+    // shuffles) until every lane is at a barrier or finished; then the next
+    // warp. A warp thus runs as far ahead of the others as CUDA allows, which
+    // exposes a missing __syncthreads between warps. Even blocks go warp 0
+    // first, odd blocks last warp first (lanes reversed too).
     const bool backward = (linear_block & 1) != 0;
+    const unsigned nwarps = (unsigned)w.warps.size();
     unsigned done = 0;
     while (done < n) {
         bool progressed = false;
-        for (unsigned k = 0; k < n; ++k) {
-            const unsigned i = backward ? n - 1 - k : k;
-            Fiber& f = w.fibers[i];
-            if (f.state != State::Runnable) continue;
-            tl_fiber = &f;
-            tl_thread = &f.ts;
-            swapcontext(&w.sched, &f.ctx);
-            progressed = true;
-            if (f.state == State::Trapped) return false;
-            if (f.state == State::Done) ++done;
+        for (unsigned kw = 0; kw < nwarps; ++kw) {
+            const unsigned wi = backward ? nwarps - 1 - kw : kw;
+            const unsigned lanes = w.warps[wi].lanes;
+            bool warp_progressed = true;
+            while (warp_progressed) {
+                warp_progressed = false;
+                for (unsigned kl = 0; kl < lanes; ++kl) {
+                    const unsigned i = wi * 32 + (backward ? lanes - 1 - kl : kl);
+                    Fiber& f = w.fibers[i];
+                    if (f.state != State::Runnable) continue;
+                    tl_fiber = &f;
+                    tl_thread = &f.ts;
+                    swapcontext(&w.sched, &f.ctx);
+                    warp_progressed = progressed = true;
+                    if (f.state == State::Trapped) return false;
+                    if (f.state == State::Done) ++done;
+                }
+            }
         }
         if (!progressed && done < n) {
             unsigned at_bar = 0, at_warp = 0;

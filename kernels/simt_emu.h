@@ -8,16 +8,18 @@
 // - A launch runs every block of the grid; blocks are spread over a few OS
 //   worker threads, one block at a time per worker.
 // - Inside a block, every CUDA thread is a fiber (ucontext) with its own 64 KB
-//   stack. A per-worker scheduler runs the fibers in a fixed order (forward in
-//   even blocks, backward in odd ones) and a fiber runs until it reaches a
-//   __syncthreads, a warp shuffle, or its end.
+//   stack. A per-worker scheduler runs them warp-serially in a fixed order:
+//   one warp's lanes (round-robin, switching at shuffles) until all of them
+//   wait at a __syncthreads or have finished, then the next warp; warp 0 first
+//   in even blocks, the last warp first (lanes reversed) in odd ones.
 // - __syncthreads is a real barrier: every thread of the block must reach the
 //   same __syncthreads (same file:line) before any continues. A thread that
 //   exited, or threads waiting at different barriers, are reported as errors.
-//   Because a fiber runs a whole phase before the next fiber starts, a missing
-//   __syncthreads makes a thread read shared memory that other threads have not
-//   written yet (it is poisoned with 0xFF bytes, a NaN in fp16 and fp32, at the
-//   start of every block), so the result is wrong and the tests notice.
+//   Because a warp runs a whole phase before the next warp starts, a missing
+//   __syncthreads makes a thread read shared memory that other warps have not
+//   written yet, or overwrite what they have not read yet. Dynamic shared
+//   memory is poisoned with 0xFF bytes (NaN in fp16 and fp32) at the start of
+//   every block, so the result is wrong and the tests notice.
 // - Warp shuffles are warp-wide rendezvous: all lanes of the warp deposit their
 //   value; the last lane to arrive computes every lane's result.
 // - Static `__shared__` variables become `static thread_local`: one copy per

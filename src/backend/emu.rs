@@ -142,7 +142,14 @@ pub fn embeddings_layernorm(
         eps,
     };
     let g = k::embeddings_layernorm_geometry(tokens, width);
-    launch(Kernel { name: "embeddings_layernorm_f16", func: bertrt_emu_embeddings_layernorm_f16, params: p }, g)
+    launch(
+        Kernel {
+            name: "embeddings_layernorm_f16",
+            func: bertrt_emu_embeddings_layernorm_f16,
+            params: p,
+        },
+        g,
+    )
 }
 
 /// In place: x = LN(x + bias + residual) * gamma + beta, row width `bias.len()`.
@@ -172,7 +179,11 @@ pub fn add_bias_residual_layernorm(
     };
     let g = k::add_bias_residual_layernorm_geometry(rows, width);
     launch(
-        Kernel { name: "add_bias_residual_layernorm_f16", func: bertrt_emu_add_bias_residual_layernorm_f16, params: p },
+        Kernel {
+            name: "add_bias_residual_layernorm_f16",
+            func: bertrt_emu_add_bias_residual_layernorm_f16,
+            params: p,
+        },
         g,
     )
 }
@@ -189,20 +200,40 @@ pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
         act: k::act_code(act),
     };
     let g = k::elementwise_geometry(x.len());
-    launch(Kernel { name: "bias_act_f16", func: bertrt_emu_bias_act_f16, params: p }, g)
+    launch(
+        Kernel {
+            name: "bias_act_f16",
+            func: bertrt_emu_bias_act_f16,
+            params: p,
+        },
+        g,
+    )
 }
 
 /// Packed multi-head self-attention: `qkv` `[T, 3*heads*head_dim]` rows
 /// `q | k | v`, `cu_seqlens` `[num_seqs + 1]` from 0 to T, `out` `[T, heads*head_dim]`.
-pub fn attention(qkv: &[f16], cu_seqlens: &[i32], heads: usize, head_dim: usize, out: &mut [f16]) -> Result<()> {
+pub fn attention(
+    qkv: &[f16],
+    cu_seqlens: &[i32],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f16],
+) -> Result<()> {
     assert!((1..=k::ATTN_MAX_HEAD_DIM).contains(&head_dim) && heads > 0);
     assert!(!cu_seqlens.is_empty() && cu_seqlens[0] == 0);
-    assert!(cu_seqlens.windows(2).all(|w| w[0] <= w[1]), "cu_seqlens must not decrease");
+    assert!(
+        cu_seqlens.windows(2).all(|w| w[0] <= w[1]),
+        "cu_seqlens must not decrease"
+    );
     let tokens = *cu_seqlens.last().unwrap() as usize;
     let h = heads * head_dim;
     assert!(qkv.len() == tokens * 3 * h && out.len() == tokens * h);
     let num_seqs = cu_seqlens.len() - 1;
-    let max_len = cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0);
+    let max_len = cu_seqlens
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as usize)
+        .max()
+        .unwrap_or(0);
     let p = k::AttentionParams {
         qkv: ptr(qkv),
         cu_seqlens: ptr(cu_seqlens),
@@ -218,7 +249,14 @@ pub fn attention(qkv: &[f16], cu_seqlens: &[i32], heads: usize, head_dim: usize,
         return Ok(());
     }
     let g = k::attention_geometry(num_seqs, heads, head_dim, max_len);
-    launch(Kernel { name: "attention_f16", func: bertrt_emu_attention_f16, params: p }, g)
+    launch(
+        Kernel {
+            name: "attention_f16",
+            func: bertrt_emu_attention_f16,
+            params: p,
+        },
+        g,
+    )
 }
 
 /// out[i] = x[row_ids[i]], rows of width `width`. A row id out of range is an
@@ -235,12 +273,147 @@ pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) ->
         _pad: 0,
     };
     let g = k::gather_rows_geometry(row_ids.len());
-    launch(Kernel { name: "gather_rows_f16", func: bertrt_emu_gather_rows_f16, params: p }, g)
+    launch(
+        Kernel {
+            name: "gather_rows_f16",
+            func: bertrt_emu_gather_rows_f16,
+            params: p,
+        },
+        g,
+    )
 }
 
 /// out = x as f32.
 pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
     assert!(out.len() == x.len());
-    let p = k::CastF32Params { x: ptr(x), out: ptr_mut(out), n: x.len() as i64 };
-    launch(Kernel { name: "cast_f32_f16", func: bertrt_emu_cast_f32_f16, params: p }, k::elementwise_geometry(x.len()))
+    let p = k::CastF32Params {
+        x: ptr(x),
+        out: ptr_mut(out),
+        n: x.len() as i64,
+    };
+    launch(
+        Kernel {
+            name: "cast_f32_f16",
+            func: bertrt_emu_cast_f32_f16,
+            params: p,
+        },
+        k::elementwise_geometry(x.len()),
+    )
+}
+
+// ---- the launch seam under emulation -------------------------------------------
+
+use super::fp16::{DevPtr, Launch, Seam};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+macro_rules! launchable {
+    ($($params:ty => $name:literal, $host:ident;)*) => {$(
+        impl Launch for $params {
+            const NAME: &'static str = $name;
+            const HOST: unsafe extern "C" fn(Self) = $host;
+        }
+    )*};
+}
+
+launchable! {
+    k::EmbeddingsLayerNormParams => "embeddings_layernorm_f16", bertrt_emu_embeddings_layernorm_f16;
+    k::AddBiasResidualLayerNormParams => "add_bias_residual_layernorm_f16", bertrt_emu_add_bias_residual_layernorm_f16;
+    k::BiasActParams => "bias_act_f16", bertrt_emu_bias_act_f16;
+    k::AttentionParams => "attention_f16", bertrt_emu_attention_f16;
+    k::GatherRowsParams => "gather_rows_f16", bertrt_emu_gather_rows_f16;
+    k::CastF32Params => "cast_f32_f16", bertrt_emu_cast_f32_f16;
+}
+
+/// "Device" memory in host RAM: the fp16 forward pass, its params structs and
+/// its launch geometry, run through the host-compiled kernels. GEMMs are a
+/// plain f32-accumulating loop over fp16 inputs, standing in for cuBLAS.
+#[derive(Default)]
+pub struct EmuSeam {
+    /// Start address -> the allocation (u64 words keep 8-byte alignment).
+    allocations: Mutex<BTreeMap<u64, Box<[u64]>>>,
+}
+
+impl EmuSeam {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Checks that `[ptr, ptr + len)` lies inside one live allocation.
+    fn check_range(&self, ptr: DevPtr, len: usize, what: &str) -> Result<()> {
+        let map = self.allocations.lock().unwrap();
+        let ok = map.range(..=ptr).next_back().is_some_and(|(&start, buf)| {
+            ptr + len as u64 <= start + (buf.len() * 8) as u64
+        });
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Device(format!("emulated {what}: {len} bytes at {ptr:#x} outside any allocation")))
+        }
+    }
+}
+
+impl Seam for EmuSeam {
+    fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        let buf = vec![0u64; bytes.div_ceil(8).max(1)].into_boxed_slice();
+        let p = buf.as_ptr() as u64;
+        self.allocations.lock().unwrap().insert(p, buf);
+        Ok(p)
+    }
+
+    fn free(&self, ptr: DevPtr) -> Result<()> {
+        self.allocations.lock().unwrap().remove(&ptr);
+        Ok(())
+    }
+
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.check_range(dst, src.len(), "upload")?;
+        // SAFETY: check_range proved dst..dst+len lies in a live allocation of
+        // ours, which `src` (a caller's slice) cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        Ok(())
+    }
+
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.check_range(src, dst.len(), "download")?;
+        // SAFETY: as in upload, with the roles swapped.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()> {
+        super::fp16::check_geometry(P::NAME, &geometry)?;
+        launch(Kernel { name: P::NAME, func: P::HOST, params }, geometry)
+    }
+
+    fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {
+        self.check_range(x, m * k * 2, "gemm x")?;
+        self.check_range(w, n * k * 2, "gemm w")?;
+        self.check_range(y, m * n * 2, "gemm y")?;
+        // SAFETY: the three ranges were checked above; y does not alias x or w
+        // in the forward pass (distinct workspace buffers).
+        let (xs, ws, ys) = unsafe {
+            (
+                std::slice::from_raw_parts(x as *const f16, m * k),
+                std::slice::from_raw_parts(w as *const f16, n * k),
+                std::slice::from_raw_parts_mut(y as *mut f16, m * n),
+            )
+        };
+        let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
+        let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
+        let mut yf = vec![0f32; m * n];
+        crate::backend::cpu::ops::linear(&xf, &wf, None, k, &mut yf);
+        for (o, v) in ys.iter_mut().zip(yf) {
+            *o = f16::from_f32(v);
+        }
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "emulated CUDA on the CPU (fp16)".into()
+    }
 }

@@ -106,6 +106,9 @@ pub struct BiasActParams {
 }
 const _: () = assert!(std::mem::size_of::<BiasActParams>() == 32);
 
+/// bias_act.cu's code for adding the bias with no activation.
+pub const ACT_NONE: i32 = 5;
+
 /// The `act` code bias_act.cu switches on.
 pub fn act_code(a: Activation) -> i32 {
     match a {
@@ -154,9 +157,18 @@ pub fn attention_smem_bytes(head_dim: usize) -> usize {
 }
 
 /// grid (num_seqs, heads, ceil(max_len / ATTN_ROWS)).
-pub fn attention_geometry(num_seqs: usize, heads: usize, head_dim: usize, max_len: usize) -> Geometry {
+pub fn attention_geometry(
+    num_seqs: usize,
+    heads: usize,
+    head_dim: usize,
+    max_len: usize,
+) -> Geometry {
     Geometry {
-        grid: (num_seqs as u32, heads as u32, max_len.div_ceil(ATTN_ROWS).max(1) as u32),
+        grid: (
+            num_seqs as u32,
+            heads as u32,
+            max_len.div_ceil(ATTN_ROWS).max(1) as u32,
+        ),
         block: (ATTN_THREADS, 1, 1),
         smem_bytes: attention_smem_bytes(head_dim) as u32,
     }

@@ -2,6 +2,8 @@
 //! that prints the first mismatches.
 #![allow(dead_code)]
 
+pub mod fp16;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -20,7 +22,9 @@ pub struct Golden {
 }
 
 pub fn load_golden(name: &str) -> HashMap<String, Golden> {
-    let path = fixtures().join("golden").join(format!("{name}.safetensors"));
+    let path = fixtures()
+        .join("golden")
+        .join(format!("{name}.safetensors"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut out = HashMap::new();
@@ -53,7 +57,11 @@ pub fn load_golden(name: &str) -> HashMap<String, Golden> {
 /// On failure returns a report with the max error and the first mismatches.
 pub fn compare(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> Result<f64, String> {
     if got.len() != want.len() {
-        return Err(format!("{what}: length {} != golden {}", got.len(), want.len()));
+        return Err(format!(
+            "{what}: length {} != golden {}",
+            got.len(),
+            want.len()
+        ));
     }
     let mut max_err = 0f64;
     let mut bad = Vec::new();
@@ -63,7 +71,11 @@ pub fn compare(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> R
             if bad.len() < 8 {
                 bad.push(format!("  [{i}] got {g} want {w} (err {err:.3e})"));
             }
-            max_err = f64::INFINITY.min(if err.is_nan() { f64::INFINITY } else { max_err.max(err) });
+            max_err = f64::INFINITY.min(if err.is_nan() {
+                f64::INFINITY
+            } else {
+                max_err.max(err)
+            });
         }
         if !err.is_nan() {
             max_err = max_err.max(err);

@@ -66,12 +66,26 @@ impl CpuEngine {
             // x = LN(ctx Wo^T + bo + x)
             let mut y = vec![0f32; t * h];
             ops::linear(&ctx, &att.out.w, None, h, &mut y);
-            ops::add_bias_residual_layernorm(&mut y, &att.out.b, &x, &att.ln.gamma, &att.ln.beta, c.layer_norm_eps);
+            ops::add_bias_residual_layernorm(
+                &mut y,
+                &att.out.b,
+                &x,
+                &att.ln.gamma,
+                &att.ln.beta,
+                c.layer_norm_eps,
+            );
             // FFN: x = LN(act(y W1^T + b1) W2^T + b2 + y)
             let u = linear_act(&y, &ffn.up, c.act);
             let mut z = vec![0f32; t * h];
             ops::linear(&u, &ffn.down.w, None, ffn.down.in_dim, &mut z);
-            ops::add_bias_residual_layernorm(&mut z, &ffn.down.b, &y, &ffn.ln.gamma, &ffn.ln.beta, c.layer_norm_eps);
+            ops::add_bias_residual_layernorm(
+                &mut z,
+                &ffn.down.b,
+                &y,
+                &ffn.ln.gamma,
+                &ffn.ln.beta,
+                c.layer_norm_eps,
+            );
             x = z;
         }
         x
@@ -83,7 +97,10 @@ impl CpuEngine {
         let h = w.config.hidden_size;
         let hidden = self.encode(batch);
         let first = first_tokens(&hidden, batch, h);
-        let pooled = w.pooler.as_ref().map(|p| linear_act(&first, p, Activation::Tanh));
+        let pooled = w
+            .pooler
+            .as_ref()
+            .map(|p| linear_act(&first, p, Activation::Tanh));
         let mlm = |m: &MlmHead| -> Vec<f32> {
             let mut u = linear_act(&hidden, &m.transform, m.act);
             ops::layer_norm_rows(&mut u, &m.ln.gamma, &m.ln.beta, w.config.layer_norm_eps);
@@ -103,12 +120,16 @@ impl CpuEngine {
             HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
                 HeadOutput::SequenceLogits(linear(pooled.as_ref().expect("checked at load"), l))
             }
-            HeadWeights::SequenceClassification(ClassifierHead::FirstToken { dense, act, out_proj }) => {
-                HeadOutput::SequenceLogits(linear(&linear_act(&first, dense, *act), out_proj))
-            }
-            HeadWeights::Discriminator { dense, act, prediction } => {
-                HeadOutput::TokenLogits(linear(&linear_act(&hidden, dense, *act), prediction))
-            }
+            HeadWeights::SequenceClassification(ClassifierHead::FirstToken {
+                dense,
+                act,
+                out_proj,
+            }) => HeadOutput::SequenceLogits(linear(&linear_act(&first, dense, *act), out_proj)),
+            HeadWeights::Discriminator {
+                dense,
+                act,
+                prediction,
+            } => HeadOutput::TokenLogits(linear(&linear_act(&hidden, dense, *act), prediction)),
             HeadWeights::AlbertPreTraining { mlm: m, sop } => HeadOutput::PreTraining {
                 mlm: mlm(m),
                 sop: linear(pooled.as_ref().expect("checked at load"), sop),

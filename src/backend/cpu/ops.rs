@@ -86,7 +86,8 @@ fn erf_f64(x: f64) -> f64 {
 /// In place: x[r] = LN(x[r]) * gamma + beta for every row of `gamma.len()`.
 pub fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let w = gamma.len();
-    x.par_chunks_mut(w).for_each(|row| layer_norm_row(row, gamma, beta, eps));
+    x.par_chunks_mut(w)
+        .for_each(|row| layer_norm_row(row, gamma, beta, eps));
 }
 
 fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {

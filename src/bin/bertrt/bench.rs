@@ -72,6 +72,9 @@ pub struct BenchArgs {
     /// Print the presets and exit.
     #[arg(long)]
     list_presets: bool,
+    /// Print the config.json of the preset named by --model and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Check mode: a JSON list of token-id lists; runs one forward, no timing.
     #[arg(long, requires = "hidden_out")]
     ids: Option<PathBuf>,
@@ -132,6 +135,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
                 c.vocab_size
             );
         }
+        return Ok(());
+    }
+    if a.print_config {
+        let p = presets::preset(&a.model).map_err(|e| e.to_string())?;
+        println!("{}", p.config_json);
         return Ok(());
     }
     // Validate everything before loading anything.

@@ -109,10 +109,12 @@ enum Cmd {
         /// JSONL with {question, context} per line.
         #[arg(long)]
         input: Option<PathBuf>,
-        #[arg(long, default_value_t = 384)]
-        max_seq_len: usize,
-        #[arg(long, default_value_t = 128)]
-        doc_stride: usize,
+        /// Tokens per window [default: min(384, the tokenizer's model_max_length)].
+        #[arg(long)]
+        max_seq_len: Option<usize>,
+        /// Overlap between windows [default: min(max_seq_len / 2, 128)].
+        #[arg(long)]
+        doc_stride: Option<usize>,
         #[arg(long, default_value_t = 64)]
         max_question_len: usize,
         #[arg(long, default_value_t = 15)]
@@ -378,14 +380,16 @@ fn run(cli: Cli) -> CliResult {
                 _ => return Err("give --question and --context together, or --input FILE (JSONL {question, context})".into()),
             };
             let e = load(&c)?;
+            let defaults = qa::QaOptions::hf_defaults(&e);
+            let max_seq_len = max_seq_len.unwrap_or(defaults.max_seq_len);
             let opts = qa::QaOptions {
                 top_k,
-                doc_stride,
+                doc_stride: doc_stride.unwrap_or((max_seq_len / 2).min(128)),
                 max_answer_len,
                 max_seq_len,
                 max_question_len,
                 handle_impossible_answer,
-                ..Default::default()
+                ..defaults
             };
             let refs: Vec<(&str, &str)> = items
                 .iter()

@@ -1,0 +1,32 @@
+//! The launch seam: what the fp16 forward pass needs from a device. Two
+//! implementations: CUDA (`backend::cuda`, cudarc + cuBLAS) and the CPU SIMT
+//! emulation (`backend::emu`), so the same forward code, params structs and
+//! launch geometry run in tests on machines without a GPU.
+
+use crate::backend::kernels::Geometry;
+use crate::error::Result;
+
+/// A device address (a `CUdeviceptr`, or a host address under emulation).
+pub type DevPtr = u64;
+
+/// A kernel's params struct: every kernel takes exactly one, by value.
+pub trait Launch: Copy + Send + 'static {
+    /// The exported `extern "C"` kernel name in the fatbin.
+    const NAME: &'static str;
+    /// The same kernel compiled for the host (SIMT emulation).
+    const HOST: unsafe extern "C" fn(Self);
+}
+
+pub trait Seam: Send + Sync {
+    /// Zero-filled device memory, freed by [`Seam::free`] or when the seam drops.
+    fn alloc(&self, bytes: usize) -> Result<DevPtr>;
+    fn free(&self, ptr: DevPtr) -> Result<()>;
+    fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()>;
+    fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()>;
+    fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()>;
+    /// `y[m, n] = x[m, k] · w[n, k]^T`: fp16 in and out, fp32 accumulation.
+    fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()>;
+    fn synchronize(&self) -> Result<()>;
+    /// e.g. "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)".
+    fn describe(&self) -> String;
+}
