@@ -49,7 +49,11 @@ impl Batch {
                     seq.token_type_ids.len()
                 )));
             }
-            if let Some(&bad) = seq.input_ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            if let Some(&bad) = seq
+                .input_ids
+                .iter()
+                .find(|&&i| i as usize >= cfg.vocab_size)
+            {
                 return Err(Error::Input(format!(
                     "sequence {s}: token id {bad} is outside the vocabulary (size {})",
                     cfg.vocab_size
@@ -60,7 +64,10 @@ impl Batch {
             } else {
                 seq.token_type_ids.clone()
             };
-            if let Some(&bad) = types.iter().find(|&&t| t as usize >= cfg.type_vocab_size.max(1)) {
+            if let Some(&bad) = types
+                .iter()
+                .find(|&&t| t as usize >= cfg.type_vocab_size.max(1))
+            {
                 return Err(Error::Input(format!(
                     "sequence {s}: token_type_id {bad} but type_vocab_size is {}",
                     cfg.type_vocab_size

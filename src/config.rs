@@ -149,10 +149,11 @@ impl ModelConfig {
         let get_usize = |k: &str| -> Result<Option<usize>> {
             match obj.get(k) {
                 None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_u64()
-                    .map(|n| Some(n as usize))
-                    .ok_or_else(|| err(format!("field '{k}' must be a non-negative integer, got {x}"))),
+                Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                    err(format!(
+                        "field '{k}' must be a non-negative integer, got {x}"
+                    ))
+                }),
             }
         };
         let need = |k: &str| -> Result<usize> {
@@ -241,7 +242,8 @@ impl ModelConfig {
                 )))
             }
         };
-        if sharing != Sharing::All && (family != Family::Albert || num_hidden_groups != num_layers) {
+        if sharing != Sharing::All && (family != Family::Albert || num_hidden_groups != num_layers)
+        {
             return Err(err(format!(
                 "sharing '{sharing:?}' needs an ALBERT model with num_hidden_groups == num_hidden_layers (one group per layer)"
             )));
@@ -255,8 +257,11 @@ impl ModelConfig {
                 id2label.insert(id, v.as_str().unwrap_or_default().to_string());
             }
         }
-        let num_labels = get_usize("num_labels")?
-            .unwrap_or(if id2label.is_empty() { 2 } else { id2label.len() });
+        let num_labels = get_usize("num_labels")?.unwrap_or(if id2label.is_empty() {
+            2
+        } else {
+            id2label.len()
+        });
         Ok(ModelConfig {
             family,
             head,

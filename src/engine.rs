@@ -79,7 +79,10 @@ impl Engine {
     pub fn load_dir(dir: &Path, device: Device) -> Result<Engine> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
-            return Err(Error::config(&config_path, "missing (is this a HF model folder?)"));
+            return Err(Error::config(
+                &config_path,
+                "missing (is this a HF model folder?)",
+            ));
         }
         let config = ModelConfig::from_file(&config_path)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
@@ -88,7 +91,12 @@ impl Engine {
         let mut warnings = Vec::new();
         if !weights.unused_tensors.is_empty() {
             let n = weights.unused_tensors.len();
-            let shown: Vec<&str> = weights.unused_tensors.iter().take(5).map(|s| s.as_str()).collect();
+            let shown: Vec<&str> = weights
+                .unused_tensors
+                .iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect();
             warnings.push(format!(
                 "{n} tensor(s) in {} not used by {}: {}{}",
                 store.source.display(),

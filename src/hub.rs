@@ -32,7 +32,8 @@ fn is_hub_id(s: &str) -> bool {
             !p.is_empty()
                 && p != &"."
                 && p != &".."
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 

@@ -20,7 +20,13 @@ pub enum HeadOutput {
     /// Sequence classification `[seqs, labels]`.
     SequenceLogits(Vec<f32>),
     /// Extractive QA, `[tokens]` each.
-    StartEnd { start: Vec<f32>, end: Vec<f32> },
+    StartEnd {
+        start: Vec<f32>,
+        end: Vec<f32>,
+    },
     /// AlbertForPreTraining: MLM `[tokens, vocab]` and sentence order `[seqs, 2]`.
-    PreTraining { mlm: Vec<f32>, sop: Vec<f32> },
+    PreTraining {
+        mlm: Vec<f32>,
+        sop: Vec<f32>,
+    },
 }

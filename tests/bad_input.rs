@@ -29,7 +29,8 @@ fn load_err(dir: &Path) -> String {
 
 fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(&p, v.to_string()).unwrap();
 }
@@ -47,7 +48,10 @@ fn malformed_config() {
     let d = scratch("bert_mlm", "badjson");
     std::fs::write(d.join("config.json"), "{ not json").unwrap();
     let e = load_err(&d);
-    assert!(e.contains("config.json") && e.contains("not valid JSON"), "{e}");
+    assert!(
+        e.contains("config.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -73,12 +77,20 @@ fn unknown_model_type_and_architecture() {
     let d = scratch("bert_mlm", "gpt");
     edit_config(&d, |v| v["model_type"] = "gpt2".into());
     let e = load_err(&d);
-    assert!(e.contains("'gpt2'") && e.contains("bert, albert, roberta"), "{e}");
+    assert!(
+        e.contains("'gpt2'") && e.contains("bert, albert, roberta"),
+        "{e}"
+    );
 
     let d = scratch("bert_mlm", "arch");
-    edit_config(&d, |v| v["architectures"] = serde_json::json!(["BertForNextSentencePrediction"]));
+    edit_config(&d, |v| {
+        v["architectures"] = serde_json::json!(["BertForNextSentencePrediction"])
+    });
     let e = load_err(&d);
-    assert!(e.contains("BertForNextSentencePrediction") && e.contains("BertForMaskedLM"), "{e}");
+    assert!(
+        e.contains("BertForNextSentencePrediction") && e.contains("BertForMaskedLM"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -88,7 +100,10 @@ fn truncated_and_corrupt_safetensors() {
     let bytes = std::fs::read(&p).unwrap();
     std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     let e = load_err(&d);
-    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
     std::fs::write(&p, b"garbage").unwrap();
     assert!(load_err(&d).contains("not a valid safetensors"));
 }
@@ -110,7 +125,10 @@ fn wrong_tensor_shape_names_tensor_and_both_shapes() {
     let d = scratch("bert_mlm", "shape");
     edit_config(&d, |v| v["intermediate_size"] = 40.into());
     let e = load_err(&d);
-    assert!(e.contains("intermediate.dense.weight") && e.contains("[37, 32]") && e.contains("[40, 32]"), "{e}");
+    assert!(
+        e.contains("intermediate.dense.weight") && e.contains("[37, 32]") && e.contains("[40, 32]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -144,7 +162,11 @@ fn wrong_dtype_names_tensor() {
         .into_iter()
         .map(|(name, view)| {
             if name == "bert.embeddings.LayerNorm.bias" {
-                (name, safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![32], &ints).unwrap())
+                (
+                    name,
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![32], &ints)
+                        .unwrap(),
+                )
             } else {
                 (name, view)
             }
@@ -152,7 +174,10 @@ fn wrong_dtype_names_tensor() {
         .collect();
     std::fs::write(&p, safetensors::serialize(kept, None).unwrap()).unwrap();
     let e = load_err(&d);
-    assert!(e.contains("bert.embeddings.LayerNorm.bias") && e.contains("int64"), "{e}");
+    assert!(
+        e.contains("bert.embeddings.LayerNorm.bias") && e.contains("int64"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -163,7 +188,10 @@ fn pickle_with_foreign_global_is_refused() {
         d.join("pytorch_model.bin"),
     )
     .unwrap();
-    let e = bertrt::weights::WeightStore::open_dir(&d).err().unwrap().to_string();
+    let e = bertrt::weights::WeightStore::open_dir(&d)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("os.system"), "{e}");
 }
 
@@ -174,7 +202,9 @@ fn over_long_text_truncates_or_errors() {
     let mut opts = EmbedOptions::from_model_dir(&eng.dir).unwrap();
     assert_eq!(embed(&eng, &[long.as_str()], &opts).unwrap().len(), 1);
     opts.truncation = Truncation::Error;
-    let e = embed(&eng, &[long.as_str()], &opts).unwrap_err().to_string();
+    let e = embed(&eng, &[long.as_str()], &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("input 0") && e.contains("limit of 64"), "{e}");
 }
 
@@ -190,22 +220,45 @@ fn empty_and_whitespace_text() {
 
 #[test]
 fn batch_rejects_bad_ids() {
-    let cfg = bertrt::config::ModelConfig::from_file(&common::model_dir("bert_mlm").join("config.json")).unwrap();
-    let seq = |ids: Vec<u32>, types: Vec<u32>| SequenceIds { input_ids: ids, token_type_ids: types };
-    let e = Batch::pack(&[seq(vec![2, 100000, 3], vec![])], &cfg).unwrap_err().to_string();
+    let cfg =
+        bertrt::config::ModelConfig::from_file(&common::model_dir("bert_mlm").join("config.json"))
+            .unwrap();
+    let seq = |ids: Vec<u32>, types: Vec<u32>| SequenceIds {
+        input_ids: ids,
+        token_type_ids: types,
+    };
+    let e = Batch::pack(&[seq(vec![2, 100000, 3], vec![])], &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("100000") && e.contains("vocabulary"), "{e}");
-    let e = Batch::pack(&[seq(vec![2, 5, 3], vec![0, 7, 0])], &cfg).unwrap_err().to_string();
+    let e = Batch::pack(&[seq(vec![2, 5, 3], vec![0, 7, 0])], &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("token_type_id 7"), "{e}");
-    let e = Batch::pack(&[seq(vec![], vec![])], &cfg).unwrap_err().to_string();
+    let e = Batch::pack(&[seq(vec![], vec![])], &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no tokens"), "{e}");
-    let e = Batch::pack(&[seq(vec![5; 65], vec![])], &cfg).unwrap_err().to_string();
+    let e = Batch::pack(&[seq(vec![5; 65], vec![])], &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("65 tokens") && e.contains("64"), "{e}");
 }
 
 #[test]
 fn bad_device_and_model_arguments() {
-    assert!("gpu".parse::<Device>().unwrap_err().to_string().contains("'gpu'"));
+    assert!("gpu"
+        .parse::<Device>()
+        .unwrap_err()
+        .to_string()
+        .contains("'gpu'"));
     assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
-    let e = Engine::load("no/such-model-anywhere", Device::Cpu).err().unwrap().to_string();
-    assert!(e.contains("not in the HF cache") && e.contains("looked in"), "{e}");
+    let e = Engine::load("no/such-model-anywhere", Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("not in the HF cache") && e.contains("looked in"),
+        "{e}"
+    );
 }

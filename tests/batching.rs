@@ -40,7 +40,10 @@ fn check(model: &str) {
     eprintln!("{model}: batch vs single max |diff| {max_err:e}");
     // The GEMM may block differently for different row counts; anything
     // beyond float rounding would mean sequences interact.
-    assert!(max_err <= 1e-6, "{model}: batch differs from single by {max_err}");
+    assert!(
+        max_err <= 1e-6,
+        "{model}: batch differs from single by {max_err}"
+    );
 }
 
 #[test]

@@ -65,7 +65,11 @@ fn check_model(name: &str) {
         Ok(e) => eprintln!("{name} {what}: max |err| {e:.2e}"),
         Err(msg) => failures.push(msg),
     };
-    check("last_hidden_state", &out.hidden, unpad(&g["last_hidden_state"], &lens));
+    check(
+        "last_hidden_state",
+        &out.hidden,
+        unpad(&g["last_hidden_state"], &lens),
+    );
     if let Some(p) = g.get("pooler_output") {
         let got = out.pooled.as_ref().expect("model has a pooler in HF");
         check("pooler_output", got, p.data.clone());

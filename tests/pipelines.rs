@@ -72,10 +72,14 @@ fn fill_mask_electra_generator() {
 #[test]
 fn fill_mask_without_mask_names_the_mask_token() {
     let eng = engine("roberta_mlm");
-    let err = fill_mask::fill_mask(&eng, "no mask here", 5).unwrap_err().to_string();
+    let err = fill_mask::fill_mask(&eng, "no mask here", 5)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("<mask>"), "{err}");
     let eng = engine("bert_cls");
-    let err = fill_mask::fill_mask(&eng, "a [MASK] b", 5).unwrap_err().to_string();
+    let err = fill_mask::fill_mask(&eng, "a [MASK] b", 5)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ForMaskedLM"), "{err}");
 }
 
@@ -94,7 +98,10 @@ fn text_classification_matches_pipeline() {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
             assert_eq!(g.label, w["label"].as_str().unwrap(), "{c}");
-            assert!(close(g.score as f64, w["score"].as_f64().unwrap()), "{g:?} vs {w}");
+            assert!(
+                close(g.score as f64, w["score"].as_f64().unwrap()),
+                "{g:?} vs {w}"
+            );
         }
         n += 1;
     }

@@ -47,16 +47,36 @@ fn minilm_matches_sentence_transformers() {
         &std::fs::read_to_string(common::fixtures().join("golden/minilm.json")).unwrap(),
     )
     .unwrap();
-    let sentences: Vec<&str> = g["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    let sentences: Vec<&str> = g["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
     let got = embed(&eng, &sentences, &opts).unwrap();
-    for (i, (e, want)) in got.iter().zip(g["embeddings"].as_array().unwrap()).enumerate() {
-        let bertrt::tasks::embed::Embedding::Vector(v) = e else { panic!("vector expected") };
-        let w: Vec<f64> = want.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    for (i, (e, want)) in got
+        .iter()
+        .zip(g["embeddings"].as_array().unwrap())
+        .enumerate()
+    {
+        let bertrt::tasks::embed::Embedding::Vector(v) = e else {
+            panic!("vector expected")
+        };
+        let w: Vec<f64> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
         let dot: f64 = v.iter().zip(&w).map(|(a, b)| *a as f64 * b).sum();
         let na: f64 = v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
         let nb: f64 = w.iter().map(|b| b * b).sum::<f64>().sqrt();
         let cos = dot / (na * nb);
         eprintln!("sentence {i}: cosine {cos:.8}");
-        assert!(cos >= 0.99999, "sentence {i} {:?}: cosine {cos}", sentences[i]);
+        assert!(
+            cos >= 0.99999,
+            "sentence {i} {:?}: cosine {cos}",
+            sentences[i]
+        );
     }
 }

@@ -13,23 +13,46 @@ fn check(folder: &str) {
     let dir = fixtures().join("tokenizers").join(folder);
     let tok = Tokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("{folder}: {e}"));
     let cases: Vec<Value> = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("tokenize").join(format!("{folder}.json"))).unwrap(),
+        &std::fs::read_to_string(fixtures().join("tokenize").join(format!("{folder}.json")))
+            .unwrap(),
     )
     .unwrap();
     let mut bad = Vec::new();
     for c in &cases {
         let text = c["text"].as_str().unwrap();
         let pair = c["pair"].as_str();
-        let e = tok.encode(text, pair, usize::MAX, Truncation::Error).unwrap();
-        let ids: Vec<u32> = c["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let types: Vec<u32> = c["token_type_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let e = tok
+            .encode(text, pair, usize::MAX, Truncation::Error)
+            .unwrap();
+        let ids: Vec<u32> = c["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let types: Vec<u32> = c["token_type_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let offsets: Vec<(usize, usize)> = c["offsets"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|o| (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize))
+            .map(|o| {
+                (
+                    o[0].as_u64().unwrap() as usize,
+                    o[1].as_u64().unwrap() as usize,
+                )
+            })
             .collect();
-        let tokens: Vec<String> = c["tokens"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let tokens: Vec<String> = c["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
         if e.ids != ids || e.type_ids != types || e.offsets != offsets || e.tokens != tokens {
             bad.push(format!(
                 "{folder} {text:?} / {pair:?}:\n  got  {:?} {:?} {:?}\n  want {:?} {:?} {:?}",
@@ -37,7 +60,13 @@ fn check(folder: &str) {
             ));
         }
     }
-    assert!(bad.is_empty(), "{} of {} mismatched; first:\n{}", bad.len(), cases.len(), bad.iter().take(4).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} of {} mismatched; first:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.iter().take(4).cloned().collect::<Vec<_>>().join("\n")
+    );
     eprintln!("{folder}: {} cases equal HF", cases.len());
 }
 
@@ -82,14 +111,21 @@ fn unigram_spiece_model() {
 fn truncation_longest_first_and_refusal() {
     let tok = Tokenizer::from_dir(&fixtures().join("tokenizers/wordpiece")).unwrap();
     let long = "the cat sat on the mat ".repeat(20);
-    let e = tok.encode(&long, None, 16, Truncation::LongestFirst).unwrap();
+    let e = tok
+        .encode(&long, None, 16, Truncation::LongestFirst)
+        .unwrap();
     assert_eq!(e.ids.len(), 16);
     assert!(e.truncated_tokens > 0);
     assert_eq!(e.tokens.last().unwrap(), "[SEP]");
-    let err = tok.encode(&long, None, 16, Truncation::Error).unwrap_err().to_string();
+    let err = tok
+        .encode(&long, None, 16, Truncation::Error)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("more than the limit of 16"), "{err}");
     // Pairs: longest first trims the longer side.
-    let e = tok.encode("short question", Some(&long), 20, Truncation::LongestFirst).unwrap();
+    let e = tok
+        .encode("short question", Some(&long), 20, Truncation::LongestFirst)
+        .unwrap();
     assert_eq!(e.ids.len(), 20);
     assert!(e.sequence_ids.iter().filter(|s| **s == Some(0)).count() >= 2);
 }

@@ -82,7 +82,10 @@ impl Loader<'_> {
             .ok_or_else(|| {
                 Error::tensor(
                     &m.bias_candidates[0],
-                    format!("MLM decoder bias missing from {}", self.store.source.display()),
+                    format!(
+                        "MLM decoder bias missing from {}",
+                        self.store.source.display()
+                    ),
                 )
             })?
             .to_string();
@@ -115,7 +118,10 @@ pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeigh
         store.skip(&b);
     }
 
-    let word = store.get(&Names::weight(&names.word_embeddings()), &[cfg.vocab_size, e])?;
+    let word = store.get(
+        &Names::weight(&names.word_embeddings()),
+        &[cfg.vocab_size, e],
+    )?;
     let position = store.get(
         &Names::weight(&names.position_embeddings()),
         &[cfg.max_position_embeddings, e],
@@ -164,7 +170,10 @@ pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeigh
         pooler.clone().ok_or_else(|| {
             Error::tensor(
                 Names::weight(&pooler_name),
-                format!("missing from {}; {what} needs the pooler", store.source.display()),
+                format!(
+                    "missing from {}; {what} needs the pooler",
+                    store.source.display()
+                ),
             )
         })
     };
@@ -173,7 +182,9 @@ pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeigh
     let head = match cfg.head {
         Head::Base => HeadWeights::None,
         Head::MaskedLm => HeadWeights::MaskedLm(l.mlm(&names, cfg, &embeddings.word)?),
-        Head::QuestionAnswering => HeadWeights::QuestionAnswering(l.linear(Names::QA_OUTPUTS, h, 2)?),
+        Head::QuestionAnswering => {
+            HeadWeights::QuestionAnswering(l.linear(Names::QA_OUTPUTS, h, 2)?)
+        }
         Head::TokenClassification => {
             HeadWeights::TokenClassification(l.linear(Names::CLASSIFIER, h, n_labels)?)
         }

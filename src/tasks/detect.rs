@@ -33,7 +33,9 @@ pub fn detect(engine: &Engine, text: &str) -> Result<Vec<TokenScore>> {
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
     let out = engine.forward(&batch)?;
     let HeadOutput::TokenLogits(logits) = &out.head else {
-        return Err(Error::Input("discriminator produced no token logits".into()));
+        return Err(Error::Input(
+            "discriminator produced no token logits".into(),
+        ));
     };
     let e = &encs[0];
     Ok((0..e.ids.len())

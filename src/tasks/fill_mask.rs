@@ -24,7 +24,9 @@ pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPr
         _ => return Err(Error::Input("this tokenizer has no mask token".into())),
     };
     if text.trim().is_empty() {
-        return Err(Error::Input(format!("empty text; put {mask} where a word should be predicted")));
+        return Err(Error::Input(format!(
+            "empty text; put {mask} where a word should be predicted"
+        )));
     }
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::Error)?;
     let ids = &encs[0].ids;

@@ -24,7 +24,11 @@ pub enum DType {
 }
 
 enum Bytes {
-    Mapped { map: Arc<Mmap>, start: usize, end: usize },
+    Mapped {
+        map: Arc<Mmap>,
+        start: usize,
+        end: usize,
+    },
     Owned(Vec<u8>),
 }
 
@@ -78,9 +82,8 @@ impl WeightStore {
         for file in files {
             let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
             let map = Arc::new(map_file(&f).map_err(|e| Error::io(file, e))?);
-            let st = safetensors::SafeTensors::deserialize(&map[..]).map_err(|e| {
-                Error::weights(file, format!("not a valid safetensors file: {e}"))
-            })?;
+            let st = safetensors::SafeTensors::deserialize(&map[..])
+                .map_err(|e| Error::weights(file, format!("not a valid safetensors file: {e}")))?;
             let base = map.as_ptr() as usize;
             for (name, view) in st.tensors() {
                 let data = view.data();
@@ -170,7 +173,10 @@ impl WeightStore {
         let t = self.tensors.get(name).ok_or_else(|| {
             Error::tensor(
                 name,
-                format!("missing from {} (expected shape {shape:?})", self.source.display()),
+                format!(
+                    "missing from {} (expected shape {shape:?})",
+                    self.source.display()
+                ),
             )
         })?;
         if t.shape != shape {
@@ -186,7 +192,10 @@ impl WeightStore {
         let data = t.data();
         let n: usize = shape.iter().product();
         let out: Vec<f32> = match t.dtype {
-            DType::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            DType::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
             DType::F16 => data
                 .chunks_exact(2)
                 .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -198,7 +207,10 @@ impl WeightStore {
             DType::Other(d) => {
                 return Err(Error::tensor(
                     name,
-                    format!("dtype {d} in {}; weights must be f32, f16 or bf16", t.file.display()),
+                    format!(
+                        "dtype {d} in {}; weights must be f32, f16 or bf16",
+                        t.file.display()
+                    ),
                 ))
             }
         };
@@ -279,7 +291,10 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         let p = dir.join(f);
         if !files.contains(&p) {
             if !p.is_file() {
-                return Err(Error::weights(index, format!("shard '{f}' listed but missing")));
+                return Err(Error::weights(
+                    index,
+                    format!("shard '{f}' listed but missing"),
+                ));
             }
             files.push(p);
         }

@@ -107,7 +107,9 @@ impl Names {
 
     /// ALBERT group g, inner layer j.
     pub fn albert_layer(&self, g: usize, j: usize) -> LayerNames {
-        let p = self.b(&format!("encoder.albert_layer_groups.{g}.albert_layers.{j}"));
+        let p = self.b(&format!(
+            "encoder.albert_layer_groups.{g}.albert_layers.{j}"
+        ));
         LayerNames {
             query: format!("{p}.attention.query"),
             key: format!("{p}.attention.key"),
