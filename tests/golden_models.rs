@@ -18,8 +18,8 @@ fn unpad(g: &Golden, lens: &[usize]) -> Vec<f64> {
     let (b, l) = (g.shape[0], g.shape[1]);
     let w: usize = g.shape[2..].iter().product();
     let mut out = Vec::new();
-    for s in 0..b {
-        out.extend_from_slice(&g.data[s * l * w..(s * l + lens[s]) * w]);
+    for (s, len) in lens.iter().enumerate().take(b) {
+        out.extend_from_slice(&g.data[s * l * w..(s * l + len) * w]);
     }
     out
 }
@@ -121,3 +121,49 @@ golden!(
     electra_gen,
     electra_cls,
 );
+
+/// Rewrites a fixture's safetensors through `edit`, in a scratch folder.
+fn rewritten(name: &str, tag: &str, edit: impl Fn(&str) -> Option<String>) -> std::path::PathBuf {
+    let src = model_dir(name);
+    let dst = std::env::temp_dir().join(format!("bertrt-golden-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dst);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, v)| edit(&n).map(|n2| (n2, v)))
+        .collect();
+    let extra = [0u8; 8];
+    tensors.push((
+        "some.extra.tensor".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
+    ));
+    std::fs::write(dst.join("model.safetensors"), safetensors::serialize(tensors, None).unwrap()).unwrap();
+    dst
+}
+
+#[test]
+fn legacy_gamma_beta_names_load_and_extras_are_reported() {
+    let dir = rewritten("bert_mlm", "gamma", |n| {
+        Some(n.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"))
+    });
+    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let store = WeightStore::open_dir(&dir).unwrap();
+    let renamed = load_weights(&cfg, &store).unwrap();
+    assert_eq!(renamed.unused_tensors, vec!["some.extra.tensor".to_string()]);
+    let original = load_weights(&cfg, &WeightStore::open_dir(&model_dir("bert_mlm")).unwrap()).unwrap();
+    assert_eq!(renamed.embeddings.ln.gamma, original.embeddings.ln.gamma);
+    assert_eq!(renamed.ffn[1].ln.beta, original.ffn[1].ln.beta);
+    let eng = bertrt::Engine::load_dir(&dir, bertrt::Device::Cpu).unwrap();
+    assert!(
+        eng.warnings.iter().any(|w| w.contains("some.extra.tensor") && w.contains("not used")),
+        "{:?}",
+        eng.warnings
+    );
+}

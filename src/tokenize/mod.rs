@@ -163,19 +163,22 @@ impl Tokenizer {
                 full.ids.len()
             )));
         }
-        let mut cache = self.truncating.lock().unwrap();
-        if !cache.contains_key(&max_len) {
-            let mut t = self.inner.clone();
-            t.with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| Error::Input(format!("cannot truncate to {max_len} tokens: {e}")))?;
-            cache.insert(max_len, t);
-        }
-        let mut enc = self.encode_with(&cache[&max_len], text, pair)?;
+        let mut cache = self.truncating.lock().unwrap_or_else(|p| p.into_inner());
+        let t = match cache.entry(max_len) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let mut t = self.inner.clone();
+                t.with_truncation(Some(TruncationParams {
+                    max_length: max_len,
+                    strategy: TruncationStrategy::LongestFirst,
+                    stride: 0,
+                    direction: TruncationDirection::Right,
+                }))
+                .map_err(|e| Error::Input(format!("cannot truncate to {max_len} tokens: {e}")))?;
+                v.insert(t)
+            }
+        };
+        let mut enc = self.encode_with(t, text, pair)?;
         enc.truncated_tokens = full.ids.len() - enc.ids.len();
         Ok(enc)
     }

@@ -63,7 +63,7 @@ impl WeightStore {
         let idx = dir.join("model.safetensors.index.json");
         let bin = dir.join("pytorch_model.bin");
         if st.is_file() {
-            Self::open_safetensors(&[st.clone()], st)
+            Self::open_safetensors(std::slice::from_ref(&st), st.clone())
         } else if idx.is_file() {
             let files = shard_files(&idx)?;
             Self::open_safetensors(&files, idx)
