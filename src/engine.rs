@@ -64,6 +64,7 @@ pub struct Engine {
     pub warnings: Vec<String>,
     /// Weight-file facts for `info`.
     pub parameter_count: usize,
+    pub parameter_count_unshared: usize,
     pub stored_parameter_count: usize,
     pub weights_dtype: String,
     pub weights_source: PathBuf,
@@ -112,6 +113,7 @@ impl Engine {
         }
         .to_string();
         let parameter_count = weights.parameter_count();
+        let parameter_count_unshared = weights.parameter_count_unshared();
         let backend = make_backend(weights, device, &mut warnings)?;
         Ok(Engine {
             dir: dir.to_path_buf(),
@@ -120,6 +122,7 @@ impl Engine {
             backend,
             warnings,
             parameter_count,
+            parameter_count_unshared,
             stored_parameter_count: store.parameter_count(),
             weights_dtype,
             weights_source: store.source.clone(),

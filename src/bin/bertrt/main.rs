@@ -211,12 +211,13 @@ fn run(cli: Cli) -> CliResult {
                 "albert_groups": cfg.num_hidden_groups,
                 "albert_sharing": format!("{:?}", cfg.sharing),
                 "parameters_in_memory": e.parameter_count,
-                "parameters_if_unshared": unshared_count(&e),
+                "parameters_if_unshared": e.parameter_count_unshared,
                 "weights_file": e.weights_source,
                 "weights_dtype": e.weights_dtype,
                 "tokenizer": e.tokenizer.kind.describe(),
                 "backend": e.backend_name(),
                 "device_weight_bytes_fp16": bytes_f16,
+                "device_weight_mib_fp16": bytes_f16 >> 20,
             });
             emit(c.format, &[v], |v| {
                 v.as_object()
@@ -467,20 +468,6 @@ fn in_batches<T, R>(
     }
     bar.finish_and_clear();
     Ok(out)
-}
-
-/// Parameters the model would hold without ALBERT's cross-layer sharing.
-fn unshared_count(e: &Engine) -> usize {
-    let c = &e.config;
-    let (h, i) = (c.hidden_size, c.intermediate_size);
-    let layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h;
-    let executed = c.num_layers * c.inner_group_num;
-    let unique = if c.family == bertrt::config::Family::Albert {
-        c.num_hidden_groups * c.inner_group_num
-    } else {
-        c.num_layers
-    };
-    e.parameter_count + (executed - unique.min(executed)) * layer
 }
 
 /// float32 .npy, shape [n, dim] (or [n, tokens, dim] when all inputs have the same length).
