@@ -4,6 +4,9 @@
 //! Padding and truncation settings inside a tokenizer file are ignored: the
 //! engine packs sequences itself, and truncation is decided per call.
 
+pub mod legacy;
+mod spm_proto;
+
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -76,12 +79,14 @@ impl Tokenizer {
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", json.display())))?;
             (t, TokenizerKind::Json)
         } else {
-            let kind = if dir.join("vocab.txt").is_file() {
-                TokenizerKind::WordPiece
+            // The same file precedence as legacy::from_legacy_files when
+            // tokenizer_config.json names no class.
+            let kind = if dir.join("spiece.model").is_file() {
+                TokenizerKind::SentencePiece
             } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
                 TokenizerKind::Bpe
-            } else if dir.join("spiece.model").is_file() {
-                TokenizerKind::SentencePiece
+            } else if dir.join("vocab.txt").is_file() {
+                TokenizerKind::WordPiece
             } else {
                 return Err(Error::Tokenizer(format!(
                     "{}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt, or spiece.model)",
@@ -189,7 +194,7 @@ impl Tokenizer {
         text: &str,
         pair: Option<&str>,
     ) -> Result<Encoded> {
-        let e = match pair {
+        let e = match pair.filter(|p| !p.is_empty()) {
             None => t.encode_char_offsets(text, true),
             Some(p) => t.encode_char_offsets((text, p), true),
         }
@@ -260,15 +265,4 @@ pub fn special_token(dir: &Path, key: &str) -> Option<String> {
         }
     }
     None
-}
-
-pub mod legacy {
-    //! Placeholder until the legacy-file builder lands.
-    use crate::error::{Error, Result};
-    pub fn from_legacy_files(dir: &std::path::Path) -> Result<tokenizers::Tokenizer> {
-        Err(Error::Tokenizer(format!(
-            "{}: legacy tokenizer files are not supported yet",
-            dir.display()
-        )))
-    }
 }
