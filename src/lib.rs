@@ -6,15 +6,17 @@
 
 pub mod backend;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
 pub mod model;
 pub mod output;
+pub mod rng;
 pub mod tasks;
 pub mod tokenize;
 pub mod weights;
 
-pub use error::{Error, Result};
 pub use engine::{Device, Engine};
+pub use error::{Error, Result};

@@ -144,25 +144,41 @@ fn rewritten(name: &str, tag: &str, edit: impl Fn(&str) -> Option<String>) -> st
         "some.extra.tensor".into(),
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &extra).unwrap(),
     ));
-    std::fs::write(dst.join("model.safetensors"), safetensors::serialize(tensors, None).unwrap()).unwrap();
+    std::fs::write(
+        dst.join("model.safetensors"),
+        safetensors::serialize(tensors, None).unwrap(),
+    )
+    .unwrap();
     dst
 }
 
 #[test]
 fn legacy_gamma_beta_names_load_and_extras_are_reported() {
     let dir = rewritten("bert_mlm", "gamma", |n| {
-        Some(n.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"))
+        Some(
+            n.replace("LayerNorm.weight", "LayerNorm.gamma")
+                .replace("LayerNorm.bias", "LayerNorm.beta"),
+        )
     });
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let store = WeightStore::open_dir(&dir).unwrap();
     let renamed = load_weights(&cfg, &store).unwrap();
-    assert_eq!(renamed.unused_tensors, vec!["some.extra.tensor".to_string()]);
-    let original = load_weights(&cfg, &WeightStore::open_dir(&model_dir("bert_mlm")).unwrap()).unwrap();
+    assert_eq!(
+        renamed.unused_tensors,
+        vec!["some.extra.tensor".to_string()]
+    );
+    let original = load_weights(
+        &cfg,
+        &WeightStore::open_dir(&model_dir("bert_mlm")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(renamed.embeddings.ln.gamma, original.embeddings.ln.gamma);
     assert_eq!(renamed.ffn[1].ln.beta, original.ffn[1].ln.beta);
     let eng = bertrt::Engine::load_dir(&dir, bertrt::Device::Cpu).unwrap();
     assert!(
-        eng.warnings.iter().any(|w| w.contains("some.extra.tensor") && w.contains("not used")),
+        eng.warnings
+            .iter()
+            .any(|w| w.contains("some.extra.tensor") && w.contains("not used")),
         "{:?}",
         eng.warnings
     );

@@ -21,7 +21,10 @@ fn gpu() -> bool {
             // Straight to stderr, past the test harness's capture: a skip is
             // never silent.
             use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED GPU test: no usable CUDA device ({e})");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED GPU test: no usable CUDA device ({e})"
+            );
             false
         }
     }
@@ -64,6 +67,13 @@ fn long_sequences_match_cpu_on_gpu() {
         let batch = awkward_batch(&w.config);
         let model = Fp16Model::new(CudaSeam::open(0).unwrap(), &w).unwrap();
         let out = model.forward(&batch).unwrap();
-        compare_forward(&format!("bert h{hidden} heads{heads}"), &w, &batch, &out, MIN_COS, ATOL);
+        compare_forward(
+            &format!("bert h{hidden} heads{heads}"),
+            &w,
+            &batch,
+            &out,
+            MIN_COS,
+            ATOL,
+        );
     }
 }

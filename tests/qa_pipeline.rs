@@ -62,8 +62,7 @@ fn diff(got: &[Answer], want: &Value) -> Option<String> {
             w["start"].as_u64().unwrap() as usize,
             w["end"].as_u64().unwrap() as usize,
         );
-        if g.answer != wa || (g.score as f64 - ws).abs() > ATOL || (g.start, g.end) != (wst, wen)
-        {
+        if g.answer != wa || (g.score as f64 - ws).abs() > ATOL || (g.start, g.end) != (wst, wen) {
             return Some(format!("[{k}] got {g:?}, want {w}"));
         }
     }

@@ -342,13 +342,16 @@ impl EmuSeam {
     /// Checks that `[ptr, ptr + len)` lies inside one live allocation.
     fn check_range(&self, ptr: DevPtr, len: usize, what: &str) -> Result<()> {
         let map = self.allocations.lock().unwrap();
-        let ok = map.range(..=ptr).next_back().is_some_and(|(&start, buf)| {
-            ptr + len as u64 <= start + (buf.len() * 8) as u64
-        });
+        let ok = map
+            .range(..=ptr)
+            .next_back()
+            .is_some_and(|(&start, buf)| ptr + len as u64 <= start + (buf.len() * 8) as u64);
         if ok {
             Ok(())
         } else {
-            Err(Error::Device(format!("emulated {what}: {len} bytes at {ptr:#x} outside any allocation")))
+            Err(Error::Device(format!(
+                "emulated {what}: {len} bytes at {ptr:#x} outside any allocation"
+            )))
         }
     }
 }
@@ -383,7 +386,14 @@ impl Seam for EmuSeam {
 
     fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()> {
         super::fp16::check_geometry(P::NAME, &geometry)?;
-        launch(Kernel { name: P::NAME, func: P::HOST, params }, geometry)
+        launch(
+            Kernel {
+                name: P::NAME,
+                func: P::HOST,
+                params,
+            },
+            geometry,
+        )
     }
 
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {

@@ -2,7 +2,7 @@
 //! config and naming the tensor on any mismatch.
 
 use super::*;
-use crate::config::{Family, Head, Sharing};
+use crate::config::{Family, Head};
 use crate::error::{Error, Result};
 use crate::weights::names::{LayerNames, Names};
 use crate::weights::WeightStore;
@@ -229,50 +229,12 @@ pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeigh
     })
 }
 
-type Blocks = (Vec<AttentionBlock>, Vec<FfnBlock>, Vec<(usize, usize)>);
-
-/// ALBERT: layer i runs group `i / (layers / groups)`, its inner layers in
-/// order. With a partial `sharing` mode (one group per layer), the shared
-/// half comes from group 0 for every layer.
+/// ALBERT blocks from `encoder.albert_layer_groups.G.albert_layers.J`.
 fn albert_blocks(cfg: &ModelConfig, names: &Names, l: &Loader) -> Result<Blocks> {
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let groups = cfg.num_hidden_groups;
-    let inner = cfg.inner_group_num;
-    let per_group = cfg.num_layers / groups;
-    let (att_shared, ffn_shared) = match cfg.sharing {
-        Sharing::All => (false, false), // sharing comes from the group layout itself
-        Sharing::Attention => (true, false),
-        Sharing::Ffn => (false, true),
-        Sharing::None => (false, false),
-    };
-    let mut attention = Vec::new();
-    let mut ffn = Vec::new();
-    // Block index of (group, inner) for each half; shared halves load once.
-    let mut att_idx = vec![vec![usize::MAX; inner]; groups];
-    let mut ffn_idx = vec![vec![usize::MAX; inner]; groups];
-    for g in 0..groups {
-        for j in 0..inner {
-            let n = names.albert_layer(g, j);
-            if att_shared && g > 0 {
-                att_idx[g][j] = att_idx[0][j];
-            } else {
-                att_idx[g][j] = attention.len();
-                attention.push(l.attention(&n, h)?);
-            }
-            if ffn_shared && g > 0 {
-                ffn_idx[g][j] = ffn_idx[0][j];
-            } else {
-                ffn_idx[g][j] = ffn.len();
-                ffn.push(l.ffn(&n, h, inter)?);
-            }
-        }
-    }
-    let mut schedule = Vec::new();
-    for i in 0..cfg.num_layers {
-        let g = i / per_group;
-        for j in 0..inner {
-            schedule.push((att_idx[g][j], ffn_idx[g][j]));
-        }
-    }
-    Ok((attention, ffn, schedule))
+    albert_layout(
+        cfg,
+        |g, j| l.attention(&names.albert_layer(g, j), h),
+        |g, j| l.ffn(&names.albert_layer(g, j), h, inter),
+    )
 }

@@ -400,7 +400,11 @@ fn decode_spans(
         };
         // np.argsort(-scores[idx]): equal keys (-0.0 == 0.0 too) keep
         // their order, as observed with numpy 2.3 on these small arrays.
-        idx.sort_by(|&a, &b| keys[a].partial_cmp(&keys[b]).unwrap_or(std::cmp::Ordering::Equal));
+        idx.sort_by(|&a, &b| {
+            keys[a]
+                .partial_cmp(&keys[b])
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         picked.extend(idx.iter().map(|&f| (f / n, f % n)));
     }
     let any_allowed = allowed.iter().any(|&a| a);
@@ -427,9 +431,20 @@ fn np_argpartition(keys: &[f32], kth: usize) -> Vec<usize> {
     arg
 }
 
-fn argselect(arr: &[f32], arg: &mut [usize], pos: usize, left: usize, right: usize, max_iters: i64) {
+fn argselect(
+    arr: &[f32],
+    arg: &mut [usize],
+    pos: usize,
+    left: usize,
+    right: usize,
+    max_iters: i64,
+) {
     if max_iters <= 0 || right + 1 - left <= 256 {
-        arg[left..=right].sort_by(|&a, &b| arr[a].partial_cmp(&arr[b]).unwrap_or(std::cmp::Ordering::Equal));
+        arg[left..=right].sort_by(|&a, &b| {
+            arr[a]
+                .partial_cmp(&arr[b])
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
         return;
     }
     let pivot = {
@@ -451,7 +466,14 @@ const UNROLL: usize = 4;
 
 /// One vector's partition: lanes below the pivot compress-stored at
 /// `l_store`, the others at `r_end - count`; returns that count.
-fn partition_vec(arr: &[f32], arg: &mut [usize], l_store: usize, r_end: usize, v: &[usize; LANES], pivot: f32) -> usize {
+fn partition_vec(
+    arr: &[f32],
+    arg: &mut [usize],
+    l_store: usize,
+    r_end: usize,
+    v: &[usize; LANES],
+    pivot: f32,
+) -> usize {
     let ge: Vec<usize> = v.iter().copied().filter(|&a| arr[a] >= pivot).collect();
     let lt: Vec<usize> = v.iter().copied().filter(|&a| !(arr[a] >= pivot)).collect();
     arg[l_store..l_store + lt.len()].copy_from_slice(&lt);
@@ -461,7 +483,13 @@ fn partition_vec(arr: &[f32], arg: &mut [usize], l_store: usize, r_end: usize, v
 
 /// x86-simd-sort's `partition_avx512_unrolled<.., 4>` over arg[left..right)
 /// (only reached with more than 256 elements).
-fn partition_unrolled(arr: &[f32], arg: &mut [usize], mut left: usize, mut right: usize, pivot: f32) -> (usize, f32, f32) {
+fn partition_unrolled(
+    arr: &[f32],
+    arg: &mut [usize],
+    mut left: usize,
+    mut right: usize,
+    pivot: f32,
+) -> (usize, f32, f32) {
     let mut smallest = f32::INFINITY;
     let mut biggest = f32::NEG_INFINITY;
     let seen = |x: f32, s: &mut f32, b: &mut f32| {
@@ -485,14 +513,23 @@ fn partition_unrolled(arr: &[f32], arg: &mut [usize], mut left: usize, mut right
     if left == right {
         return (left, smallest, biggest);
     }
-    let load = |arg: &[usize], at: usize| -> [usize; LANES] { arg[at..at + LANES].try_into().unwrap() };
-    let vec_left: Vec<[usize; LANES]> = (0..UNROLL).map(|ii| load(arg, left + LANES * ii)).collect();
-    let vec_right: Vec<[usize; LANES]> = (0..UNROLL).map(|ii| load(arg, right - LANES * (UNROLL - ii))).collect();
+    let load =
+        |arg: &[usize], at: usize| -> [usize; LANES] { arg[at..at + LANES].try_into().unwrap() };
+    let vec_left: Vec<[usize; LANES]> =
+        (0..UNROLL).map(|ii| load(arg, left + LANES * ii)).collect();
+    let vec_right: Vec<[usize; LANES]> = (0..UNROLL)
+        .map(|ii| load(arg, right - LANES * (UNROLL - ii)))
+        .collect();
     let mut r_store = right - LANES;
     let mut l_store = left;
     left += UNROLL * LANES;
     right -= UNROLL * LANES;
-    let step = |arg: &mut [usize], v: &[usize; LANES], l_store: &mut usize, r_store: &mut usize, s: &mut f32, b: &mut f32| {
+    let step = |arg: &mut [usize],
+                v: &[usize; LANES],
+                l_store: &mut usize,
+                r_store: &mut usize,
+                s: &mut f32,
+                b: &mut f32| {
         for &a in v {
             seen(arr[a], s, b);
         }
@@ -503,18 +540,34 @@ fn partition_unrolled(arr: &[f32], arg: &mut [usize], mut left: usize, mut right
     while right != left {
         let vs: Vec<[usize; LANES]> = if (r_store + LANES) - right < left - l_store {
             right -= UNROLL * LANES;
-            (0..UNROLL).map(|ii| load(arg, right + ii * LANES)).collect()
+            (0..UNROLL)
+                .map(|ii| load(arg, right + ii * LANES))
+                .collect()
         } else {
             let v = (0..UNROLL).map(|ii| load(arg, left + ii * LANES)).collect();
             left += UNROLL * LANES;
             v
         };
         for v in &vs {
-            step(arg, v, &mut l_store, &mut r_store, &mut smallest, &mut biggest);
+            step(
+                arg,
+                v,
+                &mut l_store,
+                &mut r_store,
+                &mut smallest,
+                &mut biggest,
+            );
         }
     }
     for v in vec_left.iter().chain(&vec_right) {
-        step(arg, v, &mut l_store, &mut r_store, &mut smallest, &mut biggest);
+        step(
+            arg,
+            v,
+            &mut l_store,
+            &mut r_store,
+            &mut smallest,
+            &mut biggest,
+        );
     }
     (l_store, smallest, biggest)
 }

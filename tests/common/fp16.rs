@@ -30,8 +30,19 @@ pub fn awkward_batch(cfg: &ModelConfig) -> Batch {
                     (state % cfg.vocab_size as u64) as u32
                 })
                 .collect();
-            let types = (0..n).map(|i| if cfg.type_vocab_size > 1 && i > n / 2 { 1 } else { 0 }).collect();
-            SequenceIds { input_ids: ids, token_type_ids: types }
+            let types = (0..n)
+                .map(|i| {
+                    if cfg.type_vocab_size > 1 && i > n / 2 {
+                        1
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            SequenceIds {
+                input_ids: ids,
+                token_type_ids: types,
+            }
         })
         .collect();
     Batch::pack(&seqs, cfg).unwrap()
@@ -45,7 +56,14 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Per-row cosine >= `min_cos` and max |err| <= `atol`; returns (worst cosine, max err).
-pub fn compare_rows(what: &str, got: &[f32], want: &[f32], width: usize, min_cos: f64, atol: f32) -> (f64, f32) {
+pub fn compare_rows(
+    what: &str,
+    got: &[f32],
+    want: &[f32],
+    width: usize,
+    min_cos: f64,
+    atol: f32,
+) -> (f64, f32) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     let mut worst = 1f64;
     let mut max_err = 0f32;
@@ -55,17 +73,36 @@ pub fn compare_rows(what: &str, got: &[f32], want: &[f32], width: usize, min_cos
         for (x, y) in g.iter().zip(w) {
             max_err = max_err.max((x - y).abs());
         }
-        assert!(c >= min_cos, "{what} row {r}: cosine {c} < {min_cos}\n got {:?}\n want {:?}", &g[..g.len().min(6)], &w[..w.len().min(6)]);
+        assert!(
+            c >= min_cos,
+            "{what} row {r}: cosine {c} < {min_cos}\n got {:?}\n want {:?}",
+            &g[..g.len().min(6)],
+            &w[..w.len().min(6)]
+        );
     }
     assert!(max_err <= atol, "{what}: max |err| {max_err} > {atol}");
     (worst, max_err)
 }
 
 /// Compares every output of an fp16 forward with the CPU engine's.
-pub fn compare_forward(name: &str, w: &ModelWeights, batch: &Batch, got: &ForwardOutput, min_cos: f64, atol: f32) {
+pub fn compare_forward(
+    name: &str,
+    w: &ModelWeights,
+    batch: &Batch,
+    got: &ForwardOutput,
+    min_cos: f64,
+    atol: f32,
+) {
     let cpu = CpuEngine::new(w.clone()).forward(batch).unwrap();
     let h = w.config.hidden_size;
-    let (c, e) = compare_rows(&format!("{name} hidden"), &got.hidden, &cpu.hidden, h, min_cos, atol);
+    let (c, e) = compare_rows(
+        &format!("{name} hidden"),
+        &got.hidden,
+        &cpu.hidden,
+        h,
+        min_cos,
+        atol,
+    );
     eprintln!("{name}: hidden states worst cosine {c:.6}, max |err| {e:.2e}");
     if let (Some(a), Some(b)) = (&got.pooled, &cpu.pooled) {
         compare_rows(&format!("{name} pooled"), a, b, h, min_cos, atol);
@@ -81,8 +118,18 @@ pub fn compare_forward(name: &str, w: &ModelWeights, batch: &Batch, got: &Forwar
     let (a, b) = (logits(&got.head), logits(&cpu.head));
     assert_eq!(a.len(), b.len(), "{name}: head output sizes");
     if !a.is_empty() {
-        let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-        eprintln!("{name}: head outputs max |err| {err:.2e}, cosine {:.6}", cosine(&a, &b));
-        assert!(cosine(&a, &b) >= min_cos && err <= atol, "{name}: head outputs differ: max |err| {err}");
+        let err = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{name}: head outputs max |err| {err:.2e}, cosine {:.6}",
+            cosine(&a, &b)
+        );
+        assert!(
+            cosine(&a, &b) >= min_cos && err <= atol,
+            "{name}: head outputs differ: max |err| {err}"
+        );
     }
 }

@@ -68,7 +68,9 @@ impl CudaSeam {
         }
         // SAFETY: only probes for the shared library (dlopen), no CUDA call.
         if !unsafe { drv_sys::is_culib_present() } {
-            return Err(Error::Device("no NVIDIA driver: libcuda.so could not be loaded".into()));
+            return Err(Error::Device(
+                "no NVIDIA driver: libcuda.so could not be loaded".into(),
+            ));
         }
         drv::init().map_err(drv_err("cuInit"))?;
         let count = drv::device::get_count().map_err(drv_err("cuDeviceGetCount"))?;
@@ -82,8 +84,10 @@ impl CudaSeam {
             // SAFETY: `dev` came from cuDeviceGet above.
             unsafe { drv::device::get_attribute(dev, a) }.map_err(drv_err("cuDeviceGetAttribute"))
         };
-        let major = attr(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
-        let minor = attr(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
+        let major =
+            attr(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?;
+        let minor =
+            attr(drv_sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         let name = drv::device::get_name(dev).unwrap_or_else(|_| "unknown GPU".into());
         if major < 8 {
             return Err(Error::Device(format!(
@@ -91,7 +95,8 @@ impl CudaSeam {
             )));
         }
         // SAFETY: `dev` is valid; the primary context is released in Drop.
-        let ctx = unsafe { drv::primary_ctx::retain(dev) }.map_err(drv_err("cuDevicePrimaryCtxRetain"))?;
+        let ctx = unsafe { drv::primary_ctx::retain(dev) }
+            .map_err(drv_err("cuDevicePrimaryCtxRetain"))?;
         // SAFETY: `ctx` was just retained.
         unsafe { drv::ctx::set_current(ctx) }.map_err(drv_err("cuCtxSetCurrent"))?;
         // cuModuleLoadData wants an aligned image; include_bytes! is not.
@@ -117,7 +122,8 @@ impl CudaSeam {
                 "cuBLAS (libcublas.so / libcublasLt.so) could not be loaded: add the CUDA toolkit's lib64, or PyTorch's site-packages/nvidia/cublas/lib, to LD_LIBRARY_PATH".into(),
             ));
         }
-        let cublas = blas::create_handle().map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
+        let cublas =
+            blas::create_handle().map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
             ordinal,
@@ -200,15 +206,30 @@ impl Seam for CudaSeam {
                     g.smem_bytes as i32,
                 )
             }
-            .map_err(|e| Error::Device(format!("{}: {} bytes of shared memory: {e:?}", P::NAME, g.smem_bytes)))?;
+            .map_err(|e| {
+                Error::Device(format!(
+                    "{}: {} bytes of shared memory: {e:?}",
+                    P::NAME,
+                    g.smem_bytes
+                ))
+            })?;
         }
         let mut p = params;
         let mut args = [&mut p as *mut P as *mut c_void];
         // SAFETY: every kernel takes exactly one params struct by value (the
         // `Launch` contract); the pointers inside were allocated by this seam
         // and sized by Fp16Model for this batch.
-        unsafe { drv::launch_kernel(f, g.grid, g.block, g.smem_bytes, std::ptr::null_mut(), &mut args) }
-            .map_err(|e| Error::Device(format!("launching {}: {e:?}", P::NAME)))?;
+        unsafe {
+            drv::launch_kernel(
+                f,
+                g.grid,
+                g.block,
+                g.smem_bytes,
+                std::ptr::null_mut(),
+                &mut args,
+            )
+        }
+        .map_err(|e| Error::Device(format!("launching {}: {e:?}", P::NAME)))?;
         if self.sync_check {
             // SAFETY: the context is bound; null is the legacy default stream.
             unsafe { drv::stream::synchronize(std::ptr::null_mut()) }
@@ -309,5 +330,7 @@ pub fn load(weights: ModelWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
 
 /// Whether a usable CUDA device is present (for GPU tests' loud skip).
 pub fn available() -> std::result::Result<String, String> {
-    CudaSeam::open(0).map(|s| s.describe()).map_err(|e| e.to_string())
+    CudaSeam::open(0)
+        .map(|s| s.describe())
+        .map_err(|e| e.to_string())
 }

@@ -58,10 +58,21 @@ enum DHead {
     MaskedLm(DMlm),
     QuestionAnswering(DLinear),
     Pooled(DLinear),
-    FirstToken { dense: DLinear, act: Activation, out_proj: DLinear },
+    FirstToken {
+        dense: DLinear,
+        act: Activation,
+        out_proj: DLinear,
+    },
     TokenClassification(DLinear),
-    Discriminator { dense: DLinear, act: Activation, prediction: DLinear },
-    AlbertPreTraining { mlm: DMlm, sop: DLinear },
+    Discriminator {
+        dense: DLinear,
+        act: Activation,
+        prediction: DLinear,
+    },
+    AlbertPreTraining {
+        mlm: DMlm,
+        sop: DLinear,
+    },
 }
 
 /// Activation buffers for up to `tokens` tokens in `seqs` sequences.
@@ -112,7 +123,9 @@ pub struct Fp16Model<S: Seam> {
 }
 
 fn f16_bytes(x: &[f32]) -> Vec<u8> {
-    x.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect()
+    x.iter()
+        .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+        .collect()
 }
 
 struct Uploader<'a, S: Seam> {
@@ -163,11 +176,18 @@ impl<S: Seam> Fp16Model<S> {
                 k::ATTN_MAX_HEAD_DIM
             )));
         }
-        let mut u = Uploader { seam: &seam, bytes: 0 };
+        let mut u = Uploader {
+            seam: &seam,
+            bytes: 0,
+        };
         let e = &w.embeddings;
         let word = u.tensor(&e.word)?;
         let position = u.tensor(&e.position)?;
-        let token_type = if e.token_type.is_empty() { 0 } else { u.tensor(&e.token_type)? };
+        let token_type = if e.token_type.is_empty() {
+            0
+        } else {
+            u.tensor(&e.token_type)?
+        };
         let emb_ln = u.ln(&e.ln)?;
         let project = e.project.as_ref().map(|p| u.linear(p)).transpose()?;
         let attention = w
@@ -197,9 +217,17 @@ impl<S: Seam> Fp16Model<S> {
             HeadWeights::None => (DHead::None, 0),
             HeadWeights::MaskedLm(m) => (DHead::MaskedLm(u.mlm(m)?), m.decoder.out_dim),
             HeadWeights::QuestionAnswering(l) => (DHead::QuestionAnswering(u.linear(l)?), 2),
-            HeadWeights::TokenClassification(l) => (DHead::TokenClassification(u.linear(l)?), l.out_dim),
-            HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => (DHead::Pooled(u.linear(l)?), 0),
-            HeadWeights::SequenceClassification(ClassifierHead::FirstToken { dense, act, out_proj }) => (
+            HeadWeights::TokenClassification(l) => {
+                (DHead::TokenClassification(u.linear(l)?), l.out_dim)
+            }
+            HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
+                (DHead::Pooled(u.linear(l)?), 0)
+            }
+            HeadWeights::SequenceClassification(ClassifierHead::FirstToken {
+                dense,
+                act,
+                out_proj,
+            }) => (
                 DHead::FirstToken {
                     dense: u.linear(dense)?,
                     act: *act,
@@ -207,7 +235,11 @@ impl<S: Seam> Fp16Model<S> {
                 },
                 0,
             ),
-            HeadWeights::Discriminator { dense, act, prediction } => (
+            HeadWeights::Discriminator {
+                dense,
+                act,
+                prediction,
+            } => (
                 DHead::Discriminator {
                     dense: u.linear(dense)?,
                     act: *act,
@@ -252,12 +284,18 @@ impl<S: Seam> Fp16Model<S> {
         let c = &self.cfg;
         let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
         let wide = e.max(h);
-        let halves = tokens * (e + h + 3 * h + h + h + i + wide + self.head_token_width.max(1) + wide)
+        let halves = tokens
+            * (e + h + 3 * h + h + h + i + wide + self.head_token_width.max(1) + wide)
             + 3 * seqs * h.max(c.num_labels).max(2);
         halves * 2 + tokens * 12 + (2 * seqs + 2) * 4
     }
 
-    fn ensure_workspace(&self, ws: &mut Option<Workspace>, tokens: usize, seqs: usize) -> Result<()> {
+    fn ensure_workspace(
+        &self,
+        ws: &mut Option<Workspace>,
+        tokens: usize,
+        seqs: usize,
+    ) -> Result<()> {
         if let Some(w) = ws {
             if w.tokens >= tokens && w.seqs >= seqs {
                 return Ok(());
@@ -270,7 +308,10 @@ impl<S: Seam> Fp16Model<S> {
         }
         // Grow geometrically so a stream of slightly larger batches does not
         // reallocate every call.
-        let (tokens, seqs) = (tokens.next_power_of_two().max(64), seqs.next_power_of_two().max(8));
+        let (tokens, seqs) = (
+            tokens.next_power_of_two().max(64),
+            seqs.next_power_of_two().max(8),
+        );
         let c = &self.cfg;
         let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
         let wide = e.max(h);
@@ -322,13 +363,26 @@ impl<S: Seam> Fp16Model<S> {
     fn bias_act(&self, x: DevPtr, bias: DevPtr, rows: usize, width: usize, act: i32) -> Result<()> {
         let n = rows * width;
         self.seam.launch(
-            k::BiasActParams { x, bias, n: n as i64, width: width as i32, act },
+            k::BiasActParams {
+                x,
+                bias,
+                n: n as i64,
+                width: width as i32,
+                act,
+            },
             k::elementwise_geometry(n),
         )
     }
 
     /// y = act(x W^T + b), `act` None adds the bias only.
-    fn linear(&self, x: DevPtr, l: &DLinear, y: DevPtr, rows: usize, act: Option<Activation>) -> Result<()> {
+    fn linear(
+        &self,
+        x: DevPtr,
+        l: &DLinear,
+        y: DevPtr,
+        rows: usize,
+        act: Option<Activation>,
+    ) -> Result<()> {
         self.gemm(x, l, y, rows)?;
         self.bias_act(y, l.b, rows, l.out_dim, act.map_or(NO_ACT, k::act_code))
     }
@@ -373,7 +427,9 @@ impl<S: Seam> Fp16Model<S> {
     fn read(&self, p: DevPtr, n: usize) -> Result<Vec<f32>> {
         let mut b = vec![0u8; n * 2];
         self.seam.download(p, &mut b)?;
-        Ok(b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+        Ok(b.chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect())
     }
 
     fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
@@ -417,7 +473,11 @@ impl<S: Seam> Fp16Model<S> {
                 width: e as i32,
                 vocab: c.vocab_size as u32,
                 max_pos: c.max_position_embeddings as u32,
-                type_vocab: if self.token_type == 0 { 0 } else { c.type_vocab_size as u32 },
+                type_vocab: if self.token_type == 0 {
+                    0
+                } else {
+                    c.type_vocab_size as u32
+                },
                 eps: c.layer_norm_eps,
             },
             k::embeddings_layernorm_geometry(t, e),
@@ -498,13 +558,21 @@ impl<S: Seam> Fp16Model<S> {
                 self.linear(ws.seq_b, l, ws.seq_c, s, None)?;
                 HeadOutput::SequenceLogits(self.read(ws.seq_c, s * l.out_dim)?)
             }
-            DHead::FirstToken { dense, act, out_proj } => {
+            DHead::FirstToken {
+                dense,
+                act,
+                out_proj,
+            } => {
                 gather_first(ws.seq_a)?;
                 self.linear(ws.seq_a, dense, ws.seq_c, s, Some(*act))?;
                 self.linear(ws.seq_c, out_proj, ws.seq_a, s, None)?;
                 HeadOutput::SequenceLogits(self.read(ws.seq_a, s * out_proj.out_dim)?)
             }
-            DHead::Discriminator { dense, act, prediction } => {
+            DHead::Discriminator {
+                dense,
+                act,
+                prediction,
+            } => {
                 self.linear(ws.x, dense, ws.head_a, t, Some(*act))?;
                 self.linear(ws.head_a, prediction, ws.head_b, t, None)?;
                 HeadOutput::TokenLogits(self.read(ws.head_b, t)?)
@@ -520,7 +588,11 @@ impl<S: Seam> Fp16Model<S> {
         };
         let hidden = self.read(ws.x, t * h)?;
         self.seam.synchronize()?;
-        Ok(ForwardOutput { hidden, pooled, head })
+        Ok(ForwardOutput {
+            hidden,
+            pooled,
+            head,
+        })
     }
 }
 
@@ -531,7 +603,10 @@ pub fn check_geometry(name: &str, g: &Geometry) -> Result<()> {
         return Err(Error::Device(format!("{name}: block of {threads} threads")));
     }
     if g.grid.1 > 65535 || g.grid.2 > 65535 {
-        return Err(Error::Device(format!("{name}: grid {:?} exceeds the y/z limit", g.grid)));
+        return Err(Error::Device(format!(
+            "{name}: grid {:?} exceeds the y/z limit",
+            g.grid
+        )));
     }
     Ok(())
 }

@@ -1,0 +1,150 @@
+//! Per-op CPU benchmarks at BERT-base shapes (batch 8 x seq 128 = 1024 tokens,
+//! H 768, 12 heads, I 3072): the f32 reference ops the CPU engine is built from.
+//!
+//! Criterion's "elements" are FLOPs for the GEMMs and attention (so
+//! `Gelem/s` reads as GFLOP/s) and its bytes are the minimum memory traffic
+//! for the element-wise ops (GB/s). Measurement time is kept short so
+//! `cargo bench` finishes in a few minutes on 2 cores.
+
+use bertrt::backend::cpu::ops;
+use bertrt::config::Activation;
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::time::Duration;
+
+const TOKENS: usize = 8 * 128;
+const SEQ: usize = 128;
+const H: usize = 768;
+const HEADS: usize = 12;
+const I: usize = 3072;
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    // Small deterministic values in [-0.5, 0.5).
+    (0..n as u32)
+        .map(|i| {
+            ((i.wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32)
+                - 0.5
+        })
+        .collect()
+}
+
+fn linear(c: &mut Criterion) {
+    let mut g = c.benchmark_group("linear (elements = FLOPs)");
+    // (name, n = out, k = in): the four GEMMs of a BERT-base layer.
+    for (name, n, k) in [
+        ("qkv", 3 * H, H),
+        ("attn_out", H, H),
+        ("ffn_up", I, H),
+        ("ffn_down", H, I),
+    ] {
+        let x = data(TOKENS * k, 1);
+        let w = data(n * k, 2);
+        let b = data(n, 3);
+        let mut y = vec![0f32; TOKENS * n];
+        g.throughput(Throughput::Elements((2 * TOKENS * n * k) as u64));
+        g.bench_function(format!("{name} m{TOKENS} n{n} k{k}"), |bch| {
+            bch.iter(|| ops::linear(black_box(&x), &w, Some(&b), k, &mut y))
+        });
+    }
+    g.finish();
+}
+
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention_packed (elements = FLOPs)");
+    let qkv = data(TOKENS * 3 * H, 4);
+    let mut out = vec![0f32; TOKENS * H];
+    for (label, lens) in [("b8 s128 fixed", vec![SEQ; 8]), ("b1 s512", vec![512])] {
+        let cu: Vec<usize> = std::iter::once(0)
+            .chain(lens.iter().scan(0, |a, &l| {
+                *a += l;
+                Some(*a)
+            }))
+            .collect();
+        let t = *cu.last().unwrap();
+        // QK^T and PV: 2 * 2 * len^2 * H per sequence.
+        let flops: usize = lens.iter().map(|&l| 4 * l * l * H).sum();
+        g.throughput(Throughput::Elements(flops as u64));
+        g.bench_function(label, |bch| {
+            bch.iter(|| {
+                ops::attention_packed(
+                    black_box(&qkv[..t * 3 * H]),
+                    &cu,
+                    HEADS,
+                    H / HEADS,
+                    &mut out[..t * H],
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn elementwise(c: &mut Criterion) {
+    let mut g = c.benchmark_group("elementwise (bytes = min traffic)");
+    let res = data(TOKENS * H, 5);
+    let bias = data(H, 6);
+    let gamma = vec![1f32; H];
+    let beta = vec![0f32; H];
+    let mut x = data(TOKENS * H, 7);
+    // read x, residual; write x
+    g.throughput(Throughput::Bytes((3 * TOKENS * H * 4) as u64));
+    g.bench_function(format!("add_bias_residual_layernorm {TOKENS}x{H}"), |bch| {
+        bch.iter(|| {
+            ops::add_bias_residual_layernorm(&mut x, &bias, black_box(&res), &gamma, &beta, 1e-12)
+        })
+    });
+
+    let mut u = data(TOKENS * I, 8);
+    let bi = data(I, 9);
+    // read + write u
+    g.throughput(Throughput::Bytes((2 * TOKENS * I * 4) as u64));
+    for (name, a) in [
+        ("gelu", Activation::Gelu),
+        ("gelu_tanh", Activation::GeluTanh),
+    ] {
+        g.bench_function(format!("bias_act {name} {TOKENS}x{I}"), |bch| {
+            // In place and repeated: values drift by the bias each run, which
+            // stays finite and does not change the work done.
+            bch.iter(|| ops::bias_act(&mut u, &bi, a))
+        });
+    }
+
+    let vocab = 30522;
+    let word = data(vocab * H, 10);
+    let pos = data(512 * H, 11);
+    let ty = data(2 * H, 12);
+    let ids: Vec<u32> = (0..TOKENS as u32)
+        .map(|i| i.wrapping_mul(7919) % vocab as u32)
+        .collect();
+    let pos_ids: Vec<u32> = (0..TOKENS as u32).map(|i| i % SEQ as u32).collect();
+    let type_ids = vec![0u32; TOKENS];
+    let mut out = vec![0f32; TOKENS * H];
+    // three table rows read, one row written per token
+    g.throughput(Throughput::Bytes((4 * TOKENS * H * 4) as u64));
+    g.bench_function(format!("embeddings {TOKENS}x{H}"), |bch| {
+        bch.iter(|| {
+            ops::embeddings(
+                &word,
+                &pos,
+                &ty,
+                black_box(&ids),
+                &pos_ids,
+                &type_ids,
+                &gamma,
+                &beta,
+                1e-12,
+                &mut out,
+            )
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = linear, attention, elementwise }
+criterion_main!(benches);
