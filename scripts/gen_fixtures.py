@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Regenerate the HuggingFace reference fixtures under tests/fixtures/.
 
-Run from the repository root after `pip install -r scripts/requirements-ref.txt`:
+Run from the repository root as `scripts/regen-fixtures.sh` (installs the pinned
+stack from scripts/requirements-ref.txt into .venv-ref first), or directly after
+`pip install -r scripts/requirements-ref.txt`:
 
     python3 scripts/gen_fixtures.py
 

@@ -38,6 +38,29 @@ tar xzf "$BUNDLE_TGZ" -C "$B"
 COMMIT=$(cat "$B/COMMIT" 2>/dev/null || echo unknown)
 export BERTRT_GIT_COMMIT="$COMMIT"
 
+# cuBLAS is not part of the driver: bertrt dlopens libcublas.so(.13). Find one
+# (CUDA toolkit, or PyTorch's nvidia wheels) and expose it under the names
+# cudarc tries, newest major first.
+CUBLAS_DIR="$B/cublas"
+mkdir -p "$CUBLAS_DIR"
+cublas=$( { ls /usr/local/cuda*/lib64/libcublas.so.* 2>/dev/null;
+            python3 - <<'PY' 2>/dev/null
+import glob, os, site
+for d in site.getsitepackages():
+    for p in glob.glob(os.path.join(d, "nvidia", "*", "lib", "libcublas.so.*")) + glob.glob(os.path.join(d, "nvidia", "cu*", "lib", "libcublas.so.*")):
+        print(p)
+PY
+          } | grep -v 'Lt' | sort -V | tail -1)
+if [ -n "$cublas" ]; then
+    for name in libcublas.so libcublas.so.13; do ln -sfn "$cublas" "$CUBLAS_DIR/$name"; done
+    lt=$(ls "$(dirname "$cublas")"/libcublasLt.so.* 2>/dev/null | sort -V | tail -1)
+    [ -n "$lt" ] && for name in libcublasLt.so libcublasLt.so.13; do ln -sfn "$lt" "$CUBLAS_DIR/$name"; done
+    export LD_LIBRARY_PATH="$CUBLAS_DIR:$(dirname "$cublas")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    say "cuBLAS: $cublas"
+else
+    say "cuBLAS NOT FOUND (no libcublas.so.* in /usr/local/cuda*/lib64 or site-packages/nvidia): GPU tests will fail to start"
+fi
+
 # The test binaries find tests/fixtures through the build machine's
 # CARGO_MANIFEST_DIR, compiled in: make that path lead to this checkout.
 BUILD_ROOT=$(cat "$B/MANIFEST_DIR")

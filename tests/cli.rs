@@ -268,3 +268,65 @@ fn bad_model_and_device() {
         "--device 'tpu'",
     );
 }
+
+#[test]
+fn qa_single_and_jsonl() {
+    let m = model("bert_qa");
+    let v = json_ok(&[
+        "qa",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "--question",
+        "Who wrote Moby Dick?",
+        "--context",
+        "Herman Melville wrote Moby Dick in 1851.",
+    ]);
+    assert!(v[0]["answer"].is_string() && v[0]["start"].is_u64());
+    let f = std::env::temp_dir().join(format!("bertrt-cli-qa-{}.jsonl", std::process::id()));
+    std::fs::write(
+        &f,
+        "{\"question\": \"Who?\", \"context\": \"Herman Melville wrote it.\"}\n{\"question\": \"When?\"}\n",
+    )
+    .unwrap();
+    let fs = f.to_str().unwrap();
+    fails_with(
+        &["qa", "--model", &m, "--device", "cpu", "--input", fs],
+        "line 2: no string field 'context'",
+    );
+    let v = json_ok(&[
+        "qa",
+        "--model",
+        &m,
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+        "--input",
+        fs,
+        "--on-error",
+        "skip",
+        "--top-k",
+        "2",
+        "--handle-impossible-answer",
+    ]);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0].as_array().unwrap().len(), 2);
+    fails_with(
+        &[
+            "qa",
+            "--model",
+            &model("bert_cls"),
+            "--device",
+            "cpu",
+            "--question",
+            "q",
+            "--context",
+            "c",
+        ],
+        "ForQuestionAnswering",
+    );
+}

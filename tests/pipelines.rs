@@ -133,3 +133,81 @@ fn token_classification_matches_pipeline() {
     }
     assert!(n >= 3);
 }
+
+/// Each pooling against HF's outputs for the golden texts: cls = hidden
+/// state of token 0, pooler = pooler_output, none = every token, mean = the
+/// average over the sequence (sentence-transformers' mean pooling).
+#[test]
+fn embed_poolings_match_hf_outputs() {
+    use bertrt::tasks::embed::{embed, EmbedOptions, Embedding, Pooling};
+    let name = "bert_model_f16";
+    let eng = engine(name);
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("golden/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<&str> = meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let g = load_golden(name);
+    let (hs, mask, pooled) = (
+        &g["last_hidden_state"],
+        &g["attention_mask"],
+        &g["pooler_output"],
+    );
+    let (l, h) = (hs.shape[1], hs.shape[2]);
+    let row = |s: usize, t: usize| &hs.data[(s * l + t) * h..(s * l + t + 1) * h];
+    for pooling in [Pooling::Cls, Pooling::Mean, Pooling::Pooler, Pooling::None] {
+        let opts = EmbedOptions {
+            pooling,
+            normalize: false,
+            max_seq_length: None,
+            truncation: bertrt::tokenize::Truncation::Error,
+        };
+        let got = embed(&eng, &texts, &opts).unwrap();
+        for (s, e) in got.iter().enumerate() {
+            let n = (0..l).filter(|&t| mask.data[s * l + t] != 0.0).count();
+            let want: Vec<f64> = match pooling {
+                Pooling::Cls => row(s, 0).to_vec(),
+                Pooling::Pooler => pooled.data[s * h..(s + 1) * h].to_vec(),
+                Pooling::Mean => (0..h)
+                    .map(|d| (0..n).map(|t| row(s, t)[d]).sum::<f64>() / n as f64)
+                    .collect(),
+                Pooling::None => (0..n).flat_map(|t| row(s, t).to_vec()).collect(),
+            };
+            let flat: Vec<f32> = match e {
+                Embedding::Vector(v) => v.clone(),
+                Embedding::Tokens(t) => t.concat(),
+            };
+            compare(&format!("{pooling:?} text {s}"), &flat, &want, 1e-4, 0.0).unwrap();
+        }
+    }
+}
+
+/// Replaced-token detection = sigmoid of ElectraForPreTraining's logits.
+#[test]
+fn detect_matches_discriminator_logits() {
+    let name = "electra_disc";
+    let eng = engine(name);
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join(format!("golden/{name}.json"))).unwrap(),
+    )
+    .unwrap();
+    let g = load_golden(name);
+    let logits = &g["logits"];
+    let l = logits.shape[1];
+    for (s, text) in meta["texts"].as_array().unwrap().iter().enumerate() {
+        let got = bertrt::tasks::detect::detect(&eng, text.as_str().unwrap()).unwrap();
+        assert!(!got.is_empty());
+        for t in &got {
+            let want = 1.0 / (1.0 + (-logits.data[s * l + t.index]).exp());
+            assert!(
+                (t.probability as f64 - want).abs() < 1e-5,
+                "{t:?} vs {want}"
+            );
+        }
+    }
+}

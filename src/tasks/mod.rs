@@ -25,3 +25,41 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<usize> {
     idx.truncate(k);
     idx
 }
+
+/// The tasks as methods, for `Engine::load(...)?.embed(...)` style use.
+impl crate::engine::Engine {
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        opts: &embed::EmbedOptions,
+    ) -> crate::Result<Vec<embed::Embedding>> {
+        embed::embed(self, texts, opts)
+    }
+    pub fn fill_mask(
+        &self,
+        text: &str,
+        top_k: usize,
+    ) -> crate::Result<Vec<Vec<fill_mask::MaskPrediction>>> {
+        fill_mask::fill_mask(self, text, top_k)
+    }
+    pub fn detect(&self, text: &str) -> crate::Result<Vec<detect::TokenScore>> {
+        detect::detect(self, text)
+    }
+    pub fn qa(
+        &self,
+        items: &[(&str, &str)],
+        opts: &qa::QaOptions,
+    ) -> crate::Result<Vec<Vec<qa::Answer>>> {
+        qa::qa_many(self, items, opts)
+    }
+    pub fn classify(
+        &self,
+        text: &str,
+        pair: Option<&str>,
+    ) -> crate::Result<Vec<classify::LabelScore>> {
+        classify::classify(self, text, pair)
+    }
+    pub fn classify_tokens(&self, text: &str) -> crate::Result<Vec<classify::TokenLabel>> {
+        classify::classify_tokens(self, text, &["O"])
+    }
+}
