@@ -44,6 +44,24 @@ pub trait Backend: Send + Sync {
     fn forward(&self, batch: &Batch) -> Result<ForwardOutput>;
     /// e.g. "cpu (f32)" or "cuda:0 NVIDIA H100 (fp16)".
     fn describe(&self) -> String;
+
+    /// NVTX ranges per layer and op, for Nsight Systems (CUDA only).
+    fn set_nvtx(&self, _on: bool) -> Result<()> {
+        Err(Error::Device("NVTX ranges need the CUDA backend".into()))
+    }
+    /// cudaProfilerStart (`true`) / Stop (`false`), bracketing what
+    /// `nsys --capture-range=cudaProfilerApi` or `ncu --profile-from-start off`
+    /// record (CUDA only).
+    fn profiler(&self, _on: bool) -> Result<()> {
+        Err(Error::Device(
+            "the CUDA profiler API needs the CUDA backend".into(),
+        ))
+    }
+    /// One forward plus its device time in ms from events, where the backend
+    /// has them (None on the CPU).
+    fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
+        Ok((self.forward(batch)?, None))
+    }
 }
 
 impl Backend for CpuEngine {

@@ -152,31 +152,24 @@ pub fn random_batch(cfg: &ModelConfig, lengths: &[usize], rng: &mut Rng) -> Resu
     Batch::pack(&seqs, cfg)
 }
 
-/// Profiling switches for the CUDA backend. Both are accepted everywhere and
-/// have no effect on the CPU.
-///
-/// TODO(cuda): `nvtx` should push an NVTX range per layer/op and
-/// `window = Some(n)` should bracket n timed iterations with
-/// cudaProfilerStart/Stop (for `nsys --capture-range=cudaProfilerApi` and
-/// `ncu --profile-from-start off`). That needs a hook on the backend, e.g. a
-/// `Backend::profiler(&self) -> Option<&dyn Profiler>` with
-/// `start/stop/range_push/range_pop`; `run_cell` marks where it is called.
+/// Profiling switches for the CUDA backend (no effect on the CPU): `nvtx`
+/// pushes an NVTX range per layer and op; `window = Some(n)` brackets the
+/// first n timed iterations of each cell with cudaProfilerStart/Stop, for
+/// `nsys --capture-range=cudaProfilerApi` and `ncu --profile-from-start off`.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Profiling {
     pub nvtx: bool,
     pub window: Option<usize>,
 }
 
-/// How forwards are timed. Only the wall clock exists today.
-///
-/// TODO(cuda): `CudaEvents` (event record before/after the launches on the
-/// stream, elapsed time after sync) once the CUDA backend exposes its stream
-/// through a `Backend` hook; until then CUDA cells are wall-clock timed with
-/// the host copy of the outputs included, and the report says so.
+/// How forwards are timed: the host's monotonic clock, or CUDA events
+/// recorded around each forward on the GPU (device time, which includes the
+/// copy of the outputs back to the host); the wall clock is reported beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {
     WallClock,
+    CudaEvents,
 }
 
 #[derive(Debug, Clone)]
@@ -227,7 +220,10 @@ pub struct Cell {
     pub padded_tokens: usize,
     pub mean_len: f64,
     pub iters: usize,
+    /// Device time by CUDA events on a GPU, else the wall clock.
     pub latency_ms: Latency,
+    /// Host wall time of the same iterations (GPU runs only).
+    pub wall_latency_ms: Option<Latency>,
     /// From the mean latency.
     pub sequences_per_s: f64,
     pub tokens_per_s: f64,
@@ -276,21 +272,33 @@ pub fn run_cell(
     for _ in 0..s.warmup {
         backend.forward(&b)?;
     }
-    // TODO(cuda): profiler start (window) / NVTX range "cell bBsS" here; see `Profiling`.
     let mut ms = Vec::with_capacity(s.iters);
+    let mut wall = Vec::with_capacity(s.iters);
     let start = Instant::now();
-    for _ in 0..s.iters.max(1) {
+    for i in 0..s.iters.max(1) {
+        if s.profiling.window.is_some_and(|n| n > 0) && i == 0 {
+            backend.profiler(true)?;
+        }
         let t = Instant::now();
-        let out = backend.forward(&b)?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let (out, device_ms) = backend.forward_timed(&b)?;
+        let w = t.elapsed().as_secs_f64() * 1e3;
+        wall.push(w);
+        ms.push(device_ms.unwrap_or(w));
         drop(out);
+        if s.profiling.window == Some(i + 1) {
+            backend.profiler(false)?;
+        }
         if let Some(limit) = s.max_time {
             if ms.len() >= 3 && start.elapsed() >= limit {
                 break;
             }
         }
     }
+    if s.profiling.window.is_some_and(|n| n > ms.len()) {
+        backend.profiler(false)?;
+    }
     let lat = Latency::of(&ms);
+    let wall_latency_ms = (wall != ms).then(|| Latency::of(&wall));
     let tokens = b.num_tokens();
     let flops = encoder_flops(cfg, &lengths);
     Ok(Cell {
@@ -305,6 +313,7 @@ pub fn run_cell(
         encoder_gflop: flops / 1e9,
         encoder_gflop_per_s: flops / 1e9 / (lat.mean / 1e3),
         latency_ms: lat,
+        wall_latency_ms,
         lengths,
     })
 }

@@ -19,6 +19,7 @@ use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 #[cfg(bertrt_fatbin)]
@@ -49,6 +50,8 @@ pub struct CudaSeam {
     cublas: blas_sys::cublasHandle_t,
     allocations: Mutex<HashSet<DevPtr>>,
     sync_check: bool,
+    /// NVTX ranges on (set by `--nvtx`; libnvToolsExt checked when turned on).
+    nvtx: AtomicBool,
 }
 
 // SAFETY: the raw handles are used only after binding `ctx` to the calling
@@ -137,6 +140,7 @@ impl CudaSeam {
             cublas,
             allocations: Mutex::new(HashSet::new()),
             sync_check: std::env::var("BERTRT_SYNC_CHECK").is_ok_and(|v| v != "0"),
+            nvtx: AtomicBool::new(false),
         })
     }
 
@@ -287,6 +291,18 @@ impl Seam for CudaSeam {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    fn range_push(&self, name: &str) {
+        if self.nvtx.load(Ordering::Relaxed) {
+            cudarc::nvtx::result::range_push(name);
+        }
+    }
+
+    fn range_pop(&self) {
+        if self.nvtx.load(Ordering::Relaxed) {
+            cudarc::nvtx::result::range_pop();
+        }
+    }
 }
 
 impl Drop for CudaSeam {
@@ -316,8 +332,60 @@ impl Backend for CudaBackend {
     fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
         self.model.forward(batch)
     }
+
     fn describe(&self) -> String {
         self.model.seam().describe()
+    }
+
+    fn set_nvtx(&self, on: bool) -> Result<()> {
+        // SAFETY: only probes for the shared library.
+        if on && !unsafe { cudarc::nvtx::sys::is_culib_present() } {
+            return Err(Error::Device(
+                "--nvtx: libnvToolsExt.so could not be loaded (the CUDA toolkit's, or PyTorch's nvidia/nvtx/lib, on LD_LIBRARY_PATH)".into(),
+            ));
+        }
+        self.model.seam().nvtx.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn profiler(&self, on: bool) -> Result<()> {
+        let seam = self.model.seam();
+        seam.bind()?;
+        // SAFETY: plain driver calls in the bound context.
+        let r = unsafe {
+            if on {
+                drv_sys::cuProfilerStart()
+            } else {
+                drv_sys::cuProfilerStop()
+            }
+        };
+        r.result().map_err(drv_err(if on { "cuProfilerStart" } else { "cuProfilerStop" }))
+    }
+
+    fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
+        let seam = self.model.seam();
+        seam.bind()?;
+        let flags = drv_sys::CUevent_flags::CU_EVENT_DEFAULT;
+        let start = drv::event::create(flags).map_err(drv_err("cuEventCreate"))?;
+        let end = drv::event::create(flags).map_err(drv_err("cuEventCreate"))?;
+        // SAFETY: the events were just created in the bound context, recorded on
+        // the legacy default stream the forward pass uses, and destroyed once.
+        let timed = unsafe {
+            (|| -> Result<(ForwardOutput, f64)> {
+                drv::event::record(start, std::ptr::null_mut()).map_err(drv_err("cuEventRecord"))?;
+                let out = self.model.forward(batch)?;
+                drv::event::record(end, std::ptr::null_mut()).map_err(drv_err("cuEventRecord"))?;
+                drv::event::synchronize(end).map_err(drv_err("cuEventSynchronize"))?;
+                let ms = drv::event::elapsed(start, end).map_err(drv_err("cuEventElapsedTime"))?;
+                Ok((out, ms as f64))
+            })()
+        };
+        // SAFETY: destroyed once, after their last use above.
+        unsafe {
+            let _ = drv::event::destroy(start);
+            let _ = drv::event::destroy(end);
+        }
+        timed.map(|(o, ms)| (o, Some(ms)))
     }
 }
 

@@ -356,6 +356,14 @@ impl<S: Seam> Fp16Model<S> {
         Ok(())
     }
 
+    /// Runs `f` inside a profiler range named `name`.
+    fn op<R>(&self, name: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.seam.range_push(name);
+        let r = f();
+        self.seam.range_pop();
+        r
+    }
+
     fn gemm(&self, x: DevPtr, l: &DLinear, y: DevPtr, rows: usize) -> Result<()> {
         self.seam.gemm(x, l.w, y, rows, l.out_dim, l.in_dim)
     }
@@ -458,61 +466,86 @@ impl<S: Seam> Fp16Model<S> {
 
         // Embeddings: LN(word + position + type), then E -> H where factorized.
         let emb_out = if self.project.is_some() { ws.emb } else { ws.x };
-        self.seam.launch(
-            k::EmbeddingsLayerNormParams {
-                word: self.word,
-                pos: self.position,
-                ty: self.token_type,
-                ids: ws.ids,
-                pos_ids: ws.pos_ids,
-                type_ids: ws.type_ids,
-                gamma: self.emb_ln.gamma,
-                beta: self.emb_ln.beta,
-                out: emb_out,
-                tokens: t as i32,
-                width: e as i32,
-                vocab: c.vocab_size as u32,
-                max_pos: c.max_position_embeddings as u32,
-                type_vocab: if self.token_type == 0 {
-                    0
-                } else {
-                    c.type_vocab_size as u32
+        self.op("embeddings", || {
+            self.seam.launch(
+                k::EmbeddingsLayerNormParams {
+                    word: self.word,
+                    pos: self.position,
+                    ty: self.token_type,
+                    ids: ws.ids,
+                    pos_ids: ws.pos_ids,
+                    type_ids: ws.type_ids,
+                    gamma: self.emb_ln.gamma,
+                    beta: self.emb_ln.beta,
+                    out: emb_out,
+                    tokens: t as i32,
+                    width: e as i32,
+                    vocab: c.vocab_size as u32,
+                    max_pos: c.max_position_embeddings as u32,
+                    type_vocab: if self.token_type == 0 {
+                        0
+                    } else {
+                        c.type_vocab_size as u32
+                    },
+                    eps: c.layer_norm_eps,
                 },
-                eps: c.layer_norm_eps,
-            },
-            k::embeddings_layernorm_geometry(t, e),
-        )?;
-        if let Some(p) = &self.project {
-            self.linear(ws.emb, p, ws.x, t, None)?;
-        }
+                k::embeddings_layernorm_geometry(t, e),
+            )?;
+            if let Some(p) = &self.project {
+                self.linear(ws.emb, p, ws.x, t, None)?;
+            }
+            Ok(())
+        })?;
 
         let max_len = batch.max_seq_len();
-        for &(ai, fi) in &self.schedule {
+        for (layer, &(ai, fi)) in self.schedule.iter().enumerate() {
             let (att, ffn) = (&self.attention[ai], &self.ffn[fi]);
+            self.seam.range_push(&format!("layer {layer}"));
             // qkv = x Wqkv^T + b
-            self.linear(ws.x, &att.qkv, ws.qkv, t, None)?;
-            // ctx = softmax(Q K^T / sqrt(d)) V per sequence and head
-            self.seam.launch(
-                k::AttentionParams {
-                    qkv: ws.qkv,
-                    cu_seqlens: ws.cu_seqlens,
-                    out: ws.ctx,
-                    num_seqs: s as i32,
-                    heads: c.num_heads as i32,
-                    head_dim: c.head_dim as i32,
-                    ld: k::attention_smem_ld(c.head_dim) as i32,
-                    scale: 1.0 / (c.head_dim as f32).sqrt(),
-                    _pad: 0,
-                },
-                k::attention_geometry(s, c.num_heads, c.head_dim, max_len),
-            )?;
-            // y = LN(ctx Wo^T + bo + x)
-            self.gemm(ws.ctx, &att.out, ws.y, t)?;
-            self.add_bias_residual_layernorm(ws.y, att.out.b, ws.x, &att.ln, ws.y, t, h)?;
-            // x = LN(act(y W1^T + b1) W2^T + b2 + y)
-            self.linear(ws.y, &ffn.up, ws.inter, t, Some(c.act))?;
-            self.gemm(ws.inter, &ffn.down, ws.x, t)?;
-            self.add_bias_residual_layernorm(ws.x, ffn.down.b, ws.y, &ffn.ln, ws.x, t, h)?;
+            let r = self
+                .op("qkv", || self.linear(ws.x, &att.qkv, ws.qkv, t, None))
+                .and_then(|_| {
+                    // ctx = softmax(Q K^T / sqrt(d)) V per sequence and head
+                    self.op("attention", || {
+                        self.seam.launch(
+                            k::AttentionParams {
+                                qkv: ws.qkv,
+                                cu_seqlens: ws.cu_seqlens,
+                                out: ws.ctx,
+                                num_seqs: s as i32,
+                                heads: c.num_heads as i32,
+                                head_dim: c.head_dim as i32,
+                                ld: k::attention_smem_ld(c.head_dim) as i32,
+                                scale: 1.0 / (c.head_dim as f32).sqrt(),
+                                _pad: 0,
+                            },
+                            k::attention_geometry(s, c.num_heads, c.head_dim, max_len),
+                        )
+                    })
+                })
+                // y = LN(ctx Wo^T + bo + x)
+                .and_then(|_| self.op("out-proj", || self.gemm(ws.ctx, &att.out, ws.y, t)))
+                .and_then(|_| {
+                    self.op("layernorm", || {
+                        self.add_bias_residual_layernorm(ws.y, att.out.b, ws.x, &att.ln, ws.y, t, h)
+                    })
+                })
+                // x = LN(act(y W1^T + b1) W2^T + b2 + y)
+                .and_then(|_| {
+                    self.op("ffn1", || {
+                        self.linear(ws.y, &ffn.up, ws.inter, t, Some(c.act))
+                    })
+                })
+                .and_then(|_| self.op("ffn2", || self.gemm(ws.inter, &ffn.down, ws.x, t)))
+                .and_then(|_| {
+                    self.op("layernorm", || {
+                        self.add_bias_residual_layernorm(
+                            ws.x, ffn.down.b, ws.y, &ffn.ln, ws.x, t, h,
+                        )
+                    })
+                });
+            self.seam.range_pop();
+            r?;
         }
 
         // First token of each sequence, for the pooler and first-token heads.
@@ -538,54 +571,56 @@ impl<S: Seam> Fp16Model<S> {
             }
             None => None,
         };
-        let head = match &self.head {
-            DHead::None => HeadOutput::None,
-            DHead::MaskedLm(m) => HeadOutput::TokenLogits(self.mlm(m, ws, t)?),
-            DHead::QuestionAnswering(l) => {
-                self.linear(ws.x, l, ws.head_b, t, None)?;
-                let se = self.read(ws.head_b, t * 2)?;
-                HeadOutput::StartEnd {
-                    start: se.iter().step_by(2).copied().collect(),
-                    end: se.iter().skip(1).step_by(2).copied().collect(),
+        let head = self.op("heads", || -> Result<HeadOutput> {
+            Ok(match &self.head {
+                DHead::None => HeadOutput::None,
+                DHead::MaskedLm(m) => HeadOutput::TokenLogits(self.mlm(m, ws, t)?),
+                DHead::QuestionAnswering(l) => {
+                    self.linear(ws.x, l, ws.head_b, t, None)?;
+                    let se = self.read(ws.head_b, t * 2)?;
+                    HeadOutput::StartEnd {
+                        start: se.iter().step_by(2).copied().collect(),
+                        end: se.iter().skip(1).step_by(2).copied().collect(),
+                    }
                 }
-            }
-            DHead::TokenClassification(l) => {
-                self.linear(ws.x, l, ws.head_b, t, None)?;
-                HeadOutput::TokenLogits(self.read(ws.head_b, t * l.out_dim)?)
-            }
-            DHead::Pooled(l) => {
-                // seq_b holds the pooler output computed above.
-                self.linear(ws.seq_b, l, ws.seq_c, s, None)?;
-                HeadOutput::SequenceLogits(self.read(ws.seq_c, s * l.out_dim)?)
-            }
-            DHead::FirstToken {
-                dense,
-                act,
-                out_proj,
-            } => {
-                gather_first(ws.seq_a)?;
-                self.linear(ws.seq_a, dense, ws.seq_c, s, Some(*act))?;
-                self.linear(ws.seq_c, out_proj, ws.seq_a, s, None)?;
-                HeadOutput::SequenceLogits(self.read(ws.seq_a, s * out_proj.out_dim)?)
-            }
-            DHead::Discriminator {
-                dense,
-                act,
-                prediction,
-            } => {
-                self.linear(ws.x, dense, ws.head_a, t, Some(*act))?;
-                self.linear(ws.head_a, prediction, ws.head_b, t, None)?;
-                HeadOutput::TokenLogits(self.read(ws.head_b, t)?)
-            }
-            DHead::AlbertPreTraining { mlm, sop } => {
-                let logits = self.mlm(mlm, ws, t)?;
-                self.linear(ws.seq_b, sop, ws.seq_c, s, None)?;
-                HeadOutput::PreTraining {
-                    mlm: logits,
-                    sop: self.read(ws.seq_c, s * 2)?,
+                DHead::TokenClassification(l) => {
+                    self.linear(ws.x, l, ws.head_b, t, None)?;
+                    HeadOutput::TokenLogits(self.read(ws.head_b, t * l.out_dim)?)
                 }
-            }
-        };
+                DHead::Pooled(l) => {
+                    // seq_b holds the pooler output computed above.
+                    self.linear(ws.seq_b, l, ws.seq_c, s, None)?;
+                    HeadOutput::SequenceLogits(self.read(ws.seq_c, s * l.out_dim)?)
+                }
+                DHead::FirstToken {
+                    dense,
+                    act,
+                    out_proj,
+                } => {
+                    gather_first(ws.seq_a)?;
+                    self.linear(ws.seq_a, dense, ws.seq_c, s, Some(*act))?;
+                    self.linear(ws.seq_c, out_proj, ws.seq_a, s, None)?;
+                    HeadOutput::SequenceLogits(self.read(ws.seq_a, s * out_proj.out_dim)?)
+                }
+                DHead::Discriminator {
+                    dense,
+                    act,
+                    prediction,
+                } => {
+                    self.linear(ws.x, dense, ws.head_a, t, Some(*act))?;
+                    self.linear(ws.head_a, prediction, ws.head_b, t, None)?;
+                    HeadOutput::TokenLogits(self.read(ws.head_b, t)?)
+                }
+                DHead::AlbertPreTraining { mlm, sop } => {
+                    let logits = self.mlm(mlm, ws, t)?;
+                    self.linear(ws.seq_b, sop, ws.seq_c, s, None)?;
+                    HeadOutput::PreTraining {
+                        mlm: logits,
+                        sop: self.read(ws.seq_c, s * 2)?,
+                    }
+                }
+            })
+        })?;
         let hidden = self.read(ws.x, t * h)?;
         self.seam.synchronize()?;
         Ok(ForwardOutput {

@@ -29,4 +29,7 @@ pub trait Seam: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// e.g. "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)".
     fn describe(&self) -> String;
+    /// Opens a named profiler range (NVTX on CUDA when enabled).
+    fn range_push(&self, _name: &str) {}
+    fn range_pop(&self) {}
 }

@@ -179,14 +179,12 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         nvtx: a.nvtx,
         window: a.profile_window,
     };
-    if a.nvtx || a.profile_window.is_some() {
-        let msg = if on_cpu {
-            "--nvtx / --profile-window have no effect on the CPU backend (they are CUDA profiling hooks)"
-        } else {
-            "--nvtx / --profile-window are not implemented by the CUDA backend yet; the run is not bracketed"
-        };
+    if (a.nvtx || a.profile_window.is_some()) && on_cpu {
+        let msg = "--nvtx / --profile-window have no effect on the CPU backend (they are CUDA profiling hooks)";
         eprintln!("bertrt: note: {msg}");
         warnings.push(msg.to_string());
+    } else if a.nvtx {
+        backend.set_nvtx(true).map_err(|e| e.to_string())?;
     }
 
     let settings = Settings {
@@ -204,7 +202,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         backend: backend.describe(),
         // The CPU backend is f32 throughout; the CUDA backend is fp16.
         dtype: if on_cpu { "f32" } else { "fp16" },
-        timer: Timer::WallClock,
+        timer: if on_cpu { Timer::WallClock } else { Timer::CudaEvents },
         lengths: settings.lengths.describe(),
         warmup: a.warmup,
         iters: a.iters,
