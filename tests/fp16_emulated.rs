@@ -51,3 +51,31 @@ emulated!(
     electra_gen,
     electra_cls,
 );
+
+/// Out of device memory is an error that says how much was needed and what
+/// would fit, and the model keeps working with a batch that fits.
+#[test]
+fn out_of_memory_names_sizes_and_recovers() {
+    let w = weights(&common::model_dir("bert_mlm"));
+    let probe = Fp16Model::new(EmuSeam::new(), &w).unwrap();
+    let weights_bytes = probe.weight_bytes;
+    // Room for the weights and a workspace of about 128 tokens, not 4096.
+    let limit = weights_bytes + 64 * 1024 + probe.workspace_bytes(128, 8);
+    let model = Fp16Model::new(EmuSeam::with_memory_limit(limit), &w).unwrap();
+    let cfg = &w.config;
+    let seq = |n: usize| bertrt::batch::SequenceIds {
+        input_ids: vec![5; n],
+        token_type_ids: vec![],
+    };
+    let big: Vec<_> = (0..64).map(|_| seq(64)).collect();
+    let err = model
+        .forward(&bertrt::batch::Batch::pack(&big, cfg).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot allocate") && err.contains("4096 tokens") && err.contains("would fit"),
+        "{err}"
+    );
+    let small = bertrt::batch::Batch::pack(&[seq(10), seq(3)], cfg).unwrap();
+    model.forward(&small).unwrap();
+}

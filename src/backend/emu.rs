@@ -332,11 +332,30 @@ launchable! {
 pub struct EmuSeam {
     /// Start address -> the allocation (u64 words keep 8-byte alignment).
     allocations: Mutex<BTreeMap<u64, Box<[u64]>>>,
+    /// A pretend device size, to exercise out-of-memory handling.
+    limit: Option<usize>,
 }
 
 impl EmuSeam {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A seam whose "device" holds at most `bytes`.
+    pub fn with_memory_limit(bytes: usize) -> Self {
+        EmuSeam {
+            limit: Some(bytes),
+            ..Self::default()
+        }
+    }
+
+    fn used(&self) -> usize {
+        self.allocations
+            .lock()
+            .unwrap()
+            .values()
+            .map(|b| b.len() * 8)
+            .sum()
     }
 
     /// Checks that `[ptr, ptr + len)` lies inside one live allocation.
@@ -358,6 +377,15 @@ impl EmuSeam {
 
 impl Seam for EmuSeam {
     fn alloc(&self, bytes: usize) -> Result<DevPtr> {
+        if let Some(limit) = self.limit {
+            let used = self.used();
+            if used + bytes > limit {
+                return Err(Error::Device(format!(
+                    "emulated device: cannot allocate {bytes} bytes ({} of {limit} free)",
+                    limit - used
+                )));
+            }
+        }
         let buf = vec![0u64; bytes.div_ceil(8).max(1)].into_boxed_slice();
         let p = buf.as_ptr() as u64;
         self.allocations.lock().unwrap().insert(p, buf);
@@ -425,5 +453,9 @@ impl Seam for EmuSeam {
 
     fn describe(&self) -> String {
         "emulated CUDA on the CPU (fp16)".into()
+    }
+
+    fn free_memory(&self) -> Option<usize> {
+        self.limit.map(|l| l.saturating_sub(self.used()))
     }
 }

@@ -292,6 +292,11 @@ impl Seam for CudaSeam {
         self.description.clone()
     }
 
+    fn free_memory(&self) -> Option<usize> {
+        self.bind().ok()?;
+        drv::mem_get_info().ok().map(|(free, _)| free)
+    }
+
     fn range_push(&self, name: &str) {
         if self.nvtx.load(Ordering::Relaxed) {
             cudarc::nvtx::result::range_push(name);
@@ -359,7 +364,11 @@ impl Backend for CudaBackend {
                 drv_sys::cuProfilerStop()
             }
         };
-        r.result().map_err(drv_err(if on { "cuProfilerStart" } else { "cuProfilerStop" }))
+        r.result().map_err(drv_err(if on {
+            "cuProfilerStart"
+        } else {
+            "cuProfilerStop"
+        }))
     }
 
     fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
@@ -372,7 +381,8 @@ impl Backend for CudaBackend {
         // the legacy default stream the forward pass uses, and destroyed once.
         let timed = unsafe {
             (|| -> Result<(ForwardOutput, f64)> {
-                drv::event::record(start, std::ptr::null_mut()).map_err(drv_err("cuEventRecord"))?;
+                drv::event::record(start, std::ptr::null_mut())
+                    .map_err(drv_err("cuEventRecord"))?;
                 let out = self.model.forward(batch)?;
                 drv::event::record(end, std::ptr::null_mut()).map_err(drv_err("cuEventRecord"))?;
                 drv::event::synchronize(end).map_err(drv_err("cuEventSynchronize"))?;

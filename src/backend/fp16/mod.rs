@@ -315,45 +315,63 @@ impl<S: Seam> Fp16Model<S> {
         let c = &self.cfg;
         let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
         let wide = e.max(h);
-        let mut ptrs = Vec::new();
-        let mut a = |bytes: usize| -> Result<DevPtr> {
-            let p = self.seam.alloc(bytes.max(4)).map_err(|err| {
-                Error::Device(format!(
-                    "{err}; this batch of {tokens} tokens needs about {} MiB of activations \
-                     beside {} MiB of weights: try a smaller batch",
-                    self.workspace_bytes(tokens, seqs) >> 20,
-                    self.weight_bytes >> 20
-                ))
-            })?;
-            ptrs.push(p);
+        let ptrs = std::cell::RefCell::new(Vec::new());
+        let a = |bytes: usize| -> Result<DevPtr> {
+            let p = self.seam.alloc(bytes.max(4))?;
+            ptrs.borrow_mut().push(p);
             Ok(p)
         };
         let half = 2;
         let seq_w = h.max(c.num_labels).max(2);
-        let w = Workspace {
-            tokens,
-            seqs,
-            ids: a(tokens * 4)?,
-            pos_ids: a(tokens * 4)?,
-            type_ids: a(tokens * 4)?,
-            cu_seqlens: a((seqs + 1) * 4)?,
-            first_rows: a(seqs * 4)?,
-            emb: a(tokens * e * half)?,
-            x: a(tokens * h * half)?,
-            qkv: a(tokens * 3 * h * half)?,
-            ctx: a(tokens * h * half)?,
-            y: a(tokens * h * half)?,
-            inter: a(tokens * i * half)?,
-            head_a: a(tokens * wide * half)?,
-            head_b: a(tokens * self.head_token_width.max(1) * half)?,
-            seq_a: a(seqs * seq_w * half)?,
-            seq_b: a(seqs * seq_w * half)?,
-            seq_c: a(seqs * seq_w * half)?,
-            zeros: a(tokens * wide * half)?,
-            ptrs: Vec::new(),
-        };
-        *ws = Some(Workspace { ptrs, ..w });
-        Ok(())
+        let built = (|| -> Result<Workspace> {
+            Ok(Workspace {
+                tokens,
+                seqs,
+                ids: a(tokens * 4)?,
+                pos_ids: a(tokens * 4)?,
+                type_ids: a(tokens * 4)?,
+                cu_seqlens: a((seqs + 1) * 4)?,
+                first_rows: a(seqs * 4)?,
+                emb: a(tokens * e * half)?,
+                x: a(tokens * h * half)?,
+                qkv: a(tokens * 3 * h * half)?,
+                ctx: a(tokens * h * half)?,
+                y: a(tokens * h * half)?,
+                inter: a(tokens * i * half)?,
+                head_a: a(tokens * wide * half)?,
+                head_b: a(tokens * self.head_token_width.max(1) * half)?,
+                seq_a: a(seqs * seq_w * half)?,
+                seq_b: a(seqs * seq_w * half)?,
+                seq_c: a(seqs * seq_w * half)?,
+                zeros: a(tokens * wide * half)?,
+                ptrs: Vec::new(),
+            })
+        })();
+        let ptrs = ptrs.into_inner();
+        match built {
+            Ok(w) => {
+                *ws = Some(Workspace { ptrs, ..w });
+                Ok(())
+            }
+            Err(err) => {
+                for p in ptrs {
+                    self.seam.free(p)?;
+                }
+                // Tokens that fit in what is free now, at this model's bytes per token.
+                let per_token = self.workspace_bytes(1024, 1).div_ceil(1024).max(1);
+                let fit = self
+                    .seam
+                    .free_memory()
+                    .map(|f| format!("; about {} tokens per batch would fit", f / per_token))
+                    .unwrap_or_default();
+                Err(Error::Device(format!(
+                    "{err}; a batch of {tokens} tokens needs about {} MiB of activations beside \
+                     {} MiB of weights{fit}",
+                    self.workspace_bytes(tokens, seqs) >> 20,
+                    self.weight_bytes >> 20
+                )))
+            }
+        }
     }
 
     /// Runs `f` inside a profiler range named `name`.

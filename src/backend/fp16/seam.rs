@@ -29,6 +29,10 @@ pub trait Seam: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// e.g. "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)".
     fn describe(&self) -> String;
+    /// Bytes of device memory free now, where the device can tell.
+    fn free_memory(&self) -> Option<usize> {
+        None
+    }
     /// Opens a named profiler range (NVTX on CUDA when enabled).
     fn range_push(&self, _name: &str) {}
     fn range_pop(&self) {}

@@ -202,7 +202,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         backend: backend.describe(),
         // The CPU backend is f32 throughout; the CUDA backend is fp16.
         dtype: if on_cpu { "f32" } else { "fp16" },
-        timer: if on_cpu { Timer::WallClock } else { Timer::CudaEvents },
+        timer: if on_cpu {
+            Timer::WallClock
+        } else {
+            Timer::CudaEvents
+        },
         lengths: settings.lengths.describe(),
         warmup: a.warmup,
         iters: a.iters,
