@@ -3,8 +3,9 @@
 //! the same layout Python's huggingface_hub writes, so models downloaded by
 //! transformers are found offline.
 //!
-//! bertrt does not download: a hub id that is not cached is an error that
-//! names every place it looked.
+//! A hub id not in the cache is downloaded with `hf-hub` into that same
+//! cache (only the files bertrt reads), unless `HF_HUB_OFFLINE=1`; without a
+//! network the error says where it looked.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -74,11 +75,84 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
         .filter(|d| d.join("config.json").is_file())
         .collect();
     cands.sort_by_key(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok());
-    cands.pop().ok_or_else(|| {
-        Error::Input(format!(
+    if let Some(d) = cands.pop() {
+        return Ok(d);
+    }
+    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
+        return Err(Error::Input(format!(
             "--model {model}: not a local folder and not in the HF cache (looked in {}); \
-             bertrt does not download: fetch it with huggingface_hub/transformers first, or pass a folder",
+             HF_HUB_OFFLINE=1, so it was not downloaded",
+            snapshots.display()
+        )));
+    }
+    download(model, &cache).map_err(|e| {
+        Error::Input(format!(
+            "--model {model}: not a local folder and not in the HF cache (looked in {}), \
+             and downloading it failed: {e}",
             snapshots.display()
         ))
     })
+}
+
+/// Files bertrt may read from a model repository.
+const WANTED: &[&str] = &[
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+];
+
+/// Downloads config, tokenizer and weights of `model` into the cache; returns
+/// the snapshot folder.
+fn download(model: &str, cache: &Path) -> std::result::Result<PathBuf, String> {
+    let mut builder =
+        hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf()))
+            .with_progress(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if let Ok(endpoint) = std::env::var("HF_ENDPOINT") {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let api = builder.build().map_err(|e| e.to_string())?;
+    let repo = api.model(model.to_string());
+    let info = repo.info().map_err(|e| e.to_string())?;
+    let files: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+    let mut get: Vec<String> = WANTED
+        .iter()
+        .filter(|f| files.contains(f))
+        .map(|f| f.to_string())
+        .collect();
+    if files.contains(&"model.safetensors") {
+        get.push("model.safetensors".into());
+    } else if files.contains(&"model.safetensors.index.json") {
+        get.push("model.safetensors.index.json".into());
+        get.extend(
+            files
+                .iter()
+                .filter(|f| f.starts_with("model-") && f.ends_with(".safetensors"))
+                .map(|f| f.to_string()),
+        );
+    } else if files.contains(&"pytorch_model.bin") {
+        get.push("pytorch_model.bin".into());
+    } else {
+        return Err(format!(
+            "{model} has no model.safetensors, shards or pytorch_model.bin"
+        ));
+    }
+    let mut config = None;
+    for f in &get {
+        let p = repo.get(f).map_err(|e| format!("{f}: {e}"))?;
+        if f == "config.json" {
+            config = Some(p);
+        }
+    }
+    config
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .ok_or_else(|| format!("{model} has no config.json"))
 }

@@ -253,12 +253,6 @@ fn bad_device_and_model_arguments() {
         .to_string()
         .contains("'gpu'"));
     assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
-    let e = Engine::load("no/such-model-anywhere", Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("not in the HF cache") && e.contains("looked in"),
-        "{e}"
-    );
+    // Hub ids that are not cached: tests/cli.rs (in a child process, so the
+    // HF_* variables it sets cannot leak into other tests).
 }

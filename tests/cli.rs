@@ -330,3 +330,43 @@ fn qa_single_and_jsonl() {
         "ForQuestionAnswering",
     );
 }
+
+#[test]
+fn uncached_hub_id_offline_and_unreachable() {
+    let cache = std::env::temp_dir().join(format!("bertrt-cli-hub-{}", std::process::id()));
+    std::fs::create_dir_all(&cache).unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bertrt"));
+        c.args([
+            "info",
+            "--model",
+            "no-such-org/no-such-model",
+            "--device",
+            "cpu",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .stdin(Stdio::null());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = run(&[("HF_HUB_OFFLINE", "1")]);
+    assert!(
+        e.contains("HF_HUB_OFFLINE=1")
+            && e.contains("looked in")
+            && e.contains("models--no-such-org--no-such-model"),
+        "{e}"
+    );
+    // A closed port on loopback stands in for "no network": nothing leaves the machine.
+    let e = run(&[
+        ("HF_HUB_OFFLINE", "0"),
+        ("HF_ENDPOINT", "http://127.0.0.1:9"),
+    ]);
+    assert!(
+        e.contains("downloading it failed") && e.contains("looked in"),
+        "{e}"
+    );
+}
