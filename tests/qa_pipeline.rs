@@ -8,6 +8,9 @@ use bertrt::{Device, Engine};
 use common::*;
 use serde_json::Value;
 
+/// (options key, options, [(question, context, answers)]).
+type OptionGroup = (String, QaOptions, Vec<(String, String, Vec<Answer>)>);
+
 fn pipelines() -> Value {
     let p = fixtures().join("golden/pipelines.json");
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -76,7 +79,7 @@ fn goldens_for(model: &str) {
     let mut n = 0;
     let mut failures = Vec::new();
     // For the batched check: every case, grouped by options.
-    let mut groups: Vec<(String, QaOptions, Vec<(String, String, Vec<Answer>)>)> = Vec::new();
+    let mut groups: Vec<OptionGroup> = Vec::new();
     for c in p["question_answering"].as_array().unwrap() {
         if c["model"] != model {
             continue;

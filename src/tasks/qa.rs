@@ -158,7 +158,7 @@ pub fn qa_many(
             v.get("padding_side")
                 .and_then(|s| s.as_str().map(|s| s.to_string()))
         })
-        .map_or(true, |s| s == "right");
+        .is_none_or(|s| s == "right");
     let cls_id = crate::tokenize::special_token(&engine.dir, "cls_token")
         .and_then(|t| inner.token_to_id(&t));
 
@@ -466,6 +466,8 @@ const UNROLL: usize = 4;
 
 /// One vector's partition: lanes below the pivot compress-stored at
 /// `l_store`, the others at `r_end - count`; returns that count.
+// `!(a >= b)` on purpose: NaN goes where numpy's AVX-512 compare puts it.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn partition_vec(
     arr: &[f32],
     arg: &mut [usize],
@@ -483,6 +485,7 @@ fn partition_vec(
 
 /// x86-simd-sort's `partition_avx512_unrolled<.., 4>` over arg[left..right)
 /// (only reached with more than 256 elements).
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn partition_unrolled(
     arr: &[f32],
     arg: &mut [usize],
