@@ -211,3 +211,28 @@ fn detect_matches_discriminator_logits() {
         }
     }
 }
+
+#[test]
+fn token_classification_simple_aggregation_matches_pipeline() {
+    let cases = pipelines();
+    let eng = engine("bert_tokcls");
+    let mut n = 0;
+    for c in cases["token_classification"].as_array().unwrap() {
+        if c["args"]["aggregation_strategy"] != "simple" {
+            continue;
+        }
+        let got = classify::classify_entities(&eng, c["text"].as_str().unwrap(), &["O"]).unwrap();
+        let want = c["output"].as_array().unwrap();
+        assert_eq!(got.len(), want.len(), "{c}\ngot {got:?}");
+        for (g, w) in got.iter().zip(want) {
+            let ctx = format!("{g:?} vs {w}");
+            assert_eq!(g.entity_group, w["entity_group"].as_str().unwrap(), "{ctx}");
+            assert_eq!(g.word, w["word"].as_str().unwrap(), "{ctx}");
+            assert_eq!(g.start as u64, w["start"].as_u64().unwrap(), "{ctx}");
+            assert_eq!(g.end as u64, w["end"].as_u64().unwrap(), "{ctx}");
+            assert!(close(g.score as f64, w["score"].as_f64().unwrap()), "{ctx}");
+        }
+        n += 1;
+    }
+    assert!(n >= 3);
+}

@@ -69,6 +69,60 @@ pub fn classify(engine: &Engine, text: &str, pair: Option<&str>) -> Result<Vec<L
 /// Per-token labels (argmax of softmax), special tokens and `ignore` labels
 /// left out, as the token-classification pipeline without aggregation.
 pub fn classify_tokens(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<TokenLabel>> {
+    let mut all = token_labels(engine, text)?;
+    all.retain(|t| !ignore.contains(&t.entity.as_str()));
+    Ok(all)
+}
+
+/// Adjacent tokens with the same entity type merged, as the pipeline's
+/// `aggregation_strategy="simple"`: a `B-` tag starts a new group, the score is
+/// the mean, the word is the tokens joined by the tokenizer's decoder. Groups
+/// whose type is in `ignore` are dropped after grouping (as HF does).
+pub fn classify_entities(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<EntityGroup>> {
+    let tokens = token_labels(engine, text)?;
+    let tag = |e: &str| -> (bool, String) {
+        match e.strip_prefix("B-") {
+            Some(t) => (true, t.to_string()),
+            None => (false, e.strip_prefix("I-").unwrap_or(e).to_string()),
+        }
+    };
+    let mut groups: Vec<Vec<&TokenLabel>> = Vec::new();
+    for t in &tokens {
+        let (begins, ty) = tag(&t.entity);
+        match groups.last_mut() {
+            Some(g) if !begins && tag(&g[g.len() - 1].entity).1 == ty => g.push(t),
+            _ => groups.push(vec![t]),
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let entity_group = tag(&g[0].entity).1;
+        if ignore.contains(&entity_group.as_str()) {
+            continue;
+        }
+        let words: Vec<String> = g.iter().map(|t| t.word.clone()).collect();
+        out.push(EntityGroup {
+            entity_group,
+            score: (g.iter().map(|t| t.score as f64).sum::<f64>() / g.len() as f64) as f32,
+            word: engine.tokenizer.tokens_to_string(words)?,
+            start: g[0].start,
+            end: g[g.len() - 1].end,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntityGroup {
+    pub entity_group: String,
+    pub score: f32,
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Every non-special token with its best label.
+fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
     let c = &engine.config;
     if c.head != Head::TokenClassification {
         return Err(Error::Input(format!(
@@ -91,12 +145,8 @@ pub fn classify_tokens(engine: &Engine, text: &str, ignore: &[&str]) -> Result<V
         }
         let p = softmax(&logits[i * n..(i + 1) * n]);
         let best = super::top_k(&p, 1)[0];
-        let entity = c.label(best);
-        if ignore.contains(&entity.as_str()) {
-            continue;
-        }
         res.push(TokenLabel {
-            entity,
+            entity: c.label(best),
             score: p[best],
             index: i,
             word: e.tokens[i].clone(),

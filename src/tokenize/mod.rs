@@ -136,6 +136,18 @@ impl Tokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// HF's `convert_tokens_to_string` for fast tokenizers: the decoder alone,
+    /// no clean-up.
+    pub fn tokens_to_string(&self, tokens: Vec<String>) -> Result<String> {
+        use tokenizers::Decoder;
+        match self.inner.get_decoder() {
+            Some(d) => d
+                .decode(tokens)
+                .map_err(|e| Error::Tokenizer(format!("decoding tokens: {e}"))),
+            None => Ok(tokens.join(" ")),
+        }
+    }
+
     /// Text of `ids` as HF's `decode` gives it.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let text = self

@@ -133,11 +133,22 @@ enum Cmd {
         text: String,
         #[arg(long)]
         pair: Option<String>,
+        /// Token classification (per-token labels) instead of sequence classification.
         #[arg(long)]
         tokens: bool,
+        /// With --tokens: none (every token) or simple (adjacent tokens of one
+        /// entity merged), as the HF pipeline's aggregation_strategy.
+        #[arg(long, value_enum, default_value = "none")]
+        aggregation: Aggregation,
     },
     /// Latency and throughput over a batch x seq grid (presets run random weights).
     Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Aggregation {
+    None,
+    Simple,
 }
 
 type CliResult = Result<(), String>;
@@ -416,9 +427,12 @@ fn run(cli: Cli) -> CliResult {
             text,
             pair,
             tokens,
+            aggregation,
         } => {
             let e = load(&c)?;
-            let v = if tokens {
+            let v = if tokens && aggregation == Aggregation::Simple {
+                json!(classify::classify_entities(&e, &text, &["O"]).map_err(|e| e.to_string())?)
+            } else if tokens {
                 json!(classify::classify_tokens(&e, &text, &["O"]).map_err(|e| e.to_string())?)
             } else {
                 json!(classify::classify(&e, &text, pair.as_deref()).map_err(|e| e.to_string())?)
@@ -436,7 +450,10 @@ fn run(cli: Cli) -> CliResult {
                         None => format!(
                             "{:<15} {:<10} {:.4}",
                             x["word"].as_str().unwrap(),
-                            x["entity"].as_str().unwrap(),
+                            x.get("entity")
+                                .or_else(|| x.get("entity_group"))
+                                .and_then(|v| v.as_str())
+                                .unwrap_or(""),
                             x["score"].as_f64().unwrap()
                         ),
                     })
