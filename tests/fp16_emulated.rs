@@ -79,3 +79,11 @@ fn out_of_memory_names_sizes_and_recovers() {
     let small = bertrt::batch::Batch::pack(&[seq(10), seq(3)], cfg).unwrap();
     model.forward(&small).unwrap();
 }
+
+/// Every kernel and the GEMM through the emulated launch seam.
+#[test]
+fn kernels_through_the_emulated_seam() {
+    for line in common::seam_kernels::check_all_kernels(&EmuSeam::new()) {
+        eprintln!("{line}");
+    }
+}

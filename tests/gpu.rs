@@ -30,6 +30,17 @@ fn gpu() -> bool {
     }
 }
 
+/// Every kernel and the cuBLAS GEMM on the GPU against the CPU references.
+#[test]
+fn kernels_match_cpu_references_on_gpu() {
+    if !gpu() {
+        return;
+    }
+    for line in common::seam_kernels::check_all_kernels(&CudaSeam::open(0).unwrap()) {
+        eprintln!("{line}");
+    }
+}
+
 #[test]
 fn every_fixture_model_matches_cpu_on_gpu() {
     if !gpu() {
