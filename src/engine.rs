@@ -83,7 +83,6 @@ pub struct Engine {
     /// Weight-file facts for `info`.
     pub parameter_count: usize,
     pub parameter_count_unshared: usize,
-    pub stored_parameter_count: usize,
     pub weights_dtype: String,
     pub weights_source: PathBuf,
 }
@@ -141,7 +140,6 @@ impl Engine {
             warnings,
             parameter_count,
             parameter_count_unshared,
-            stored_parameter_count: store.parameter_count(),
             weights_dtype,
             weights_source: store.source.clone(),
         })

@@ -242,15 +242,6 @@ impl WeightStore {
         v
     }
 
-    /// Number of scalar parameters stored (floating-point tensors only).
-    pub fn parameter_count(&self) -> usize {
-        self.tensors
-            .values()
-            .filter(|t| !matches!(t.dtype, DType::Other(_)))
-            .map(|t| t.shape.iter().product::<usize>())
-            .sum()
-    }
-
     /// The dtype most weights are stored in.
     pub fn main_dtype(&self) -> Option<DType> {
         let mut count: BTreeMap<&'static str, (usize, DType)> = BTreeMap::new();
