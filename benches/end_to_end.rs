@@ -20,7 +20,7 @@ fn forward(c: &mut Criterion) {
     let tiny = ModelConfig::from_json_str(TINY, Path::new("tiny")).unwrap();
     let base = presets::preset("bert-base").unwrap().config().unwrap();
     for (name, cfg, batch, seq) in [("tiny-2L-128H", tiny, 8, 128), ("bert-base", base, 8, 128)] {
-        let engine = CpuEngine::new(random_weights(&cfg, 0));
+        let engine = CpuEngine::new(random_weights(&cfg, 0).unwrap());
         let mut rng = Rng::new(1);
         let lengths = Lengths::Fixed.draw(batch, seq, &mut rng);
         let b = random_batch(&cfg, &lengths, &mut rng).unwrap();

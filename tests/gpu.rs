@@ -74,7 +74,7 @@ fn long_sequences_match_cpu_on_gpu() {
         )
         .unwrap();
         cfg.layer_norm_eps = 1e-12;
-        let w = bertrt::model::random_weights(&cfg, 7);
+        let w = bertrt::model::random_weights(&cfg, 7).unwrap();
         let batch = awkward_batch(&w.config);
         let model = Fp16Model::new(CudaSeam::open(0).unwrap(), &w).unwrap();
         let out = model.forward(&batch).unwrap();

@@ -6,6 +6,7 @@
 //! schedule of (attention block, FFN block) pairs, so ALBERT's cross-layer
 //! sharing (all, attention-only, FFN-only) is just repeated indices.
 
+mod build;
 mod load;
 mod random;
 

@@ -89,7 +89,7 @@ fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, Strin
     let path = Path::new(spec);
     if path.is_file() {
         let cfg = ModelConfig::from_file(path).map_err(s)?;
-        let w = random_weights(&cfg, seed);
+        let w = random_weights(&cfg, seed).map_err(s)?;
         return Ok((
             cfg,
             w,
@@ -99,7 +99,7 @@ fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, Strin
     if !path.exists() {
         if let Some(p) = presets::find(spec) {
             let cfg = p.config().map_err(s)?;
-            let w = random_weights(&cfg, seed);
+            let w = random_weights(&cfg, seed).map_err(s)?;
             return Ok((
                 cfg,
                 w,
