@@ -1,8 +1,9 @@
 //! Builds bertrt's kernels twice:
 //!
-//! 1. Always: every `kernels/*.cu` compiled by the host C++ compiler against the
-//!    SIMT emulation (`kernels/simt_emu.h`, `kernels/simt_emu.cpp`) into a
-//!    static library, so the kernels run (slowly) on the CPU in tests.
+//! 1. With the `emulator` feature (tests; Linux only): every `kernels/*.cu`
+//!    compiled by the host C++ compiler against the SIMT emulation
+//!    (`kernels/simt_emu.h`, `kernels/simt_emu.cpp`) into a static library,
+//!    so the kernels run (slowly) on the CPU in tests.
 //! 2. When nvcc is found: the same sources (one translation unit that includes
 //!    them all) into one fatbin in OUT_DIR with SASS for sm_80/86/89/90 and
 //!    compute_90 PTX. Then `cfg(bertrt_fatbin)` is set and `BERTRT_FATBIN`
@@ -53,7 +54,15 @@ fn main() {
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("cu"))
         .collect();
 
-    build_emulation(&kernels_dir, &cu);
+    // Tests only (the `emulator` feature): ucontext fibers and pthreads, so Linux only.
+    if env::var_os("CARGO_FEATURE_EMULATOR").is_some() {
+        if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
+            panic!(
+                "the `emulator` feature (the SIMT emulation the tests run) builds on Linux only"
+            );
+        }
+        build_emulation(&kernels_dir, &cu);
+    }
     build_fatbin(&kernels_dir, &cu, &out_dir);
 }
 

@@ -32,12 +32,12 @@ extern "C" {
     ) -> i32;
     fn bertrt_emu_last_error(buf: *mut u8, len: usize) -> usize;
 
-    fn bertrt_emu_embeddings_layernorm_f16(p: k::EmbeddingsLayerNormParams);
-    fn bertrt_emu_add_bias_residual_layernorm_f16(p: k::AddBiasResidualLayerNormParams);
-    fn bertrt_emu_bias_act_f16(p: k::BiasActParams);
-    fn bertrt_emu_attention_f16(p: k::AttentionParams);
-    fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
-    fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
+    pub(crate) fn bertrt_emu_embeddings_layernorm_f16(p: k::EmbeddingsLayerNormParams);
+    pub(crate) fn bertrt_emu_add_bias_residual_layernorm_f16(p: k::AddBiasResidualLayerNormParams);
+    pub(crate) fn bertrt_emu_bias_act_f16(p: k::BiasActParams);
+    pub(crate) fn bertrt_emu_attention_f16(p: k::AttentionParams);
+    pub(crate) fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
+    pub(crate) fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
 }
 
 /// What the per-thread entry needs: which kernel, with which params.
@@ -306,24 +306,6 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
 use super::fp16::{DevPtr, Launch, Seam};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-
-macro_rules! launchable {
-    ($($params:ty => $name:literal, $host:ident;)*) => {$(
-        impl Launch for $params {
-            const NAME: &'static str = $name;
-            const HOST: unsafe extern "C" fn(Self) = $host;
-        }
-    )*};
-}
-
-launchable! {
-    k::EmbeddingsLayerNormParams => "embeddings_layernorm_f16", bertrt_emu_embeddings_layernorm_f16;
-    k::AddBiasResidualLayerNormParams => "add_bias_residual_layernorm_f16", bertrt_emu_add_bias_residual_layernorm_f16;
-    k::BiasActParams => "bias_act_f16", bertrt_emu_bias_act_f16;
-    k::AttentionParams => "attention_f16", bertrt_emu_attention_f16;
-    k::GatherRowsParams => "gather_rows_f16", bertrt_emu_gather_rows_f16;
-    k::CastF32Params => "cast_f32_f16", bertrt_emu_cast_f32_f16;
-}
 
 /// "Device" memory in host RAM: the fp16 forward pass, its params structs and
 /// its launch geometry, run through the host-compiled kernels. GEMMs are a

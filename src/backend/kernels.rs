@@ -6,7 +6,30 @@
 //! (a `CUdeviceptr` on the GPU, a host address under emulation); each struct's
 //! size is asserted here and (`BERTRT_PARAMS_SIZE`) in its `.cu` file.
 
+use crate::backend::fp16::Launch;
 use crate::config::Activation;
+
+/// Each kernel declared once: params struct => exported name in the fatbin,
+/// and the same kernel compiled for the host (SIMT emulation, tests only).
+/// The CUDA loader and the emulator both dispatch through [`Launch`].
+macro_rules! kernels {
+    ($($params:ty => $name:literal, $host:ident;)*) => {$(
+        impl Launch for $params {
+            const NAME: &'static str = $name;
+            #[cfg(feature = "emulator")]
+            const HOST: unsafe extern "C" fn(Self) = crate::backend::emu::$host;
+        }
+    )*};
+}
+
+kernels! {
+    EmbeddingsLayerNormParams => "embeddings_layernorm_f16", bertrt_emu_embeddings_layernorm_f16;
+    AddBiasResidualLayerNormParams => "add_bias_residual_layernorm_f16", bertrt_emu_add_bias_residual_layernorm_f16;
+    BiasActParams => "bias_act_f16", bertrt_emu_bias_act_f16;
+    AttentionParams => "attention_f16", bertrt_emu_attention_f16;
+    GatherRowsParams => "gather_rows_f16", bertrt_emu_gather_rows_f16;
+    CastF32Params => "cast_f32_f16", bertrt_emu_cast_f32_f16;
+}
 
 /// Grid and block dimensions plus dynamic shared memory, as given to a launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub trait Launch: Copy + Send + 'static {
     /// The exported `extern "C"` kernel name in the fatbin.
     const NAME: &'static str;
     /// The same kernel compiled for the host (SIMT emulation).
+    #[cfg(feature = "emulator")]
     const HOST: unsafe extern "C" fn(Self);
 }
 
