@@ -33,7 +33,7 @@ impl std::str::FromStr for Device {
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
                 .ok_or_else(|| {
-                    Error::Input(format!("--device '{s}': use auto, cpu, cuda or cuda:N"))
+                    Error::Input(format!("device '{s}': use auto, cpu, cuda or cuda:N"))
                 }),
         }
     }

@@ -25,6 +25,9 @@ pub enum Error {
     Input(String),
     #[error("device: {0}")]
     Device(String),
+    /// An invariant of bertrt itself failed: a bug to report, not bad input.
+    #[error("internal error (a bertrt bug, please report it): {0}")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -38,7 +38,7 @@ fn is_hub_id(s: &str) -> bool {
         })
 }
 
-/// Resolves `--model` to a folder holding config.json.
+/// Resolves a model argument (a folder, or a hub id) to a folder holding config.json.
 pub fn resolve_model(model: &str) -> Result<PathBuf> {
     let p = Path::new(model);
     if p.is_dir() {
@@ -46,15 +46,15 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     }
     if p.exists() {
         return Err(Error::Input(format!(
-            "--model {model}: is a file; give the model folder that holds config.json"
+            "model '{model}': is a file; give the model folder that holds config.json"
         )));
     }
     if !is_hub_id(model) {
-        return Err(Error::Input(format!("--model {model}: no such folder")));
+        return Err(Error::Input(format!("model '{model}': no such folder")));
     }
     let Some(cache) = cache_dir() else {
         return Err(Error::Input(format!(
-            "--model {model}: not a folder, and no HF cache location (set HF_HOME or HOME)"
+            "model '{model}': not a folder, and no HF cache location (set HF_HOME or HOME)"
         )));
     };
     let repo = cache.join(format!("models--{}", model.replace('/', "--")));
@@ -80,14 +80,14 @@ pub fn resolve_model(model: &str) -> Result<PathBuf> {
     }
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         return Err(Error::Input(format!(
-            "--model {model}: not a local folder and not in the HF cache (looked in {}); \
+            "model '{model}': not a local folder and not in the HF cache (looked in {}); \
              HF_HUB_OFFLINE=1, so it was not downloaded",
             snapshots.display()
         )));
     }
     download(model, &cache).map_err(|e| {
         Error::Input(format!(
-            "--model {model}: not a local folder and not in the HF cache (looked in {}), \
+            "model '{model}': not a local folder and not in the HF cache (looked in {}), \
              and downloading it failed: {e}",
             snapshots.display()
         ))

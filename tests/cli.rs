@@ -265,7 +265,7 @@ fn bad_model_and_device() {
     fails_with(&["info", "--model", "/no/such/folder"], "no such folder");
     fails_with(
         &["info", "--model", &model("bert_mlm"), "--device", "tpu"],
-        "--device 'tpu'",
+        "--device: input: device 'tpu': use auto, cpu, cuda or cuda:N",
     );
 }
 

@@ -226,3 +226,17 @@ fn token_classification_matches_pipeline() {
     }
     assert!(counts[0] >= 3 && counts[1] >= 3, "{counts:?}");
 }
+
+/// fill-mask refuses a model without an MLM head before anything else: the
+/// text here has no mask token either, and the head is what gets named.
+#[test]
+fn fill_mask_names_the_missing_head_first() {
+    let eng = engine("bert_cls");
+    let err = fill_mask::fill_mask(&eng, "no mask in this text", 3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has no MLM head") && err.contains("BertForSequenceClassification"),
+        "{err}"
+    );
+}

@@ -46,7 +46,9 @@ pub fn classify(engine: &Engine, text: &str, pair: Option<&str>) -> Result<Vec<L
     let (_, batch) = engine.encode_batch(&[(text, pair)], None, Truncation::LongestFirst)?;
     let out = engine.forward(&batch)?;
     let HeadOutput::SequenceLogits(logits) = &out.head else {
-        return Err(Error::Input("model produced no sequence logits".into()));
+        return Err(Error::Internal(
+            "the classifier produced no sequence logits".into(),
+        ));
     };
     let scores = match c.problem_type.as_deref() {
         Some("regression") => logits.clone(),
@@ -126,7 +128,7 @@ fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
     let c = &engine.config;
     if c.head != Head::TokenClassification {
         return Err(Error::Input(format!(
-            "classify --tokens needs a *ForTokenClassification model; got {}",
+            "token classification needs a *ForTokenClassification model; got {}",
             c.architecture
         )));
     }
@@ -134,7 +136,9 @@ fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
     let out = engine.forward(&batch)?;
     let HeadOutput::TokenLogits(logits) = &out.head else {
-        return Err(Error::Input("model produced no token logits".into()));
+        return Err(Error::Internal(
+            "the token classifier produced no token logits".into(),
+        ));
     };
     let e = &encs[0];
     let n = c.num_labels;

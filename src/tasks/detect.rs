@@ -33,8 +33,8 @@ pub fn detect(engine: &Engine, text: &str) -> Result<Vec<TokenScore>> {
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
     let out = engine.forward(&batch)?;
     let HeadOutput::TokenLogits(logits) = &out.head else {
-        return Err(Error::Input(
-            "discriminator produced no token logits".into(),
+        return Err(Error::Internal(
+            "the discriminator produced no token logits".into(),
         ));
     };
     let e = &encs[0];

@@ -167,7 +167,7 @@ pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> 
             Pooling::Pooler => {
                 let p = out.pooled.as_ref().ok_or_else(|| {
                     Error::Input(format!(
-                        "{} has no pooler; use --pooling cls or mean",
+                        "{} has no pooler; use cls or mean pooling",
                         engine.config.architecture
                     ))
                 })?;

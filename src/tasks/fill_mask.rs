@@ -18,6 +18,16 @@ pub struct MaskPrediction {
 
 /// Predictions for every mask in `text`, one list per mask, in order.
 pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPrediction>>> {
+    // The head first: no tokenizing or forward for a model that cannot answer.
+    if !matches!(
+        engine.config.head,
+        crate::config::Head::MaskedLm | crate::config::Head::AlbertPreTraining
+    ) {
+        return Err(Error::Input(format!(
+            "fill-mask needs a masked-LM model (*ForMaskedLM); {} has no MLM head",
+            engine.config.architecture
+        )));
+    }
     let tok = &engine.tokenizer;
     let (mask, mask_id) = match (&tok.mask_token, tok.mask_id()) {
         (Some(m), Some(id)) => (m.clone(), id),
@@ -37,21 +47,12 @@ pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPr
         )));
     }
     let out = engine.forward(&batch)?;
-    let logits = match &out.head {
-        HeadOutput::TokenLogits(l) | HeadOutput::PreTraining { mlm: l, .. }
-            if matches!(
-                engine.config.head,
-                crate::config::Head::MaskedLm | crate::config::Head::AlbertPreTraining
-            ) =>
-        {
-            l
-        }
-        _ => {
-            return Err(Error::Input(format!(
-                "fill-mask needs a masked-LM model (*ForMaskedLM); {} has no MLM head",
-                engine.config.architecture
-            )))
-        }
+    let (HeadOutput::TokenLogits(logits) | HeadOutput::PreTraining { mlm: logits, .. }) = &out.head
+    else {
+        return Err(Error::Internal(format!(
+            "the MLM head of {} produced no token logits",
+            engine.config.architecture
+        )));
     };
     let v = engine.config.vocab_size;
     // With several masks HF keeps special tokens in `sequence` so the other

@@ -162,8 +162,12 @@ fn main() {
 }
 
 fn load(c: &Common) -> Result<Engine, String> {
-    let device: Device = c.device.parse().map_err(|e: bertrt::Error| e.to_string())?;
-    let engine = Engine::load(&c.model, device).map_err(|e| e.to_string())?;
+    // The library names the thing; the CLI adds which flag gave it.
+    let device: Device = c
+        .device
+        .parse()
+        .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
+    let engine = Engine::load(&c.model, device).map_err(|e| format!("--model: {e}"))?;
     for w in &engine.warnings {
         eprintln!("bertrt: warning: {w}");
     }
@@ -292,7 +296,9 @@ fn run(cli: Cli) -> CliResult {
             let mut opts =
                 embed::EmbedOptions::from_model_dir(&e.dir).map_err(|e| e.to_string())?;
             if let Some(p) = pooling {
-                opts.pooling = p.parse().map_err(|e: bertrt::Error| e.to_string())?;
+                opts.pooling = p
+                    .parse()
+                    .map_err(|e: bertrt::Error| format!("--pooling: {e}"))?;
             }
             opts.normalize |= normalize;
             opts.truncation = truncation(&c);

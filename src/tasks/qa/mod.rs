@@ -273,7 +273,9 @@ pub fn qa_many(
     let batch = Batch::pack(&seqs, c)?;
     let out = engine.forward(&batch)?;
     let HeadOutput::StartEnd { start, end } = &out.head else {
-        return Err(Error::Input("model produced no start/end logits".into()));
+        return Err(Error::Internal(
+            "the QA head produced no start/end logits".into(),
+        ));
     };
 
     let pre_topk = if opts.align_to_words {
