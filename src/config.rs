@@ -15,18 +15,48 @@ pub enum Family {
     Electra,
 }
 
-impl Family {
-    pub const SUPPORTED: &'static str = "bert, albert, roberta, xlm-roberta, electra";
+/// config.json spellings <-> our enums, each written once: parsing, error
+/// messages and `bertrt info` all read these tables.
+const FAMILIES: &[(&str, Family)] = &[
+    ("bert", Family::Bert),
+    ("albert", Family::Albert),
+    ("roberta", Family::Roberta),
+    ("xlm-roberta", Family::XlmRoberta),
+    ("electra", Family::Electra),
+];
+const ACTIVATIONS: &[(&str, Activation)] = &[
+    ("gelu", Activation::Gelu),
+    ("gelu_new", Activation::GeluTanh),
+    ("gelu_pytorch_tanh", Activation::GeluTanh),
+    ("gelu_fast", Activation::GeluFast),
+    ("relu", Activation::Relu),
+    ("tanh", Activation::Tanh),
+];
+const SHARINGS: &[(&str, Sharing)] = &[
+    ("all", Sharing::All),
+    ("attention", Sharing::Attention),
+    ("ffn", Sharing::Ffn),
+    ("none", Sharing::None),
+];
 
+fn lookup<T: Copy>(table: &[(&'static str, T)], s: &str) -> Option<(&'static str, T)> {
+    table.iter().find(|(n, _)| *n == s).copied()
+}
+fn name_of<T: Copy + PartialEq>(table: &[(&'static str, T)], v: T) -> &'static str {
+    table.iter().find(|(_, t)| *t == v).map_or("?", |(n, _)| n)
+}
+fn names(table: &[(&'static str, impl Copy)]) -> String {
+    table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+impl Family {
     pub fn from_model_type(s: &str) -> Option<Family> {
-        Some(match s {
-            "bert" => Family::Bert,
-            "albert" => Family::Albert,
-            "roberta" => Family::Roberta,
-            "xlm-roberta" => Family::XlmRoberta,
-            "electra" => Family::Electra,
-            _ => return None,
-        })
+        lookup(FAMILIES, s).map(|(_, f)| f)
+    }
+
+    /// `model_type` as config.json spells it.
+    pub fn model_type(self) -> &'static str {
+        name_of(FAMILIES, self)
     }
 
     /// The weight-name prefix of the base model inside task models.
@@ -83,14 +113,7 @@ pub enum Activation {
 
 impl Activation {
     pub fn from_hf(s: &str) -> Option<Activation> {
-        Some(match s {
-            "gelu" => Activation::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
-            "gelu_fast" => Activation::GeluFast,
-            "relu" => Activation::Relu,
-            "tanh" => Activation::Tanh,
-            _ => return None,
-        })
+        lookup(ACTIVATIONS, s).map(|(_, a)| a)
     }
 }
 
@@ -103,6 +126,13 @@ pub enum Sharing {
     Attention,
     Ffn,
     None,
+}
+
+impl Sharing {
+    /// `sharing` as config.json spells it.
+    pub fn name(self) -> &'static str {
+        name_of(SHARINGS, self)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +148,8 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub intermediate_size: usize,
     pub act: Activation,
+    /// `hidden_act` as config.json spells it (two names map to GeluTanh).
+    pub hidden_act: &'static str,
     pub layer_norm_eps: f32,
     pub max_position_embeddings: usize,
     pub type_vocab_size: usize,
@@ -167,7 +199,7 @@ impl ModelConfig {
             Error::Unsupported(format!(
                 "model_type '{model_type}' in {} (supported: {})",
                 path.display(),
-                Family::SUPPORTED
+                names(FAMILIES)
             ))
         })?;
         let architecture = match obj.get("architectures") {
@@ -199,9 +231,10 @@ impl ModelConfig {
             .get("hidden_act")
             .and_then(Value::as_str)
             .unwrap_or("gelu");
-        let act = Activation::from_hf(act_name).ok_or_else(|| {
+        let (hidden_act, act) = lookup(ACTIVATIONS, act_name).ok_or_else(|| {
             err(format!(
-                "hidden_act '{act_name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, tanh)"
+                "hidden_act '{act_name}' is not supported ({})",
+                names(ACTIVATIONS)
             ))
         })?;
         if let Some(p) = obj.get("position_embedding_type").and_then(Value::as_str) {
@@ -232,20 +265,16 @@ impl ModelConfig {
             (1, 1)
         };
         let sharing = match obj.get("sharing").and_then(Value::as_str) {
-            None | Some("all") => Sharing::All,
-            Some("attention") => Sharing::Attention,
-            Some("ffn") => Sharing::Ffn,
-            Some("none") => Sharing::None,
-            Some(s) => {
-                return Err(err(format!(
-                    "sharing '{s}' is not one of all, attention, ffn, none"
-                )))
-            }
+            None => Sharing::All,
+            Some(s) => lookup(SHARINGS, s)
+                .map(|(_, v)| v)
+                .ok_or_else(|| err(format!("sharing '{s}' is not one of {}", names(SHARINGS))))?,
         };
         if sharing != Sharing::All && (family != Family::Albert || num_hidden_groups != num_layers)
         {
             return Err(err(format!(
-                "sharing '{sharing:?}' needs an ALBERT model with num_hidden_groups == num_hidden_layers (one group per layer)"
+                "sharing '{}' needs an ALBERT model with num_hidden_groups == num_hidden_layers (one group per layer)",
+                sharing.name()
             )));
         }
         let mut id2label = BTreeMap::new();
@@ -273,6 +302,7 @@ impl ModelConfig {
             head_dim: hidden_size / num_heads,
             intermediate_size: need("intermediate_size")?,
             act,
+            hidden_act,
             layer_norm_eps,
             max_position_embeddings: need("max_position_embeddings")?,
             type_vocab_size: get_usize("type_vocab_size")?.unwrap_or(2),

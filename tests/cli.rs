@@ -52,6 +52,30 @@ fn info_reports_albert_sharing_savings() {
     assert_eq!(v["tokenizer"], "SentencePiece Unigram (spiece.model)");
 }
 
+/// `info` spells names and values as config.json does, not as Rust Debug.
+#[test]
+fn info_spells_config_values_as_config_json() {
+    for (name, model_type, act, sharing) in [
+        ("xlmr_model", "xlm-roberta", "gelu", "all"),
+        ("roberta_cls", "roberta", "gelu_pytorch_tanh", "all"),
+        ("albert_share_ffn", "albert", "gelu_new", "ffn"),
+    ] {
+        let v = json_ok(&[
+            "info",
+            "--model",
+            &model(name),
+            "--device",
+            "cpu",
+            "--format",
+            "json",
+        ]);
+        let v = &v[0];
+        assert_eq!(v["model_type"], model_type, "{name}");
+        assert_eq!(v["hidden_act"], act, "{name}");
+        assert_eq!(v["albert_sharing"], sharing, "{name}");
+    }
+}
+
 #[test]
 fn tokenize_roberta() {
     let m = model("roberta_mlm");
