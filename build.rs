@@ -61,13 +61,51 @@ fn main() {
                 "the `emulator` feature (the SIMT emulation the tests run) builds on Linux only"
             );
         }
-        build_emulation(&kernels_dir, &cu);
+        build_emulation(&kernels_dir, &cu, &sources, &out_dir);
     }
-    build_fatbin(&kernels_dir, &cu, &out_dir);
+    build_fatbin(&kernels_dir, &cu, &sources, &out_dir);
+    embed_git_commit(&manifest);
+}
+
+/// `BERTRT_GIT_COMMIT`: the commit this build came from ("unknown" outside a
+/// git checkout), so reports never ask `git` at run time in whatever
+/// directory they were started from. Rebuilt when HEAD or its branch moves.
+fn embed_git_commit(manifest: &Path) {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BERTRT_GIT_COMMIT={commit}");
+    // HEAD itself, the branch it names, and packed refs (a worktree's HEAD
+    // and refs live in different git dirs: ask git for each path).
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for p in ["HEAD", "packed-refs"]
+        .into_iter()
+        .map(String::from)
+        .chain(branch)
+    {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &p]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
 }
 
 /// The host-compiled kernels + the SIMT runtime, as `libbertrt_emu.a`.
-fn build_emulation(kernels_dir: &Path, cu: &[&PathBuf]) {
+fn build_emulation(kernels_dir: &Path, cu: &[&PathBuf], sources: &[PathBuf], out_dir: &Path) {
+    let fp = fingerprint(sources, &["CXX", "CXXFLAGS", "OPT_LEVEL", "PROFILE"]);
+    if up_to_date(&out_dir.join("libbertrt_emu.a"), &fp) {
+        println!("cargo:rustc-link-search=native={}", out_dir.display());
+        println!("cargo:rustc-link-lib=static=bertrt_emu");
+        println!("cargo:rustc-link-lib=stdc++");
+        return;
+    }
     let header = kernels_dir.join("simt_emu.h");
     let mut b = cc::Build::new();
     b.cpp(true)
@@ -89,9 +127,42 @@ fn build_emulation(kernels_dir: &Path, cu: &[&PathBuf]) {
         b.file(f);
     }
     b.compile("bertrt_emu");
+    write_stamp(&out_dir.join("libbertrt_emu.a"), &fp);
 }
 
-fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], out_dir: &Path) {
+/// Sizes and modification times of the sources plus the settings that shape
+/// the output. build.rs also reruns when only the git commit moved; an equal
+/// fingerprint then means the compiled outputs in OUT_DIR are still current.
+fn fingerprint(sources: &[PathBuf], env_vars: &[&str]) -> String {
+    let mut fp = String::new();
+    for s in sources {
+        let m = std::fs::metadata(s).ok();
+        let t = m
+            .as_ref()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        fp += &format!("{} {} {t}\n", s.display(), m.map_or(0, |m| m.len()));
+    }
+    for v in env_vars {
+        fp += &format!("{v}={:?}\n", env::var_os(v));
+    }
+    fp
+}
+
+fn stamp_of(output: &Path) -> PathBuf {
+    output.with_extension("stamp")
+}
+
+fn up_to_date(output: &Path, fp: &str) -> bool {
+    output.is_file() && std::fs::read_to_string(stamp_of(output)).is_ok_and(|s| s == fp)
+}
+
+fn write_stamp(output: &Path, fp: &str) {
+    std::fs::write(stamp_of(output), fp).expect("write the build stamp in OUT_DIR");
+}
+
+fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], sources: &[PathBuf], out_dir: &Path) {
     if env::var_os("BERTRT_NO_CUDA").is_some_and(|v| v != "0") {
         println!("cargo:warning=bertrt: BERTRT_NO_CUDA set: CUDA kernels are not built, the CUDA backend is compiled out");
         return;
@@ -112,8 +183,17 @@ fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], out_dir: &Path) {
     }
     std::fs::write(&unity, text).expect("write bertrt_kernels.cu");
     let fatbin = out_dir.join("bertrt.fatbin");
+    let fp = fingerprint(sources, &[]) + &format!("{} {ARCHS:?}", nvcc.display());
+    if !up_to_date(&fatbin, &fp) {
+        run_nvcc(&nvcc, kernels_dir, &unity, &fatbin);
+        write_stamp(&fatbin, &fp);
+    }
+    println!("cargo:rustc-env=BERTRT_FATBIN={}", fatbin.display());
+    println!("cargo:rustc-cfg=bertrt_fatbin");
+}
 
-    let mut cmd = Command::new(&nvcc);
+fn run_nvcc(nvcc: &Path, kernels_dir: &Path, unity: &Path, fatbin: &Path) {
+    let mut cmd = Command::new(nvcc);
     cmd.arg("-fatbin").args(["-O3", "-lineinfo", "-std=c++17"]);
     for a in ARCHS {
         cmd.arg("-gencode")
@@ -125,8 +205,8 @@ fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], out_dir: &Path) {
     cmd.arg("-I")
         .arg(kernels_dir)
         .arg("-o")
-        .arg(&fatbin)
-        .arg(&unity);
+        .arg(fatbin)
+        .arg(unity);
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", nvcc.display()));
@@ -138,8 +218,6 @@ fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], out_dir: &Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    println!("cargo:rustc-env=BERTRT_FATBIN={}", fatbin.display());
-    println!("cargo:rustc-cfg=bertrt_fatbin");
 }
 
 fn find_nvcc() -> Option<PathBuf> {
