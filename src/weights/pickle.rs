@@ -1,5 +1,6 @@
 //! Reading PyTorch `pytorch_model.bin` files (the zip format of `torch.save`)
-//! without executing anything.
+//! without executing anything. The pickle machine here also serves the
+//! legacy format ([`super::torch_legacy`]).
 //!
 //! The file is a zip holding `<top>/data.pkl` (a pickle, protocol 2 by default)
 //! and `<top>/data/<key>` (raw little-endian storages). The pickle is run by a
@@ -92,7 +93,7 @@ pub struct PickledTensor {
 /// Largest `data.pkl` we accept. A BERT-large pickle is about 30 KB, one with
 /// 10k tensors about 2 MB. Every opcode allocates at most one small object, so
 /// this also bounds the machine's memory.
-const MAX_PICKLE_BYTES: u64 = 16 << 20;
+pub(super) const MAX_PICKLE_BYTES: u64 = 16 << 20;
 /// Most dimensions a tensor may have.
 const MAX_NDIM: usize = 64;
 /// Most nested MARKs open at once.
@@ -119,7 +120,7 @@ pub fn read_pytorch_bin_from<R: Read + Seek>(reader: R, path: &Path) -> Result<V
     let werr = |msg: String| Error::weights(path, msg);
     let mut zip = zip::ZipArchive::new(reader).map_err(|e| {
         werr(format!(
-            "not a readable zip ({e}); only the zip format of torch.save (torch >= 1.6) is supported"
+            "not a readable zip archive ({e}), so not a torch.save file of the zip format"
         ))
     })?;
 
@@ -259,20 +260,31 @@ fn read_entry<R: Read>(
 // Tensor descriptions and gathering.
 
 #[derive(Debug, Clone, PartialEq)]
-struct StorageRef {
-    dtype: PtDType,
-    key: String,
-    numel: usize,
+pub(super) struct StorageRef {
+    pub(super) dtype: PtDType,
+    pub(super) key: String,
+    pub(super) numel: usize,
+    /// Legacy format only: the tensor's storage is this slice of storage `key`.
+    pub(super) view: Option<StorageView>,
+}
+
+/// A slice of a root storage (legacy format, written by torch before 1.0),
+/// in elements; torch keeps the first slice made under each `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct StorageView {
+    pub(super) key: String,
+    pub(super) offset: usize,
+    pub(super) numel: usize,
 }
 
 /// A tensor as the pickle describes it, before its bytes are read.
 #[derive(Debug, Clone, PartialEq)]
-struct TensorRef {
-    name: String,
-    storage: StorageRef,
-    offset: usize,
-    size: Vec<usize>,
-    stride: Vec<usize>,
+pub(super) struct TensorRef {
+    pub(super) name: String,
+    pub(super) storage: StorageRef,
+    pub(super) offset: usize,
+    pub(super) size: Vec<usize>,
+    pub(super) stride: Vec<usize>,
 }
 
 fn numel_of(size: &[usize]) -> Option<usize> {
@@ -297,7 +309,7 @@ fn is_whole_storage(r: &TensorRef, storage_numel: usize) -> bool {
 
 /// Copy the elements of the view (offset, size, stride) of `src` into a
 /// contiguous row-major buffer. Every index is checked against `src`.
-fn gather(
+pub(super) fn gather(
     src: &[u8],
     esize: usize,
     offset: usize,
@@ -376,7 +388,7 @@ fn gather(
 
 /// The only callables a pickle may name.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Global {
+pub(super) enum Global {
     OrderedDict,
     RebuildTensorV2,
     RebuildTensor,
@@ -411,14 +423,16 @@ fn resolve_global(module: &str, name: &str) -> std::result::Result<Global, Strin
 }
 
 /// Index of an object in the arena.
-type H = usize;
+pub(super) type H = usize;
 
 #[derive(Debug, Clone)]
-enum Obj {
+pub(super) enum Obj {
     None,
-    /// Values the reader never needs are kept only as their kind.
-    Bool,
+    Bool(bool),
     Int(i64),
+    /// LONG1 integers of 9 to 16 bytes (the legacy format's magic number).
+    Long(i128),
+    /// Values the reader never needs are kept only as their kind.
     Float,
     Str(String),
     Bytes,
@@ -427,11 +441,13 @@ enum Obj {
     /// Pairs in insertion order; duplicates are resolved when read.
     Dict(Vec<(H, H)>),
     Global(Global),
-    /// A storage's dtype, key (a `Str`) and element count.
+    /// A storage's dtype, key (a `Str`) and element count; in the legacy
+    /// format maybe a slice of it: (key, offset, numel).
     Storage {
         dtype: PtDType,
         key: H,
         numel: usize,
+        view: Option<(H, usize, usize)>,
     },
     /// Handles of a `Storage` and of the size and stride tuples, validated
     /// when the tensor is built; nothing is copied so repeats cost O(1).
@@ -444,11 +460,11 @@ enum Obj {
 }
 
 impl Obj {
-    fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Obj::None => "None",
-            Obj::Bool => "bool",
-            Obj::Int(_) => "int",
+            Obj::Bool(_) => "bool",
+            Obj::Int(_) | Obj::Long(_) => "int",
             Obj::Float => "float",
             Obj::Str(_) => "str",
             Obj::Bytes => "bytes",
@@ -462,11 +478,22 @@ impl Obj {
     }
 }
 
-type VmResult<T> = std::result::Result<T, String>;
+pub(super) type VmResult<T> = std::result::Result<T, String>;
 
-struct Vm<'a> {
+/// Which persistent ids a pickle may hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Container {
+    /// `('storage', class, key, location, numel)`: the zip format.
+    Zip,
+    /// `('storage', class, key, location, numel, view_metadata)`.
+    Legacy,
+}
+
+pub(super) struct Vm<'a> {
     data: &'a [u8],
-    pos: usize,
+    /// Bytes read so far; after `run`, where the pickle ended.
+    pub(super) pos: usize,
+    container: Container,
     arena: Vec<Obj>,
     stack: Vec<H>,
     marks: Vec<usize>,
@@ -474,10 +501,11 @@ struct Vm<'a> {
 }
 
 impl<'a> Vm<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(super) fn new(data: &'a [u8], container: Container) -> Self {
         Vm {
             data,
             pos: 0,
+            container,
             arena: Vec::new(),
             stack: Vec::new(),
             marks: Vec::new(),
@@ -557,7 +585,45 @@ impl<'a> Vm<'a> {
         }
         Ok(self.stack.split_off(self.stack.len() - n))
     }
-    fn str_of(&self, h: H) -> VmResult<&str> {
+    pub(super) fn obj(&self, h: H) -> &Obj {
+        &self.arena[h]
+    }
+    /// Every storage the pickle's persistent ids named, in pickle order.
+    pub(super) fn storages(&self) -> VmResult<Vec<StorageRef>> {
+        (0..self.arena.len())
+            .filter(|&h| matches!(self.arena[h], Obj::Storage { .. }))
+            .map(|h| self.storage_ref(h))
+            .collect()
+    }
+    fn storage_ref(&self, h: H) -> VmResult<StorageRef> {
+        let Obj::Storage {
+            dtype,
+            key,
+            numel,
+            view,
+        } = self.arena[h]
+        else {
+            return Err(format!(
+                "expected a storage, found {}",
+                self.arena[h].kind()
+            ));
+        };
+        let view = match view {
+            Some((key, offset, numel)) => Some(StorageView {
+                key: self.str_of(key)?.to_owned(),
+                offset,
+                numel,
+            }),
+            None => None,
+        };
+        Ok(StorageRef {
+            dtype,
+            key: self.str_of(key)?.to_owned(),
+            numel,
+            view,
+        })
+    }
+    pub(super) fn str_of(&self, h: H) -> VmResult<&str> {
         match &self.arena[h] {
             Obj::Str(s) => Ok(s),
             o => Err(format!("expected a str, found {}", o.kind())),
@@ -580,7 +646,7 @@ impl<'a> Vm<'a> {
         Ok(())
     }
 
-    fn run(&mut self) -> VmResult<H> {
+    pub(super) fn run(&mut self) -> VmResult<H> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -623,8 +689,8 @@ impl<'a> Vm<'a> {
                 self.stack.push(h);
             }
             b'N' => self.push(Obj::None),
-            0x88 => self.push(Obj::Bool),
-            0x89 => self.push(Obj::Bool),
+            0x88 => self.push(Obj::Bool(true)),
+            0x89 => self.push(Obj::Bool(false)),
             b'J' => {
                 let v = i32::from_le_bytes(self.arr()?);
                 self.push(Obj::Int(v as i64));
@@ -641,17 +707,20 @@ impl<'a> Vm<'a> {
                 // LONG1: little-endian two's complement of n bytes.
                 let n = self.u8()? as usize;
                 let b = self.take(n)?;
-                if n > 8 {
+                if n > 16 {
                     return Err(format!("integer of {n} bytes is too large"));
                 }
-                let mut v: i64 = 0;
+                let mut v: i128 = 0;
                 for (i, &x) in b.iter().enumerate() {
-                    v |= (x as i64) << (8 * i);
+                    v |= (x as i128) << (8 * i);
                 }
-                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                    v -= 1i64 << (8 * n);
+                if n > 0 && n < 16 && b[n - 1] & 0x80 != 0 {
+                    v -= 1i128 << (8 * n);
                 }
-                self.push(Obj::Int(v));
+                match i64::try_from(v) {
+                    Ok(v) => self.push(Obj::Int(v)),
+                    Err(_) => self.push(Obj::Long(v)),
+                }
             }
             b'G' => {
                 self.take(8)?;
@@ -832,18 +901,37 @@ impl<'a> Vm<'a> {
         t.iter().map(|&x| self.uint(x, what)).collect()
     }
 
-    /// `('storage', torch.XStorage, key, location, numel)`.
+    /// `('storage', torch.XStorage, key, location, numel)`, plus
+    /// `view_metadata` in the legacy format.
     fn persistent_load(&self, pid: H) -> VmResult<Obj> {
         let t = self.tuple(pid, "persistent id")?;
-        let [tag, class, key, _location, numel] = t else {
-            return Err(format!("persistent id has {} fields, expected 5", t.len()));
+        let expected = match self.container {
+            Container::Zip => 5,
+            Container::Legacy => 6,
         };
-        if self.str_of(*tag)? != "storage" {
+        if let Some(&tag) = t.first() {
+            match self.str_of(tag)? {
+                "storage" => {}
+                "module" => {
+                    return Err("the file pickles a whole nn.Module (torch.save(model)), \
+                                which needs its Python code; save model.state_dict() instead"
+                        .into())
+                }
+                other => {
+                    return Err(format!(
+                        "persistent id of kind '{}', expected 'storage'",
+                        other.escape_debug()
+                    ))
+                }
+            }
+        }
+        if t.len() != expected {
             return Err(format!(
-                "persistent id of kind '{}', expected 'storage'",
-                self.str_of(*tag)?
+                "persistent id has {} fields, expected {expected}",
+                t.len()
             ));
         }
+        let (class, key, numel) = (&t[1], &t[2], &t[4]);
         let dtype = match &self.arena[*class] {
             Obj::Global(Global::Storage(dt)) => *dt,
             o => {
@@ -853,15 +941,36 @@ impl<'a> Vm<'a> {
                 ))
             }
         };
-        let key_str = self.str_of(*key)?;
-        if key_str.is_empty() || key_str.len() > 64 || key_str.contains(['/', '\\']) {
-            return Err(format!("bad storage key '{}'", key_str.escape_debug()));
-        }
+        let view = match t.get(5).map(|&h| &self.arena[h]) {
+            None | Some(Obj::None) => None,
+            Some(Obj::Tuple(v)) => {
+                let [view_key, offset, view_numel] = v.as_slice() else {
+                    return Err(format!("storage view has {} fields, expected 3", v.len()));
+                };
+                self.check_key(*view_key)?;
+                Some((
+                    *view_key,
+                    self.uint(*offset, "storage view offset")?,
+                    self.uint(*view_numel, "storage view size")?,
+                ))
+            }
+            Some(o) => return Err(format!("storage view is a {}, not a tuple", o.kind())),
+        };
+        self.check_key(*key)?;
         Ok(Obj::Storage {
             dtype,
             key: *key,
             numel: self.uint(*numel, "storage size")?,
+            view,
         })
+    }
+
+    fn check_key(&self, key: H) -> VmResult<()> {
+        let key_str = self.str_of(key)?;
+        if key_str.is_empty() || key_str.len() > 64 || key_str.contains(['/', '\\']) {
+            return Err(format!("bad storage key '{}'", key_str.escape_debug()));
+        }
+        Ok(())
     }
 
     fn reduce(&self, func: H, args: H) -> VmResult<Obj> {
@@ -929,8 +1038,13 @@ impl<'a> Vm<'a> {
 
 /// Run the pickle and list the tensors of its top-level dict, in order.
 fn parse_state_dict(pickle: &[u8]) -> VmResult<Vec<TensorRef>> {
-    let mut vm = Vm::new(pickle);
+    let mut vm = Vm::new(pickle, Container::Zip);
     let top = vm.run()?;
+    state_dict_tensors(&vm, top)
+}
+
+/// The tensors of the state dict `top`, in dict order.
+pub(super) fn state_dict_tensors(vm: &Vm, top: H) -> VmResult<Vec<TensorRef>> {
     let pairs = match &vm.arena[top] {
         Obj::Dict(d) => d,
         o => {
@@ -972,16 +1086,10 @@ fn parse_state_dict(pickle: &[u8]) -> VmResult<Vec<TensorRef>> {
                 size,
                 stride,
             } => {
-                let Obj::Storage { dtype, key, numel } = vm.arena[storage] else {
-                    return Err("tensor storage is not a storage".into()); // checked at REDUCE
-                };
                 out.push(TensorRef {
                     name: name.to_owned(),
-                    storage: StorageRef {
-                        dtype,
-                        key: vm.str_of(key)?.to_owned(),
-                        numel,
-                    },
+                    // Checked to be a storage at REDUCE.
+                    storage: vm.storage_ref(storage)?,
                     offset,
                     // Tuples are immutable, so these were validated at REDUCE.
                     size: vm.uint_tuple(size, "tensor size")?,
