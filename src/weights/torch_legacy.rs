@@ -101,7 +101,12 @@ fn read(file: &[u8]) -> std::result::Result<Vec<PickledTensor>, String> {
             .map(|&h| vm.str_of(h))
             .collect::<std::result::Result<_, _>>()
             .map_err(|m| format!("storage key list: {m}"))?,
-        o => return Err(format!("storage key list is a {}", o.kind())),
+        o => {
+            return Err(format!(
+                "storage key list: expected a list, found {}",
+                o.kind()
+            ))
+        }
     };
 
     let mut ranges: HashMap<&str, Range<usize>> = HashMap::new();
@@ -258,4 +263,285 @@ fn declared_storages(all: &[StorageRef]) -> std::result::Result<Declared<'_>, St
         }
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pickle")
+            .join(name);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn read_mem(bytes: &[u8]) -> Result<Vec<PickledTensor>> {
+        read_legacy_bytes(bytes, Path::new("mem/legacy.bin"))
+    }
+
+    /// The error for `bytes`, checked to name the file.
+    fn err_of(bytes: &[u8]) -> String {
+        let e = read_mem(bytes).expect_err("should fail").to_string();
+        assert!(e.contains("mem/legacy.bin"), "{e}");
+        e
+    }
+
+    /// Byte ranges of the five pickles and of each storage block (its
+    /// count and bytes), found with the reader's own pickle runner.
+    fn layout(file: &[u8]) -> (Vec<Range<usize>>, Vec<(String, Range<usize>)>) {
+        let mut pos = 0;
+        let mut pickles = Vec::new();
+        let mut sizes = HashMap::new();
+        let mut keys = Vec::new();
+        for i in 0..5 {
+            let start = pos;
+            let (vm, top) = run_pickle(file, &mut pos, "test").unwrap();
+            pickles.push(start..pos);
+            if i == 3 {
+                for s in vm.storages().unwrap() {
+                    sizes.insert(s.key.clone(), s.numel * s.dtype.size());
+                }
+            }
+            if let (4, Obj::List(items)) = (i, vm.obj(top)) {
+                keys = items
+                    .iter()
+                    .map(|&h| vm.str_of(h).unwrap().to_owned())
+                    .collect();
+            }
+        }
+        let mut blocks = Vec::new();
+        for k in keys {
+            let end = pos + 8 + sizes[&k];
+            blocks.push((k, pos..end));
+            pos = end;
+        }
+        assert_eq!(pos, file.len());
+        (pickles, blocks)
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> usize {
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .expect("pattern in fixture")
+    }
+
+    /// Where the persistent id of tensor `name` ends with `None` (no view)
+    /// and where its storage offset's BININT1 byte is:
+    /// `... N t q <memo> Q K <offset>`.
+    fn pid_none_and_offset(file: &[u8], name: &str) -> (usize, usize) {
+        let from = find(file, name.as_bytes());
+        let i = (from..file.len() - 6)
+            .find(|&i| file[i] == b'N' && file[i + 1] == b't' && file[i + 2] == b'q')
+            .expect("persistent id");
+        assert_eq!(&file[i + 4..i + 6], b"QK", "layout of the fixture's pickle");
+        (i, i + 6)
+    }
+
+    #[test]
+    fn reads_what_torch_wrote() {
+        let legacy = read_mem(&fixture("state_dict_legacy.bin")).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_slice(&fixture("state_dict.json")).unwrap();
+        let expected = expected.as_object().unwrap();
+        assert_eq!(legacy.len(), expected.len());
+        for t in &legacy {
+            let e = &expected[&t.name];
+            assert_eq!(format!("{:?}", t.dtype), e["dtype"], "{}", t.name);
+            assert_eq!(serde_json::json!(t.shape), e["shape"], "{}", t.name);
+            let hex: String = t.data.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, e["hex"].as_str().unwrap(), "{}", t.name);
+        }
+        // Exactly what the zip reader makes of the same state dict.
+        let zip = super::super::pickle::read_pytorch_bin_from(
+            std::io::Cursor::new(fixture("state_dict.bin")),
+            Path::new("zip.bin"),
+        )
+        .unwrap();
+        assert_eq!(legacy, zip);
+    }
+
+    #[test]
+    fn big_endian_files_are_refused() {
+        let mut file = fixture("state_dict_legacy.bin");
+        let (pickles, _) = layout(&file);
+        // `X 'little_endian' q <memo> NEWTRUE`
+        let at = pickles[2].start + find(&file[pickles[2].clone()], b"little_endian") + 15;
+        assert_eq!(file[at], 0x88);
+        file[at] = 0x89;
+        let e = err_of(&file);
+        assert!(e.contains("big-endian"), "{e}");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let file = fixture("state_dict_legacy.bin");
+        for n in 0..file.len() {
+            err_of(&file[..n]);
+        }
+        let (_, blocks) = layout(&file);
+        let last = &blocks.last().unwrap().1;
+        let e = err_of(&file[..last.end - 1]);
+        assert!(e.contains("truncated") && e.contains("needs"), "{e}");
+    }
+
+    #[test]
+    fn wrong_storage_counts_are_errors() {
+        let file = fixture("state_dict_legacy.bin");
+        let (_, blocks) = layout(&file);
+        let (key, block) = &blocks[0];
+        let count = i64::from_le_bytes(file[block.start..block.start + 8].try_into().unwrap());
+        for bad in [count + 1, count - 1, -1, i64::MAX] {
+            let mut f = file.clone();
+            f[block.start..block.start + 8].copy_from_slice(&bad.to_le_bytes());
+            let e = err_of(&f);
+            assert!(
+                e.contains(&format!("storage '{key}'")) && e.contains(&format!("says {bad}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn offsets_past_the_storage_are_errors() {
+        let mut file = fixture("state_dict_legacy.bin");
+        let (_, offset_at) = pid_none_and_offset(&file, "encoder.row_slice");
+        assert_eq!(file[offset_at], 4);
+        file[offset_at] = 5; // 5 + 8 elements > the 12 of the storage
+        let e = err_of(&file);
+        assert!(
+            e.contains("tensor 'encoder.row_slice'") && e.contains("reaches element 12"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn key_list_must_match_the_state_dict() {
+        let file = fixture("state_dict_legacy.bin");
+        let (pickles, blocks) = layout(&file);
+        let list_pickle = |keys: &[&str]| {
+            let mut p = b"\x80\x02](".to_vec();
+            for k in keys {
+                p.push(b'X');
+                p.extend((k.len() as u32).to_le_bytes());
+                p.extend(k.as_bytes());
+            }
+            p.extend(b"e.");
+            p
+        };
+        let keys: Vec<&str> = blocks.iter().map(|b| b.0.as_str()).collect();
+        let with_list =
+            |list: Vec<u8>, data: &[u8]| [&file[..pickles[4].start], &list, data].concat();
+        // The list as written, rebuilt: reads fine.
+        let storages = &file[pickles[4].end..];
+        read_mem(&with_list(list_pickle(&keys), storages)).unwrap();
+        // The last key and its bytes gone.
+        let (last, last_block) = blocks.last().unwrap();
+        let data = &file[pickles[4].end..last_block.start];
+        let e = err_of(&with_list(list_pickle(&keys[..keys.len() - 1]), data));
+        assert!(
+            e.contains(&format!(
+                "storage '{last}' is missing from the storage key list"
+            )),
+            "{e}"
+        );
+        // A key listed twice, a key nobody names.
+        let twice = [&keys[..], &keys[..1]].concat();
+        let e = err_of(&with_list(list_pickle(&twice), storages));
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err_of(&with_list(
+            list_pickle(&[&keys[..], &["7"]].concat()),
+            storages,
+        ));
+        assert!(
+            e.contains("storage '7'") && e.contains("never names it"),
+            "{e}"
+        );
+        // Not a list of strings.
+        let e = err_of(&with_list(b"\x80\x02K\x01.".to_vec(), storages));
+        assert!(
+            e.contains("storage key list: expected a list, found int"),
+            "{e}"
+        );
+    }
+
+    /// torch < 1.0 wrote `(view_key, offset, numel)` for a tensor on a slice
+    /// of a storage; the tensor's own offset then counts from the slice.
+    #[test]
+    fn storage_views_are_slices_of_their_root() {
+        let file = fixture("state_dict_legacy.bin");
+        let good = read_mem(&file).unwrap();
+        let row_slice = |ts: &[PickledTensor]| {
+            ts.iter()
+                .find(|t| t.name == "encoder.row_slice")
+                .unwrap()
+                .data
+                .clone()
+        };
+        // `encoder.row_slice` is base[1:]: storage offset 4 of 12 elements.
+        let with_view = |view_offset: u8, view_numel: u8, tensor_offset: u8| {
+            let (none_at, offset_at) = pid_none_and_offset(&file, "encoder.row_slice");
+            let mut f = file.clone();
+            f[offset_at] = tensor_offset;
+            let view = [
+                b"(X\x01\x00\x00\x00vK",
+                &[view_offset][..],
+                b"K",
+                &[view_numel],
+                b"t",
+            ];
+            f.splice(none_at..none_at + 1, view.concat());
+            f
+        };
+        let viewed = read_mem(&with_view(4, 8, 0)).unwrap();
+        assert_eq!(row_slice(&viewed), row_slice(&good));
+        let viewed = read_mem(&with_view(2, 10, 2)).unwrap();
+        assert_eq!(row_slice(&viewed), row_slice(&good));
+        // The tensor's offset is bounded by the slice, not the root.
+        let e = err_of(&with_view(4, 8, 4));
+        assert!(
+            e.contains("'encoder.row_slice'") && e.contains("storage of 8"),
+            "{e}"
+        );
+        let e = err_of(&with_view(8, 8, 0));
+        assert!(e.contains("lies outside storage"), "{e}");
+    }
+
+    #[test]
+    fn other_files_are_named() {
+        let e = err_of(b"hello, world");
+        assert!(e.contains("neither a zip archive"), "{e}");
+        let mut tar = vec![0u8; 1024];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(err_of(&tar).contains("tar archive"));
+        // A pickled dict instead of the magic number.
+        let e = err_of(b"\x80\x02}.");
+        assert!(e.contains("not torch's magic number"), "{e}");
+        // Another format version.
+        let mut file = fixture("state_dict_legacy.bin");
+        let (pickles, _) = layout(&file);
+        assert_eq!(&file[pickles[1].clone()], b"\x80\x02M\xe9\x03.");
+        file[pickles[1].start + 3] = 0xea;
+        assert!(err_of(&file).contains("format version 1002"));
+    }
+
+    #[test]
+    fn mutated_files_never_panic() {
+        let file = fixture("state_dict_legacy.bin");
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let mut f = file.clone();
+            for _ in 0..1 + rnd() % 3 {
+                let i = (rnd() as usize) % f.len();
+                f[i] = rnd() as u8;
+            }
+            let _ = read_mem(&f);
+        }
+    }
 }
