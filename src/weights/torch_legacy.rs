@@ -287,9 +287,12 @@ mod tests {
         e
     }
 
-    /// Byte ranges of the five pickles and of each storage block (its
-    /// count and bytes), found with the reader's own pickle runner.
-    fn layout(file: &[u8]) -> (Vec<Range<usize>>, Vec<(String, Range<usize>)>) {
+    /// Storage key and byte range of its count and bytes.
+    type Block = (String, Range<usize>);
+
+    /// Byte ranges of the five pickles and of each storage block, found with
+    /// the reader's own pickle runner.
+    fn layout(file: &[u8]) -> (Vec<Range<usize>>, Vec<Block>) {
         let mut pos = 0;
         let mut pickles = Vec::new();
         let mut sizes = HashMap::new();
