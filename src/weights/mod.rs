@@ -329,22 +329,39 @@ fn read_torch_bin(path: &Path) -> Result<(WeightFormat, Vec<pickle::PickledTenso
     }
 }
 
-/// Says what a folder without weights we can read holds instead: TensorFlow
-/// or Flax weights get the transformers commands that convert them.
+/// Weight files of other frameworks: (file, framework, `from_pretrained` flag).
+const FOREIGN_WEIGHTS: &[(&str, &str, &str)] = &[
+    ("tf_model.h5", "TensorFlow", "from_tf"),
+    ("tf_model.h5.index.json", "TensorFlow", "from_tf"),
+    ("flax_model.msgpack", "Flax", "from_flax"),
+    ("flax_model.msgpack.index.json", "Flax", "from_flax"),
+];
+
+/// When `has` finds only TensorFlow or Flax weights: that file, and what to
+/// say: transformers converts them by loading `load_from` as `class` and
+/// saving to `save_to`.
+pub fn foreign_weights_advice(
+    has: impl Fn(&str) -> bool,
+    class: &str,
+    load_from: &str,
+    save_to: &str,
+) -> Option<(&'static str, String)> {
+    let &(file, framework, flag) = FOREIGN_WEIGHTS.iter().find(|f| has(f.0))?;
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "\\'");
+    let (load_from, save_to) = (quote(load_from), quote(save_to));
+    Some((
+        file,
+        format!(
+            "only {framework} weights ({file}); bertrt reads safetensors and PyTorch .bin \
+             files. Convert them once with transformers ({framework} installed): \
+             python -c \"from transformers import {class}; \
+             {class}.from_pretrained('{load_from}', {flag}=True).save_pretrained('{save_to}')\""
+        ),
+    ))
+}
+
+/// Says what a folder without weights we can read holds instead.
 fn no_weights_error(dir: &Path) -> Error {
-    let foreign = [
-        ("tf_model.h5", "TensorFlow", "from_tf"),
-        ("tf_model.h5.index.json", "TensorFlow", "from_tf"),
-        ("flax_model.msgpack", "Flax", "from_flax"),
-        ("flax_model.msgpack.index.json", "Flax", "from_flax"),
-    ];
-    let Some((file, framework, flag)) = foreign.iter().find(|f| dir.join(f.0).is_file()) else {
-        return Error::weights(
-            dir,
-            "no weights found: expected model.safetensors, model.safetensors.index.json, \
-             pytorch_model.bin or pytorch_model.bin.index.json",
-        );
-    };
     // The task class keeps the head; config.json names it.
     let class = std::fs::read_to_string(dir.join("config.json"))
         .ok()
@@ -352,21 +369,18 @@ fn no_weights_error(dir: &Path) -> Error {
         .and_then(|c| c["architectures"][0].as_str().map(str::to_owned))
         .filter(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
         .unwrap_or_else(|| "AutoModel".to_string());
-    let d = dir
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('\'', "\\'");
-    Error::weights(
-        dir.join(file),
-        format!(
-            "the folder holds only {framework} weights ({file}); bertrt reads safetensors and \
-             PyTorch .bin files. Convert them once with transformers ({framework} installed): \
-             python -c \"from transformers import {class}; \
-             {class}.from_pretrained('{d}', {flag}=True).save_pretrained('{d}')\" \
-             (this adds model.safetensors to the folder)"
+    let d = dir.display().to_string();
+    match foreign_weights_advice(|f| dir.join(f).is_file(), &class, &d, &d) {
+        Some((file, advice)) => Error::weights(
+            dir.join(file),
+            format!("the folder holds {advice} (this adds model.safetensors to the folder)"),
         ),
-    )
+        None => Error::weights(
+            dir,
+            "no weights found: expected model.safetensors, model.safetensors.index.json, \
+             pytorch_model.bin or pytorch_model.bin.index.json",
+        ),
+    }
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
