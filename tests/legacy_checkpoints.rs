@@ -301,6 +301,13 @@ fn shard_errors_name_the_shard() {
         e.contains("pytorch_model-00002-of-00002.bin") && e.contains("truncated"),
         "{e}"
     );
+    // The second shard is empty.
+    std::fs::write(dir.join("pytorch_model-00002-of-00002.bin"), b"").unwrap();
+    let e = open_err(&dir);
+    assert!(
+        e.contains("pytorch_model-00002-of-00002.bin: file is empty"),
+        "{e}"
+    );
 }
 
 #[test]
