@@ -268,8 +268,8 @@ pub(super) struct StorageRef {
     pub(super) view: Option<StorageView>,
 }
 
-/// A slice of a root storage (legacy format, written by torch before 1.0),
-/// in elements; torch keeps the first slice made under each `key`.
+/// A slice of a root storage, in elements (legacy format, from torch versions
+/// that had storage views); torch keeps the first slice made under each `key`.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct StorageView {
     pub(super) key: String,

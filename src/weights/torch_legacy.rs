@@ -10,7 +10,7 @@
 //!    'type_sizes'}`; the storages below are in the writer's byte order;
 //! 4. the pickled state dict, as the zip format's `data.pkl` except that a
 //!    persistent id is `('storage', torch.XStorage, key, location, numel,
-//!    view_metadata)`: `view_metadata` is `None` (torch >= 1.0 writes nothing
+//!    view_metadata)`: `view_metadata` is `None` (torch 2.x writes nothing
 //!    else) or `(view_key, offset, view_numel)`, the tensor's storage then
 //!    being that slice of storage `key`;
 //! 5. a pickle of the list of storage keys (sorted as strings), then for each
@@ -468,7 +468,7 @@ mod tests {
         );
     }
 
-    /// torch < 1.0 wrote `(view_key, offset, numel)` for a tensor on a slice
+    /// Old torch wrote `(view_key, offset, numel)` for a tensor on a slice
     /// of a storage; the tensor's own offset then counts from the slice.
     #[test]
     fn storage_views_are_slices_of_their_root() {
