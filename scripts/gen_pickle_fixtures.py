@@ -10,12 +10,17 @@ Writes into tests/fixtures/pickle/:
                    row-major little-endian bytes of the tensor.
   malicious.bin    zip with the torch layout whose data.pkl calls os.system.
   truncated.bin    the first half of state_dict.bin.
+  state_dict_legacy.bin  the same state dict in torch.save's legacy (pre-1.6, non-zip)
+                   format; state_dict.json describes it too. Its bytes differ from run
+                   to run (torch names legacy storages by memory address).
 
 Run from the repository root: python3 scripts/gen_pickle_fixtures.py
+(`--only-legacy`: write state_dict_legacy.bin only.)
 """
 import collections
 import json
 import os
+import sys
 import zipfile
 
 import torch
@@ -44,8 +49,7 @@ def tensor_bytes(t):
     return t.numpy().tobytes()
 
 
-def main():
-    os.makedirs(OUT, exist_ok=True)
+def state_dict():
     base = torch.arange(12, dtype=torch.float32).reshape(3, 4) * 0.5 - 1.25
     half = torch.tensor([[1.0, -2.5, 65504.0], [0.0009765625, -0.0, 3.14159]], dtype=torch.float16)
     bf = torch.tensor([1.0, -3.0e38, 1.0e-3, 7.5], dtype=torch.bfloat16)
@@ -63,6 +67,15 @@ def main():
     sd["mask"] = torch.tensor([True, False, True])
     sd["scalar"] = torch.tensor(2.5, dtype=torch.float64)
     sd["empty"] = torch.zeros(0, 3)
+    return sd
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    sd = state_dict()
+    torch.save(sd, os.path.join(OUT, "state_dict_legacy.bin"), _use_new_zipfile_serialization=False)
+    if sys.argv[1:] == ["--only-legacy"]:
+        return
     path = os.path.join(OUT, "state_dict.bin")
     torch.save(sd, path)
 

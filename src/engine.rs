@@ -85,6 +85,9 @@ pub struct Engine {
     pub parameter_count_unshared: usize,
     pub weights_dtype: String,
     pub weights_source: PathBuf,
+    /// The weights' file format(s), and how many files (shards) were read.
+    pub weights_format: String,
+    pub weights_files: usize,
 }
 
 impl Engine {
@@ -142,6 +145,8 @@ impl Engine {
             parameter_count_unshared,
             weights_dtype,
             weights_source: store.source.clone(),
+            weights_format: store.format_description(),
+            weights_files: store.files.len(),
         })
     }
 

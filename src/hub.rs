@@ -140,9 +140,24 @@ fn download(model: &str, cache: &Path) -> std::result::Result<PathBuf, String> {
         );
     } else if files.contains(&"pytorch_model.bin") {
         get.push("pytorch_model.bin".into());
+    } else if files.contains(&"pytorch_model.bin.index.json") {
+        get.push("pytorch_model.bin.index.json".into());
+        get.extend(
+            files
+                .iter()
+                .filter(|f| f.starts_with("pytorch_model-") && f.ends_with(".bin"))
+                .map(|f| f.to_string()),
+        );
+    } else if let Some((_, advice)) =
+        crate::weights::foreign_weights_advice(|f| files.contains(&f), "AutoModel", model, "FOLDER")
+    {
+        return Err(format!(
+            "{model} has {advice}, then pass FOLDER as --model (use the task class from \
+             config.json's architectures instead of AutoModel to keep the model's head)"
+        ));
     } else {
         return Err(format!(
-            "{model} has no model.safetensors, shards or pytorch_model.bin"
+            "{model} has no model.safetensors, pytorch_model.bin, or shards of either"
         ));
     }
     let mut config = None;

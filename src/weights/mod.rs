@@ -1,11 +1,13 @@
 //! Reading weights from HF model folders: `model.safetensors` (memory-mapped),
-//! sharded `model.safetensors.index.json`, or `pytorch_model.bin`.
+//! sharded `model.safetensors.index.json`, `pytorch_model.bin` (either
+//! `torch.save` format) or sharded `pytorch_model.bin.index.json`.
 //!
 //! The store hands out f32 copies of named tensors after checking their shape;
 //! it records which names were used so unexpected extras can be reported.
 
 pub mod names;
 pub mod pickle;
+pub mod torch_legacy;
 
 use crate::error::{Error, Result};
 use half::{bf16, f16};
@@ -21,6 +23,27 @@ pub enum DType {
     BF16,
     /// Anything we do not read as weights (integers, f64, bool...).
     Other(&'static str),
+}
+
+/// How a weights file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WeightFormat {
+    Safetensors,
+    /// `torch.save`'s zip format (torch >= 1.6).
+    TorchZip,
+    /// `torch.save`'s legacy format (torch < 1.6, or
+    /// `_use_new_zipfile_serialization=False`).
+    TorchLegacy,
+}
+
+impl WeightFormat {
+    pub fn describe(self) -> &'static str {
+        match self {
+            WeightFormat::Safetensors => "safetensors",
+            WeightFormat::TorchZip => "pytorch .bin (torch.save zip format)",
+            WeightFormat::TorchLegacy => "pytorch .bin (legacy torch.save format, torch < 1.6)",
+        }
+    }
 }
 
 enum Bytes {
@@ -54,27 +77,40 @@ pub struct WeightStore {
     used: Mutex<std::collections::HashSet<String>>,
     /// The weights file (or index) this store was read from, for messages.
     pub source: PathBuf,
+    /// The files read (one, or each shard) and the format of each.
+    pub files: Vec<(PathBuf, WeightFormat)>,
 }
 
 impl WeightStore {
-    /// Finds and opens the weights in a model folder, preferring safetensors.
+    /// Finds and opens the weights in a model folder, in transformers' order
+    /// of preference: safetensors first, then PyTorch `.bin`.
     pub fn open_dir(dir: &Path) -> Result<WeightStore> {
         let st = dir.join("model.safetensors");
         let idx = dir.join("model.safetensors.index.json");
         let bin = dir.join("pytorch_model.bin");
+        let bin_idx = dir.join("pytorch_model.bin.index.json");
         if st.is_file() {
             Self::open_safetensors(std::slice::from_ref(&st), st.clone())
         } else if idx.is_file() {
             let files = shard_files(&idx)?;
             Self::open_safetensors(&files, idx)
         } else if bin.is_file() {
-            Self::open_pytorch_bin(&bin)
+            Self::open_pytorch_bin(std::slice::from_ref(&bin), bin.clone())
+        } else if bin_idx.is_file() {
+            let files = shard_files(&bin_idx)?;
+            Self::open_pytorch_bin(&files, bin_idx)
         } else {
-            Err(Error::weights(
-                dir,
-                "no weights found: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin",
-            ))
+            Err(no_weights_error(dir))
         }
+    }
+
+    /// Which format(s) the files were in, e.g. for `info`.
+    pub fn format_description(&self) -> String {
+        let mut formats: Vec<WeightFormat> = self.files.iter().map(|f| f.1).collect();
+        formats.sort();
+        formats.dedup();
+        let names: Vec<&str> = formats.iter().map(|f| f.describe()).collect();
+        names.join(" + ")
     }
 
     fn open_safetensors(files: &[PathBuf], source: PathBuf) -> Result<WeightStore> {
@@ -116,34 +152,44 @@ impl WeightStore {
             tensors,
             used: Default::default(),
             source,
+            files: files
+                .iter()
+                .map(|f| (f.clone(), WeightFormat::Safetensors))
+                .collect(),
         })
     }
 
-    fn open_pytorch_bin(path: &Path) -> Result<WeightStore> {
+    fn open_pytorch_bin(files: &[PathBuf], source: PathBuf) -> Result<WeightStore> {
         let mut tensors = HashMap::new();
-        for t in pickle::read_pytorch_bin(path)? {
-            use pickle::PtDType as P;
-            let dtype = match t.dtype {
-                P::F32 => DType::F32,
-                P::F16 => DType::F16,
-                P::BF16 => DType::BF16,
-                P::I64 => DType::Other("int64"),
-                _ => DType::Other("unsupported dtype"),
-            };
-            tensors.insert(
-                t.name,
-                Stored {
-                    dtype,
-                    shape: t.shape,
-                    bytes: Bytes::Owned(t.data),
-                    file: path.to_path_buf(),
-                },
-            );
+        let mut read = Vec::new();
+        for path in files {
+            let (format, pickled) = read_torch_bin(path)?;
+            read.push((path.clone(), format));
+            for t in pickled {
+                use pickle::PtDType as P;
+                let dtype = match t.dtype {
+                    P::F32 => DType::F32,
+                    P::F16 => DType::F16,
+                    P::BF16 => DType::BF16,
+                    P::I64 => DType::Other("int64"),
+                    _ => DType::Other("unsupported dtype"),
+                };
+                tensors.insert(
+                    t.name,
+                    Stored {
+                        dtype,
+                        shape: t.shape,
+                        bytes: Bytes::Owned(t.data),
+                        file: path.clone(),
+                    },
+                );
+            }
         }
         Ok(WeightStore {
             tensors,
             used: Default::default(),
-            source: path.to_path_buf(),
+            source,
+            files: read,
         })
     }
 
@@ -263,6 +309,78 @@ fn map_file(f: &std::fs::File) -> std::io::Result<Mmap> {
     // SAFETY: the mapping is read-only; a concurrent writer to a model file
     // would be a user error we cannot prevent, as with any mmap reader.
     unsafe { Mmap::map(f) }
+}
+
+/// Reads a `torch.save` file in whichever of its two formats it is.
+fn read_torch_bin(path: &Path) -> Result<(WeightFormat, Vec<pickle::PickledTensor>)> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        return Err(Error::weights(path, "file is empty"));
+    }
+    let map = map_file(&f).map_err(|e| Error::io(path, e))?;
+    // torch.load tells the formats apart the same way: a zip or not.
+    if map.starts_with(b"PK\x03\x04") {
+        let tensors = pickle::read_pytorch_bin_from(std::io::Cursor::new(&map[..]), path)?;
+        Ok((WeightFormat::TorchZip, tensors))
+    } else {
+        let tensors = torch_legacy::read_legacy_bytes(&map, path)?;
+        Ok((WeightFormat::TorchLegacy, tensors))
+    }
+}
+
+/// Weight files of other frameworks: (file, framework, `from_pretrained` flag).
+const FOREIGN_WEIGHTS: &[(&str, &str, &str)] = &[
+    ("tf_model.h5", "TensorFlow", "from_tf"),
+    ("tf_model.h5.index.json", "TensorFlow", "from_tf"),
+    ("flax_model.msgpack", "Flax", "from_flax"),
+    ("flax_model.msgpack.index.json", "Flax", "from_flax"),
+];
+
+/// When `has` finds only TensorFlow or Flax weights: that file, and what to
+/// say: transformers converts them by loading `load_from` as `class` and
+/// saving to `save_to`.
+pub fn foreign_weights_advice(
+    has: impl Fn(&str) -> bool,
+    class: &str,
+    load_from: &str,
+    save_to: &str,
+) -> Option<(&'static str, String)> {
+    let &(file, framework, flag) = FOREIGN_WEIGHTS.iter().find(|f| has(f.0))?;
+    let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "\\'");
+    let (load_from, save_to) = (quote(load_from), quote(save_to));
+    Some((
+        file,
+        format!(
+            "only {framework} weights ({file}); bertrt reads safetensors and PyTorch .bin \
+             files. Convert them once with transformers ({framework} installed): \
+             python -c \"from transformers import {class}; \
+             {class}.from_pretrained('{load_from}', {flag}=True).save_pretrained('{save_to}')\""
+        ),
+    ))
+}
+
+/// Says what a folder without weights we can read holds instead.
+fn no_weights_error(dir: &Path) -> Error {
+    // The task class keeps the head; config.json names it.
+    let class = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|c| c["architectures"][0].as_str().map(str::to_owned))
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+        .unwrap_or_else(|| "AutoModel".to_string());
+    let d = dir.display().to_string();
+    match foreign_weights_advice(|f| dir.join(f).is_file(), &class, &d, &d) {
+        Some((file, advice)) => Error::weights(
+            dir.join(file),
+            format!("the folder holds {advice} (this adds model.safetensors to the folder)"),
+        ),
+        None => Error::weights(
+            dir,
+            "no weights found: expected model.safetensors, model.safetensors.index.json, \
+             pytorch_model.bin or pytorch_model.bin.index.json",
+        ),
+    }
 }
 
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {

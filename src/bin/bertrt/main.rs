@@ -228,6 +228,8 @@ fn run(cli: Cli) -> CliResult {
                 "parameters_in_memory": e.parameter_count,
                 "parameters_if_unshared": e.parameter_count_unshared,
                 "weights_file": e.weights_source,
+                "weights_format": e.weights_format,
+                "weights_shards": e.weights_files,
                 "weights_dtype": e.weights_dtype,
                 "tokenizer": e.tokenizer.kind.describe(),
                 "backend": e.backend_name(),
