@@ -6,10 +6,9 @@ use crate::backend::cpu::CpuEngine;
 use crate::batch::{Batch, SequenceIds};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{load_weights, ModelWeights};
+use crate::model::{read_dir, ModelWeights, WeightFiles};
 use crate::output::ForwardOutput;
 use crate::tokenize::{Encoded, Tokenizer, Truncation};
-use crate::weights::WeightStore;
 use std::path::{Path, PathBuf};
 
 /// Where to run.
@@ -80,14 +79,10 @@ pub struct Engine {
     backend: Box<dyn Backend>,
     /// Things the user should hear about (unused tensors, device fallback).
     pub warnings: Vec<String>,
-    /// Weight-file facts for `info`.
+    /// Weight facts for `info`.
     pub parameter_count: usize,
     pub parameter_count_unshared: usize,
-    pub weights_dtype: String,
-    pub weights_source: PathBuf,
-    /// The weights' file format(s), and how many files (shards) were read.
-    pub weights_format: String,
-    pub weights_files: usize,
+    pub weight_files: WeightFiles,
 }
 
 impl Engine {
@@ -98,17 +93,19 @@ impl Engine {
     }
 
     pub fn load_dir(dir: &Path, device: Device) -> Result<Engine> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(Error::config(
-                &config_path,
-                "missing (is this a HF model folder?)",
-            ));
-        }
-        let config = ModelConfig::from_file(&config_path)?;
+        let (weights, files) = read_dir(dir)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
-        let store = WeightStore::open_dir(dir)?;
-        let weights = load_weights(&config, &store)?;
+        Self::from_weights(dir, weights, files, tokenizer, device)
+    }
+
+    /// An engine over weights already read (see [`read_dir`]).
+    pub fn from_weights(
+        dir: &Path,
+        weights: ModelWeights,
+        weight_files: WeightFiles,
+        tokenizer: Tokenizer,
+        device: Device,
+    ) -> Result<Engine> {
         let mut warnings = Vec::new();
         if !weights.unused_tensors.is_empty() {
             let n = weights.unused_tensors.len();
@@ -120,18 +117,13 @@ impl Engine {
                 .collect();
             warnings.push(format!(
                 "{n} tensor(s) in {} not used by {}: {}{}",
-                store.source.display(),
-                config.architecture,
+                weight_files.source.display(),
+                weights.config.architecture,
                 shown.join(", "),
                 if n > 5 { ", ..." } else { "" }
             ));
         }
-        let weights_dtype = match store.main_dtype() {
-            Some(crate::weights::DType::F16) => "f16",
-            Some(crate::weights::DType::BF16) => "bf16",
-            _ => "f32",
-        }
-        .to_string();
+        let config = weights.config.clone();
         let parameter_count = weights.parameter_count();
         let parameter_count_unshared = weights.parameter_count_unshared();
         let backend = make_backend(weights, device, &mut warnings)?;
@@ -143,10 +135,7 @@ impl Engine {
             warnings,
             parameter_count,
             parameter_count_unshared,
-            weights_dtype,
-            weights_source: store.source.clone(),
-            weights_format: store.format_description(),
-            weights_files: store.files.len(),
+            weight_files,
         })
     }
 
@@ -200,8 +189,10 @@ pub fn make_backend(
 ) -> Result<Box<dyn Backend>> {
     match device {
         Device::Cpu => Ok(Box::new(CpuEngine::new(weights))),
-        Device::Cuda(n) => crate::backend::cuda::load(weights, n),
-        Device::Auto => match crate::backend::cuda::load(weights.clone(), 0) {
+        Device::Cuda(n) => crate::backend::cuda::load(&weights, n),
+        // The device copy is made from the host weights, which stay for the
+        // CPU fallback: no second host copy either way.
+        Device::Auto => match crate::backend::cuda::load(&weights, 0) {
             Ok(b) => Ok(b),
             Err(e) => {
                 warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));

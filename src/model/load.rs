@@ -5,7 +5,8 @@
 use super::build::{build_weights, WeightSource};
 use super::*;
 use crate::error::{Error, Result};
-use crate::weights::WeightStore;
+use crate::weights::{DType, WeightStore};
+use std::path::{Path, PathBuf};
 
 struct FileSource<'a> {
     store: &'a WeightStore,
@@ -79,4 +80,43 @@ impl WeightSource for FileSource<'_> {
 /// Reads every tensor the architecture in `cfg` needs from `store`.
 pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeights> {
     build_weights(cfg, &mut FileSource { store })
+}
+
+/// What a folder's weight files were, for `info` and warnings.
+#[derive(Debug, Clone)]
+pub struct WeightFiles {
+    /// The file (or shard index) the weights came from.
+    pub source: PathBuf,
+    /// The format(s) read, e.g. "safetensors".
+    pub format: String,
+    /// How many files (shards) were read.
+    pub files: usize,
+    /// The dtype most weights are stored in: f32, f16 or bf16.
+    pub dtype: &'static str,
+}
+
+/// A model folder's config.json and weights, read and checked: the one path
+/// from a folder to [`ModelWeights`] (the engine, the bench and the tests).
+pub fn read_dir(dir: &Path) -> Result<(ModelWeights, WeightFiles)> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(Error::config(
+            &config_path,
+            "missing (is this a HF model folder?)",
+        ));
+    }
+    let config = ModelConfig::from_file(&config_path)?;
+    let store = WeightStore::open_dir(dir)?;
+    let weights = load_weights(&config, &store)?;
+    let files = WeightFiles {
+        source: store.source.clone(),
+        format: store.format_description(),
+        files: store.files.len(),
+        dtype: match store.main_dtype() {
+            Some(DType::F16) => "f16",
+            Some(DType::BF16) => "bf16",
+            _ => "f32",
+        },
+    };
+    Ok((weights, files))
 }

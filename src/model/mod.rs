@@ -10,7 +10,7 @@ mod build;
 mod load;
 mod random;
 
-pub use load::load_weights;
+pub use load::{load_weights, read_dir, WeightFiles};
 pub use random::random_weights;
 
 use crate::config::{Activation, ModelConfig};

@@ -3,14 +3,13 @@
 use bertrt::backend::cpu::CpuEngine;
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::ModelConfig;
-use bertrt::model::{load_weights, ModelWeights};
+use bertrt::model::ModelWeights;
 use bertrt::output::{ForwardOutput, HeadOutput};
-use bertrt::weights::WeightStore;
 
 pub fn weights(dir: &std::path::Path) -> ModelWeights {
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let store = WeightStore::open_dir(dir).unwrap();
-    load_weights(&cfg, &store).unwrap()
+    bertrt::model::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .0
 }
 
 /// Mixed lengths in one packed batch, including a one-token sequence and

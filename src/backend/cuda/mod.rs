@@ -400,9 +400,9 @@ impl Backend for CudaBackend {
 }
 
 /// Uploads the model to CUDA device `ordinal`.
-pub fn load(weights: ModelWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
+pub fn load(weights: &ModelWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
     let seam = CudaSeam::open(ordinal)?;
-    let model = Fp16Model::new(seam, &weights)?;
+    let model = Fp16Model::new(seam, weights)?;
     Ok(Box::new(CudaBackend { model }))
 }
 

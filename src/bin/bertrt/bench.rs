@@ -18,8 +18,7 @@ use bertrt::bench::{
 };
 use bertrt::config::ModelConfig;
 use bertrt::engine::{make_backend, Backend};
-use bertrt::model::{load_weights, random_weights, ModelWeights};
-use bertrt::weights::WeightStore;
+use bertrt::model::{random_weights, ModelWeights};
 use bertrt::Device;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
@@ -113,10 +112,8 @@ fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, Strin
             presets::names().join(", ")
         )
     })?;
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).map_err(s)?;
-    let store = WeightStore::open_dir(&dir).map_err(s)?;
-    let w = load_weights(&cfg, &store).map_err(s)?;
-    Ok((cfg, w, store.source.display().to_string()))
+    let (w, files) = bertrt::model::read_dir(&dir).map_err(s)?;
+    Ok((w.config.clone(), w, files.source.display().to_string()))
 }
 
 pub fn run(a: BenchArgs) -> Result<(), String> {
