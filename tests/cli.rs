@@ -284,6 +284,46 @@ fn fill_mask_detect_classify() {
     );
 }
 
+/// Argument errors are found before any model is loaded: the model path
+/// here does not exist, and the argument is what gets named.
+#[test]
+fn arguments_are_validated_before_loading() {
+    let nowhere = "/no/such/model";
+    fails_with(
+        &[
+            "classify",
+            "--model",
+            nowhere,
+            "x",
+            "--aggregation",
+            "simple",
+        ],
+        "--aggregation goes with --tokens",
+    );
+    fails_with(
+        &[
+            "classify", "--model", nowhere, "x", "--tokens", "--pair", "y",
+        ],
+        "--pair is for sequence classification",
+    );
+    fails_with(
+        &["fill-mask", "--model", nowhere, "[MASK]", "--top-k", "0"],
+        "--top-k must be at least 1",
+    );
+    fails_with(
+        &["detect", "--model", nowhere, "x", "--format", "npy"],
+        "--format npy is only for embed",
+    );
+    fails_with(
+        &["embed", "--model", nowhere, "x", "--format", "npy"],
+        "--format npy needs -o FILE",
+    );
+    fails_with(
+        &["embed", "--model", nowhere, "x", "--pooling", "max"],
+        "--pooling",
+    );
+}
+
 #[test]
 fn bad_model_and_device() {
     fails_with(&["info", "--model", "/no/such/folder"], "no such folder");
