@@ -33,9 +33,9 @@ CELLS = [
     ("bert-base", 32, 128, 128),
     ("bert-base", 32, 384, 384),
     ("bert-large", 32, 384, 384),
-    # SQuAD v1.1 at max 384: 54% of the tokens are padding (Zhai et al.,
-    # "ByteTransformer"-era measurement, quoted on OpenReview 3nzKUh9a4M), so
-    # the mean packed length is about 0.46 * 384 = 177 tokens.
+    # SQuAD v1.1 at max 384: 54% of the tokens are padding (as reported in
+    # the abstract of OpenReview 3nzKUh9a4M), so the mean packed length is
+    # about 0.46 * 384 = 177 tokens.
     ("bert-large", 32, 384, 177),
 ]
 
