@@ -188,8 +188,9 @@ pub fn add_bias_residual_layernorm(
     )
 }
 
-/// In place: x = act(x + bias), row width `bias.len()`.
-pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
+/// In place: x = act(x + bias), row width `bias.len()`; `act` None adds the
+/// bias only.
+pub fn bias_act(x: &mut [f16], bias: &[f16], act: Option<Activation>) -> Result<()> {
     let width = bias.len();
     assert!(width > 0 && x.len() % width == 0);
     let p = k::BiasActParams {
@@ -197,7 +198,7 @@ pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
         bias: ptr(bias),
         n: x.len() as i64,
         width: width as i32,
-        act: k::act_code(act),
+        act: k::ActCode::of(act),
     };
     let g = k::elementwise_geometry(x.len());
     launch(

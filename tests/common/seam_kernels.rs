@@ -169,7 +169,7 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
             bias: put_f16(s, &bias),
             n: (rows * w) as i64,
             width: w as i32,
-            act: act.map_or(k::ACT_NONE, k::act_code),
+            act: k::ActCode::of(act),
         };
         s.launch(p, k::elementwise_geometry(rows * w)).unwrap();
         let mut want = x.clone();
