@@ -91,3 +91,18 @@ fn kernels_through_the_emulated_seam() {
         eprintln!("{line}");
     }
 }
+
+/// The emulated GEMM refuses an output that overlaps an input: it would be a
+/// mutable slice aliasing a shared one.
+#[test]
+fn emulated_gemm_refuses_an_output_overlapping_an_input() {
+    use bertrt::backend::fp16::Seam;
+    let s = EmuSeam::new();
+    let (m, n, k) = (4, 4, 4);
+    let x = s.alloc(m * k * 2).unwrap();
+    let w = s.alloc(n * k * 2).unwrap();
+    let err = s.gemm(x, w, x, m, n, k).unwrap_err().to_string();
+    assert!(err.contains("overlaps an input"), "{err}");
+    let y = s.alloc(m * n * 2).unwrap();
+    s.gemm(x, w, y, m, n, k).unwrap();
+}

@@ -478,11 +478,11 @@ impl<S: Seam> Fp16Model<S> {
         self.ensure_workspace(&mut guard, t, s)?;
         let ws = guard.as_ref().expect("workspace allocated above");
 
-        let cu: Vec<u32> = batch.cu_seqlens.iter().map(|&x| x as u32).collect();
+        let cu: Vec<u32> = batch.cu_seqlens().iter().map(|&x| x as u32).collect();
         let first: Vec<u32> = cu[..s].to_vec();
-        self.upload_u32(ws.ids, &batch.input_ids)?;
-        self.upload_u32(ws.pos_ids, &batch.position_ids)?;
-        self.upload_u32(ws.type_ids, &batch.token_type_ids)?;
+        self.upload_u32(ws.ids, batch.input_ids())?;
+        self.upload_u32(ws.pos_ids, batch.position_ids())?;
+        self.upload_u32(ws.type_ids, batch.token_type_ids())?;
         self.upload_u32(ws.cu_seqlens, &cu)?;
         self.upload_u32(ws.first_rows, &first)?;
 
