@@ -12,11 +12,15 @@ use rayon::prelude::*;
 /// One activation value, in f32, exactly as PyTorch/HF define it.
 pub fn act(x: f32, a: Activation) -> f32 {
     match a {
-        // x * Phi(x), erf form (nn.functional.gelu default).
-        Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
-        // HF gelu_new / gelu_pytorch_tanh: tanh approximation.
+        // x * Phi(x), erf form (nn.functional.gelu default). Written in
+        // PyTorch's order, x * (1/sqrt 2), as bias_act.cu is: 1 + erf cancels
+        // for x < -4, where dividing by sqrt 2 instead moves the fp16 result
+        // by up to 3 ulps.
+        Activation::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        // HF gelu_new / gelu_pytorch_tanh: tanh approximation, sqrt(2/pi)
+        // rounded once from the exact value (as PyTorch and bias_act.cu).
         Activation::GeluTanh => {
-            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            let c = 0.797_884_6_f32;
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }
         // HF gelu_fast: 0.5x(1 + tanh(x * 0.7978845608 * (1 + 0.044715 x^2))).
