@@ -1,8 +1,9 @@
 // bias_act.cu: x = act(x + bias), in place.
 //
-// Shapes: x [rows, width] fp16 row-major; bias [width] fp16. act codes match
-// crate::config::Activation: 0 gelu (erf), 1 gelu-tanh, 2 gelu-fast, 3 relu, 4 tanh;
-// 5 adds the bias only (linear layers without an activation).
+// Shapes: x [rows, width] fp16 row-major; bias [width] fp16. act codes are
+// Rust's backend::kernels::ActCode (pinned by the static_asserts below, which a
+// Rust test reads back): 0 gelu (erf), 1 gelu-tanh, 2 gelu-fast, 3 relu,
+// 4 tanh; 5 adds the bias only (linear layers without an activation).
 // Grid: a grid-stride loop over rows*width elements (launcher caps the grid);
 // block: 256 threads.
 // Precision: fp32 math (erff/tanhf, not the fast intrinsics), rounded to fp16.
@@ -19,6 +20,13 @@ struct BiasActParams {
 BERTRT_PARAMS_SIZE(BiasActParams, 32);
 
 enum : int { ACT_GELU = 0, ACT_GELU_TANH = 1, ACT_GELU_FAST = 2, ACT_RELU = 3, ACT_TANH = 4, ACT_NONE = 5 };
+// The same numbers as Rust's ActCode: change both sides together.
+static_assert(ACT_GELU == 0, "ActCode::Gelu");
+static_assert(ACT_GELU_TANH == 1, "ActCode::GeluTanh");
+static_assert(ACT_GELU_FAST == 2, "ActCode::GeluFast");
+static_assert(ACT_RELU == 3, "ActCode::Relu");
+static_assert(ACT_TANH == 4, "ActCode::Tanh");
+static_assert(ACT_NONE == 5, "ActCode::BiasOnly");
 
 template <int ACT>
 __device__ __forceinline__ float activate(float x) {

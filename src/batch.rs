@@ -7,12 +7,24 @@
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Built only by [`Batch::pack`], which checks every id against the model's
+/// tables: the fields are private so no caller can hand a backend an id that
+/// would `__trap()` the GPU context or index past a CPU table.
+///
+/// ```compile_fail,E0451
+/// let b = bertrt::batch::Batch {
+///     input_ids: vec![999_999],
+///     token_type_ids: vec![0],
+///     position_ids: vec![0],
+///     cu_seqlens: vec![0, 1],
+/// };
+/// ```
+#[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    pub input_ids: Vec<u32>,
-    pub token_type_ids: Vec<u32>,
-    pub position_ids: Vec<u32>,
-    pub cu_seqlens: Vec<usize>,
+    input_ids: Vec<u32>,
+    token_type_ids: Vec<u32>,
+    position_ids: Vec<u32>,
+    cu_seqlens: Vec<usize>,
 }
 
 /// One sequence's ids (special tokens already added).
@@ -28,8 +40,10 @@ impl Batch {
     /// checking every id against the config's tables.
     pub fn pack(seqs: &[SequenceIds], cfg: &ModelConfig) -> Result<Batch> {
         let mut b = Batch {
+            input_ids: Vec::new(),
+            token_type_ids: Vec::new(),
+            position_ids: Vec::new(),
             cu_seqlens: vec![0],
-            ..Default::default()
         };
         let max_len = cfg.max_tokens_per_sequence();
         for (s, seq) in seqs.iter().enumerate() {
@@ -81,6 +95,22 @@ impl Batch {
         Ok(b)
     }
 
+    /// Token ids, all sequences concatenated, `[tokens]`.
+    pub fn input_ids(&self) -> &[u32] {
+        &self.input_ids
+    }
+    /// Token type ids, `[tokens]` (zeros where none were given).
+    pub fn token_type_ids(&self) -> &[u32] {
+        &self.token_type_ids
+    }
+    /// Position ids as the model family counts them, `[tokens]`.
+    pub fn position_ids(&self) -> &[u32] {
+        &self.position_ids
+    }
+    /// Sequence bounds, `[seqs + 1]`, from 0 to the token count.
+    pub fn cu_seqlens(&self) -> &[usize] {
+        &self.cu_seqlens
+    }
     pub fn num_seqs(&self) -> usize {
         self.cu_seqlens.len() - 1
     }

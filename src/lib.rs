@@ -3,6 +3,11 @@
 //! Data flow: a HF model folder -> [`config::ModelConfig`] + [`weights`] ->
 //! [`model::ModelWeights`] -> a backend; text -> [`tokenize`] -> a packed
 //! [`batch::Batch`] -> forward -> [`output::ForwardOutput`].
+//!
+//! `unsafe` is denied everywhere but `backend::cuda`, `backend::emu`, the
+//! weights mmap (`weights::map_file`) and `backend::cpu::native` (the gemm
+//! crate and libm); each allows it where it is declared.
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod batch;

@@ -7,7 +7,7 @@ use bertrt::backend::cpu::CpuEngine;
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::ModelConfig;
 use bertrt::model::load_weights;
-use bertrt::output::HeadOutput;
+use bertrt::output::{ForwardOutput, HeadOutput};
 use bertrt::weights::WeightStore;
 use common::*;
 
@@ -24,6 +24,68 @@ fn unpad(g: &Golden, lens: &[usize]) -> Vec<f64> {
     out
 }
 
+/// The golden keys that are inputs, not outputs to compare.
+const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+
+/// The batch of `{prefix}input_ids` (unpadded by `{prefix}attention_mask`)
+/// and its sequence lengths.
+fn golden_batch(
+    g: &std::collections::HashMap<String, Golden>,
+    prefix: &str,
+    cfg: &ModelConfig,
+) -> (Batch, Vec<usize>) {
+    let ids = &g[&format!("{prefix}input_ids")];
+    let mask = &g[&format!("{prefix}attention_mask")];
+    let types = &g[&format!("{prefix}token_type_ids")];
+    let (b, l) = (ids.shape[0], ids.shape[1]);
+    let mut seqs = Vec::new();
+    let mut lens = Vec::new();
+    for s in 0..b {
+        let n = (0..l).filter(|&j| mask.data[s * l + j] != 0.0).count();
+        lens.push(n);
+        seqs.push(SequenceIds {
+            input_ids: (0..n).map(|j| ids.data[s * l + j] as u32).collect(),
+            token_type_ids: (0..n).map(|j| types.data[s * l + j] as u32).collect(),
+        });
+    }
+    (Batch::pack(&seqs, cfg).unwrap(), lens)
+}
+
+/// bertrt's output for a golden key (without its `pair_` prefix), and whether
+/// it is per token (the golden is padded `[B, L, ...]`) or per sequence.
+fn output_for<'a>(key: &str, out: &'a ForwardOutput) -> Option<(&'a [f32], bool)> {
+    match (key, &out.head) {
+        ("last_hidden_state", _) => Some((&out.hidden, true)),
+        ("pooler_output", _) => out.pooled.as_deref().map(|p| (p, false)),
+        ("logits", HeadOutput::TokenLogits(x)) => Some((x, true)),
+        ("logits", HeadOutput::SequenceLogits(x)) => Some((x, false)),
+        ("logits", HeadOutput::PreTraining { mlm, .. }) => Some((mlm, true)),
+        ("sop_logits", HeadOutput::PreTraining { sop, .. }) => Some((sop, false)),
+        ("start_logits", HeadOutput::StartEnd { start, .. }) => Some((start, true)),
+        ("end_logits", HeadOutput::StartEnd { end, .. }) => Some((end, true)),
+        _ => None,
+    }
+}
+
+/// The golden keys each of bertrt's outputs answers to: every one must be in
+/// the golden, so an output HF did not give fails too.
+fn keys_of(out: &ForwardOutput) -> Vec<&'static str> {
+    let mut keys = vec!["last_hidden_state"];
+    if out.pooled.is_some() {
+        keys.push("pooler_output");
+    }
+    keys.extend_from_slice(match &out.head {
+        HeadOutput::None => &[][..],
+        HeadOutput::TokenLogits(_) | HeadOutput::SequenceLogits(_) => &["logits"],
+        HeadOutput::StartEnd { .. } => &["start_logits", "end_logits"],
+        HeadOutput::PreTraining { .. } => &["logits", "sop_logits"],
+    });
+    keys
+}
+
+/// Every output tensor in the golden is compared (a head that regressed to
+/// None fails), for the single-text batch and, where the golden has one, the
+/// `pair_` batch (token types 1 on the second segment).
 fn check_model(name: &str) {
     let dir = model_dir(name);
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
@@ -37,90 +99,74 @@ fn check_model(name: &str) {
     let engine = CpuEngine::new(weights);
     let g = load_golden(name);
 
-    let ids = &g["input_ids"];
-    let mask = &g["attention_mask"];
-    let types = &g["token_type_ids"];
-    let (b, l) = (ids.shape[0], ids.shape[1]);
-    let mut seqs = Vec::new();
-    let mut lens = Vec::new();
-    for s in 0..b {
-        let n = (0..l).filter(|&j| mask.data[s * l + j] != 0.0).count();
-        lens.push(n);
-        seqs.push(SequenceIds {
-            input_ids: (0..n).map(|j| ids.data[s * l + j] as u32).collect(),
-            token_type_ids: (0..n).map(|j| types.data[s * l + j] as u32).collect(),
-        });
-    }
-    let batch = Batch::pack(&seqs, &cfg).unwrap();
-    let out = engine.forward(&batch).unwrap();
-
     let mut failures = Vec::new();
-    let mut check = |what: &str, got: &[f32], want: Vec<f64>| match compare(
-        &format!("{name} {what}"),
-        got,
-        &want,
-        ATOL,
-        0.0,
-    ) {
-        Ok(e) => eprintln!("{name} {what}: max |err| {e:.2e}"),
-        Err(msg) => failures.push(msg),
-    };
-    check(
-        "last_hidden_state",
-        &out.hidden,
-        unpad(&g["last_hidden_state"], &lens),
-    );
-    if let Some(p) = g.get("pooler_output") {
-        let got = out.pooled.as_ref().expect("model has a pooler in HF");
-        check("pooler_output", got, p.data.clone());
-    }
-    match &out.head {
-        HeadOutput::None => {}
-        HeadOutput::TokenLogits(x) => check("logits", x, unpad(&g["logits"], &lens)),
-        HeadOutput::SequenceLogits(x) => check("logits", x, g["logits"].data.clone()),
-        HeadOutput::StartEnd { start, end } => {
-            check("start_logits", start, unpad(&g["start_logits"], &lens));
-            check("end_logits", end, unpad(&g["end_logits"], &lens));
+    let mut compared = 0;
+    for prefix in ["", "pair_"] {
+        let in_batch = |k: &&String| match k.strip_prefix("pair_") {
+            Some(_) => prefix == "pair_",
+            None => prefix.is_empty(),
+        };
+        let mut keys: Vec<&String> = g.keys().filter(in_batch).collect();
+        keys.sort();
+        if keys.is_empty() {
+            continue;
         }
-        HeadOutput::PreTraining { mlm, sop } => {
-            check("prediction_logits", mlm, unpad(&g["logits"], &lens));
-            check("sop_logits", sop, g["sop_logits"].data.clone());
+        let (batch, lens) = golden_batch(&g, prefix, &cfg);
+        let out = engine.forward(&batch).unwrap();
+        for key in keys {
+            let bare = &key[prefix.len()..];
+            if INPUTS.contains(&bare) {
+                continue;
+            }
+            let want = &g[key];
+            match output_for(bare, &out) {
+                Some((got, per_token)) => {
+                    let want = if per_token {
+                        unpad(want, &lens)
+                    } else {
+                        want.data.clone()
+                    };
+                    match compare(&format!("{name} {key}"), got, &want, ATOL, 0.0) {
+                        Ok(e) => eprintln!("{name} {key}: max |err| {e:.2e}"),
+                        Err(msg) => failures.push(msg),
+                    }
+                    compared += 1;
+                }
+                None => failures.push(format!(
+                    "{name} {key}: in the golden, but bertrt gives no such output (pooled: {}, head: {})",
+                    out.pooled.is_some(),
+                    head_name(&out.head)
+                )),
+            }
+        }
+        for k in keys_of(&out) {
+            if !g.contains_key(&format!("{prefix}{k}")) {
+                failures.push(format!(
+                    "{name}: bertrt gives {prefix}{k}, which HF's golden does not have"
+                ));
+            }
         }
     }
+    assert!(compared > 0, "{name}: the golden has no output to compare");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-macro_rules! golden {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            check_model(stringify!($name));
-        }
-    )*};
+fn head_name(h: &HeadOutput) -> &'static str {
+    match h {
+        HeadOutput::None => "None",
+        HeadOutput::TokenLogits(_) => "TokenLogits",
+        HeadOutput::SequenceLogits(_) => "SequenceLogits",
+        HeadOutput::StartEnd { .. } => "StartEnd",
+        HeadOutput::PreTraining { .. } => "PreTraining",
+    }
 }
 
-golden!(
-    bert_mlm,
-    bert_model_f16,
-    bert_model_bf16,
-    bert_cls,
-    bert_tokcls,
-    bert_qa,
-    bert_sharded,
-    roberta_mlm,
-    roberta_cls,
-    roberta_qa,
-    xlmr_model,
-    albert_mlm,
-    albert_pretrain,
-    albert_cls,
-    albert_share_attention,
-    albert_share_ffn,
-    albert_share_none,
-    electra_disc,
-    electra_gen,
-    electra_cls,
-);
+/// Every model folder in tests/fixtures/models, each against
+/// tests/fixtures/golden/<name>.safetensors.
+#[test]
+fn every_fixture_model_matches_its_golden() {
+    for_each_fixture_model(check_model);
+}
 
 /// Rewrites a fixture's safetensors through `edit`, in a scratch folder.
 fn rewritten(name: &str, tag: &str, edit: impl Fn(&str) -> Option<String>) -> std::path::PathBuf {

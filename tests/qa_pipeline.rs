@@ -16,17 +16,10 @@ fn pipelines() -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// The engine, or None (with a note) while the model's tokenizer cannot be
-/// loaded yet (bert_qa ships only vocab.txt).
-fn engine(name: &str) -> Option<Engine> {
-    match Engine::load_dir(&model_dir(name), Device::Cpu) {
-        Ok(e) => Some(e),
-        Err(e) if e.to_string().contains("not supported yet") => {
-            eprintln!("SKIPPED {name}: {e}");
-            None
-        }
-        Err(e) => panic!("{name}: {e}"),
-    }
+/// The fixture model's engine; every one must load (bert_qa from its
+/// vocab.txt alone).
+fn engine(name: &str) -> Engine {
+    Engine::load_dir(&model_dir(name), Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 fn options(args: &Value) -> QaOptions {
@@ -73,7 +66,7 @@ fn diff(got: &[Answer], want: &Value) -> Option<String> {
 }
 
 fn goldens_for(model: &str) {
-    let Some(eng) = engine(model) else { return };
+    let eng = engine(model);
     let p = pipelines();
     let contexts = &p["qa_contexts"];
     let mut n = 0;
@@ -160,9 +153,7 @@ fn small() -> QaOptions {
 
 #[test]
 fn qa_bad_inputs() {
-    let Some(eng) = engine("roberta_qa") else {
-        return;
-    };
+    let eng = engine("roberta_qa");
     let ctx = "Herman Melville wrote Moby Dick in 1851.";
     let e = err(&eng, "", ctx, &small());
     assert!(e.contains("question"), "{e}");
@@ -234,10 +225,9 @@ fn qa_bad_inputs() {
     let e = err(&eng, &q, &long, &small());
     assert!(e.contains("question"), "{e}");
     // The wrong head.
-    if let Some(cls) = engine("roberta_cls") {
-        let e = err(&cls, "Who?", ctx, &small());
-        assert!(e.contains("ForQuestionAnswering"), "{e}");
-    }
+    let cls = engine("roberta_cls");
+    let e = err(&cls, "Who?", ctx, &small());
+    assert!(e.contains("ForQuestionAnswering"), "{e}");
     // Errors in qa_many name the item.
     let e = qa_many(&eng, &[("Who?", ctx), ("", ctx)], &small())
         .unwrap_err()

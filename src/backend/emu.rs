@@ -52,8 +52,10 @@ extern "C" fn entry<P: Copy>(ctx: *mut c_void) {
     // SAFETY: `ctx` is the `&Kernel<P>` that `launch` passed with this very
     // `entry::<P>`, alive until bertrt_emu_launch returns.
     let kernel = unsafe { &*(ctx as *const Kernel<P>) };
-    // SAFETY: the launch fn that built `kernel` asserted every size the kernel
-    // reads or writes through the params' pointers.
+    // SAFETY: the params' pointers cover every element the kernel reads or
+    // writes: the emu::* wrappers assert it from their slices; through
+    // EmuSeam::launch it is the caller's sizing (Fp16Model's workspace), which
+    // this module does not re-check (see Seam::launch).
     unsafe { (kernel.func)(kernel.params) }
 }
 
@@ -188,8 +190,9 @@ pub fn add_bias_residual_layernorm(
     )
 }
 
-/// In place: x = act(x + bias), row width `bias.len()`.
-pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
+/// In place: x = act(x + bias), row width `bias.len()`; `act` None adds the
+/// bias only.
+pub fn bias_act(x: &mut [f16], bias: &[f16], act: Option<Activation>) -> Result<()> {
     let width = bias.len();
     assert!(width > 0 && x.len() % width == 0);
     let p = k::BiasActParams {
@@ -197,7 +200,7 @@ pub fn bias_act(x: &mut [f16], bias: &[f16], act: Activation) -> Result<()> {
         bias: ptr(bias),
         n: x.len() as i64,
         width: width as i32,
-        act: k::act_code(act),
+        act: k::ActCode::of(act),
     };
     let g = k::elementwise_geometry(x.len());
     launch(
@@ -410,8 +413,16 @@ impl Seam for EmuSeam {
         self.check_range(x, m * k * 2, "gemm x")?;
         self.check_range(w, n * k * 2, "gemm w")?;
         self.check_range(y, m * n * 2, "gemm y")?;
-        // SAFETY: the three ranges were checked above; y does not alias x or w
-        // in the forward pass (distinct workspace buffers).
+        let overlaps = |a: DevPtr, a_len: usize, b: DevPtr, b_len: usize| {
+            a < b + b_len as u64 && b < a + a_len as u64
+        };
+        if overlaps(y, m * n * 2, x, m * k * 2) || overlaps(y, m * n * 2, w, n * k * 2) {
+            return Err(Error::Device(format!(
+                "emulated gemm: output {y:#x} ({m}x{n}) overlaps an input"
+            )));
+        }
+        // SAFETY: the three ranges lie in live allocations (checked above) and
+        // y overlaps neither x nor w (checked above), so the &mut slice is unique.
         let (xs, ws, ys) = unsafe {
             (
                 std::slice::from_raw_parts(x as *const f16, m * k),

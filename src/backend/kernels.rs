@@ -125,21 +125,45 @@ pub struct BiasActParams {
     /// rows * width
     pub n: i64,
     pub width: i32,
-    pub act: i32,
+    pub act: ActCode,
 }
 const _: () = assert!(std::mem::size_of::<BiasActParams>() == 32);
 
-/// bias_act.cu's code for adding the bias with no activation.
-pub const ACT_NONE: i32 = 5;
+/// The `act` codes bias_act.cu switches on. The `.cu` `static_assert`s the
+/// same numbers, and a test reads them from the `.cu` and compares.
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActCode {
+    Gelu = 0,
+    GeluTanh = 1,
+    GeluFast = 2,
+    Relu = 3,
+    Tanh = 4,
+    /// Adds the bias only (linear layers without an activation).
+    BiasOnly = 5,
+}
 
-/// The `act` code bias_act.cu switches on.
-pub fn act_code(a: Activation) -> i32 {
-    match a {
-        Activation::Gelu => 0,
-        Activation::GeluTanh => 1,
-        Activation::GeluFast => 2,
-        Activation::Relu => 3,
-        Activation::Tanh => 4,
+impl ActCode {
+    /// Every code with its name in bias_act.cu.
+    pub const ALL: [(ActCode, &'static str); 6] = [
+        (ActCode::Gelu, "ACT_GELU"),
+        (ActCode::GeluTanh, "ACT_GELU_TANH"),
+        (ActCode::GeluFast, "ACT_GELU_FAST"),
+        (ActCode::Relu, "ACT_RELU"),
+        (ActCode::Tanh, "ACT_TANH"),
+        (ActCode::BiasOnly, "ACT_NONE"),
+    ];
+
+    /// The code for an activation; `None` adds the bias only.
+    pub fn of(a: Option<Activation>) -> ActCode {
+        match a {
+            Some(Activation::Gelu) => ActCode::Gelu,
+            Some(Activation::GeluTanh) => ActCode::GeluTanh,
+            Some(Activation::GeluFast) => ActCode::GeluFast,
+            Some(Activation::Relu) => ActCode::Relu,
+            Some(Activation::Tanh) => ActCode::Tanh,
+            None => ActCode::BiasOnly,
+        }
     }
 }
 
@@ -230,3 +254,55 @@ pub struct CastF32Params {
     pub n: i64,
 }
 const _: () = assert!(std::mem::size_of::<CastF32Params>() == 24);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(name, value)` for every `static_assert(ACT_X == N, ...)` in bias_act.cu.
+    fn cu_static_asserts() -> Vec<(String, i32)> {
+        let src = include_str!("../../kernels/bias_act.cu");
+        src.lines()
+            .filter_map(|l| l.trim().strip_prefix("static_assert("))
+            .filter_map(|l| {
+                let (name, rest) = l.split_once("==")?;
+                let value = rest.split(',').next()?.trim().parse().ok()?;
+                Some((name.trim().to_string(), value))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn act_codes_match_the_static_asserts_in_bias_act_cu() {
+        let asserted = cu_static_asserts();
+        assert_eq!(
+            asserted.len(),
+            ActCode::ALL.len(),
+            "bias_act.cu should static_assert every act code: {asserted:?}"
+        );
+        for (code, name) in ActCode::ALL {
+            let cu = asserted.iter().find(|(n, _)| n == name).map(|a| a.1);
+            assert_eq!(
+                cu,
+                Some(code as i32),
+                "{code:?}: Rust says {}, bias_act.cu static_asserts {name} == {cu:?}",
+                code as i32
+            );
+        }
+    }
+
+    #[test]
+    fn every_activation_has_its_own_code() {
+        let acts = [
+            Some(Activation::Gelu),
+            Some(Activation::GeluTanh),
+            Some(Activation::GeluFast),
+            Some(Activation::Relu),
+            Some(Activation::Tanh),
+            None,
+        ];
+        let codes: Vec<ActCode> = acts.iter().map(|&a| ActCode::of(a)).collect();
+        let want: Vec<ActCode> = ActCode::ALL.iter().map(|c| c.0).collect();
+        assert_eq!(codes, want);
+    }
+}

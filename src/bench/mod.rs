@@ -582,13 +582,13 @@ mod tests {
     fn random_batch_avoids_pad_and_fits_vocab() {
         let cfg = presets::preset("roberta-base").unwrap().config().unwrap();
         let b = random_batch(&cfg, &[512, 3], &mut Rng::new(9)).unwrap();
-        assert_eq!(b.cu_seqlens, vec![0, 512, 515]);
+        assert_eq!(b.cu_seqlens(), [0, 512, 515]);
         assert!(b
-            .input_ids
+            .input_ids()
             .iter()
             .all(|&i| i != 1 && (i as usize) < cfg.vocab_size));
         // RoBERTa positions start at pad + 1 and stay inside the table.
-        assert_eq!(b.position_ids[511], 513);
+        assert_eq!(b.position_ids()[511], 513);
     }
 
     #[test]

@@ -112,9 +112,8 @@ pub struct ModelWeights {
 }
 
 impl ModelWeights {
-    /// Scalars held in memory once (shared ALBERT blocks counted once).
-    /// Scalars the same model would hold with every layer's blocks its own
-    /// (what ALBERT's sharing saves is the difference).
+    /// [`Self::parameter_count`] as if every layer had its own blocks (what
+    /// ALBERT's sharing saves is the difference).
     pub fn parameter_count_unshared(&self) -> usize {
         let lin = |l: &Linear| l.w.len() + l.b.len();
         let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();
@@ -139,6 +138,9 @@ impl ModelWeights {
         self.parameter_count() - shared + per_layer
     }
 
+    /// Scalars of the encoder as held in memory: embeddings, attention and
+    /// FFN blocks (shared ALBERT blocks counted once) and the pooler; the
+    /// task head is not counted.
     pub fn parameter_count(&self) -> usize {
         let lin = |l: &Linear| l.w.len() + l.b.len();
         let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();

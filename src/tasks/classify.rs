@@ -1,5 +1,6 @@
 //! Sequence classification (HF text-classification pipeline) and token
-//! classification (token-classification pipeline, aggregation "none").
+//! classification (token-classification pipeline, aggregation "none" and
+//! "simple").
 
 use super::{sigmoid, softmax};
 use crate::config::Head;

@@ -15,11 +15,15 @@ pub fn weights(dir: &std::path::Path) -> ModelWeights {
 /// Mixed lengths in one packed batch, including a one-token sequence and
 /// lengths that are not multiples of 8.
 pub fn awkward_batch(cfg: &ModelConfig) -> Batch {
+    Batch::pack(&awkward_sequences(cfg), cfg).unwrap()
+}
+
+/// The sequences of [`awkward_batch`], in order.
+pub fn awkward_sequences(cfg: &ModelConfig) -> Vec<SequenceIds> {
     let max = cfg.max_tokens_per_sequence();
     let lens = [1usize, 7, 13.min(max), max.min(33), max];
     let mut state = 0x9e3779b97f4a7c15u64;
-    let seqs: Vec<SequenceIds> = lens
-        .iter()
+    lens.iter()
         .map(|&n| {
             let ids = (0..n)
                 .map(|_| {
@@ -43,8 +47,7 @@ pub fn awkward_batch(cfg: &ModelConfig) -> Batch {
                 token_type_ids: types,
             }
         })
-        .collect();
-    Batch::pack(&seqs, cfg).unwrap()
+        .collect()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -103,8 +106,16 @@ pub fn compare_forward(
         atol,
     );
     eprintln!("{name}: hidden states worst cosine {c:.6}, max |err| {e:.2e}");
-    if let (Some(a), Some(b)) = (&got.pooled, &cpu.pooled) {
-        compare_rows(&format!("{name} pooled"), a, b, h, min_cos, atol);
+    match (&got.pooled, &cpu.pooled) {
+        (Some(a), Some(b)) => {
+            compare_rows(&format!("{name} pooled"), a, b, h, min_cos, atol);
+        }
+        (None, None) => {}
+        (a, b) => panic!(
+            "{name}: pooled output on one side only (fp16: {}, cpu: {})",
+            if a.is_some() { "some" } else { "none" },
+            if b.is_some() { "some" } else { "none" }
+        ),
     }
     let logits = |o: &HeadOutput| -> Vec<f32> {
         match o {

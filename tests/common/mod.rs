@@ -16,6 +16,67 @@ pub fn model_dir(name: &str) -> PathBuf {
     fixtures().join("models").join(name)
 }
 
+/// Every model folder under tests/fixtures/models, sorted: tests iterate over
+/// these rather than a hand-kept list, so a new fixture is checked at once.
+/// Panics on fewer than the 20 committed ones, so a moved folder cannot make
+/// the loops vacuous.
+pub fn fixture_models() -> Vec<String> {
+    let root = fixtures().join("models");
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= 20,
+        "{}: only {} model folders: {names:?}",
+        root.display(),
+        names.len()
+    );
+    names
+}
+
+/// Runs `check` on every fixture model, on as many threads as there are
+/// cores, each model caught on its own; panics once at the end naming every
+/// model that failed.
+pub fn for_each_fixture_model(check: impl Fn(&str) + Sync) {
+    let names = fixture_models();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(names.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(name) = names.get(i) else { break };
+                let t = std::time::Instant::now();
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(name))) {
+                    Ok(()) => eprintln!("{name}: ok ({:.1}s)", t.elapsed().as_secs_f64()),
+                    Err(e) => {
+                        let msg = e
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        failed.lock().unwrap().push(format!("{name}: {msg}"));
+                    }
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().unwrap();
+    failed.sort();
+    assert!(
+        failed.is_empty(),
+        "{} of {} fixture models failed:\n{}",
+        failed.len(),
+        names.len(),
+        failed.join("\n")
+    );
+}
+
 /// A golden tensor as f64 values plus its shape.
 pub struct Golden {
     pub shape: Vec<usize>,

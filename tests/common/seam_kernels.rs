@@ -9,8 +9,13 @@ use bertrt::config::Activation;
 use bertrt::rng::Rng;
 use half::f16;
 
+// Measured under emulation (seed 17): GEMM vs the f64 loop max |err| 9.7e-4
+// at 130x96x768 (|y| up to ~2, where half an fp16 ulp is 9.8e-4); the
+// per-kernel figures are the lines check_all_kernels returns.
 const ATOL: f32 = 5e-3;
 const RTOL: f32 = 1e-2;
+/// The inputs are fixed (bertrt::rng::Rng from this seed): a failure replays as is.
+const SEED: u64 = 17;
 
 fn rand(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     // Rounded to f16 so the reference sees what the kernel sees.
@@ -65,7 +70,7 @@ fn check(what: &str, got: &[f32], want: &[f32]) -> f32 {
     }
     assert!(
         bad.is_empty(),
-        "{what}: {} mismatches, first: {}",
+        "{what} (inputs from seed {SEED}): {} mismatches, first: {}",
         bad.len(),
         bad.join(", ")
     );
@@ -74,7 +79,7 @@ fn check(what: &str, got: &[f32], want: &[f32]) -> f32 {
 
 /// Runs every kernel and the GEMM through `s`; returns a line per check.
 pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
-    let mut rng = Rng::new(17);
+    let mut rng = Rng::new(SEED);
     let mut report = Vec::new();
 
     // embeddings + LN, width 43, with and without token types
@@ -169,7 +174,7 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
             bias: put_f16(s, &bias),
             n: (rows * w) as i64,
             width: w as i32,
-            act: act.map_or(k::ACT_NONE, k::act_code),
+            act: k::ActCode::of(act),
         };
         s.launch(p, k::elementwise_geometry(rows * w)).unwrap();
         let mut want = x.clone();
@@ -240,18 +245,34 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
     check("gather_rows", &get_f16(s, out, row_ids.len() * w), &want);
     report.push("gather_rows: ok".into());
 
-    // GEMM (cuBLAS on the GPU): y[m,n] = x[m,k] w[n,k]^T
+    // GEMM (cuBLAS on the GPU, ops::linear under emulation): y[m,n] =
+    // x[m,k] w[n,k]^T against a naive f64 triple loop, which shares no code
+    // with either.
     for (m, n, kk) in [(1, 3, 5), (37, 43, 64), (130, 96, 768)] {
         let x = rand(&mut rng, m * kk, 1.0);
         let wt = rand(&mut rng, n * kk, 0.1);
         let y = poisoned(s, m * n);
         s.gemm(put_f16(s, &x), put_f16(s, &wt), y, m, n, kk)
             .unwrap();
-        let mut want = vec![0f32; m * n];
-        ops::linear(&x, &wt, None, kk, &mut want);
+        let want = naive_linear_f64(&x, &wt, m, n, kk);
         let e = check("gemm", &get_f16(s, y, m * n), &want);
         report.push(format!("gemm {m}x{n}x{kk}: max |err| {e:.2e}"));
     }
     s.synchronize().unwrap();
     report
+}
+
+/// y[m, n] = x[m, k] · w[n, k]^T, summed in f64 in the plainest order.
+fn naive_linear_f64(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f64;
+            for p in 0..k {
+                acc += x[i * k + p] as f64 * w[j * k + p] as f64;
+            }
+            y[i * n + j] = acc as f32;
+        }
+    }
+    y
 }

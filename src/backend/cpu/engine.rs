@@ -44,9 +44,9 @@ impl CpuEngine {
             &w.embeddings.word,
             &w.embeddings.position,
             &w.embeddings.token_type,
-            &batch.input_ids,
-            &batch.position_ids,
-            &batch.token_type_ids,
+            batch.input_ids(),
+            batch.position_ids(),
+            batch.token_type_ids(),
             &w.embeddings.ln.gamma,
             &w.embeddings.ln.beta,
             c.layer_norm_eps,
@@ -62,7 +62,7 @@ impl CpuEngine {
             let (att, ffn) = (&w.attention[ai], &w.ffn[fi]);
             // Attention: qkv = x Wqkv^T + b; ctx = softmax(QK^T/sqrt(d)) V.
             let qkv = linear(&x, &att.qkv);
-            ops::attention_packed(&qkv, &batch.cu_seqlens, c.num_heads, c.head_dim, &mut ctx);
+            ops::attention_packed(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
             // x = LN(ctx Wo^T + bo + x)
             let mut y = vec![0f32; t * h];
             ops::linear(&ctx, &att.out.w, None, h, &mut y);
@@ -147,7 +147,7 @@ impl CpuEngine {
 fn first_tokens(hidden: &[f32], batch: &Batch, h: usize) -> Vec<f32> {
     (0..batch.num_seqs())
         .flat_map(|s| {
-            let r = batch.cu_seqlens[s];
+            let r = batch.cu_seqlens()[s];
             hidden[r * h..(r + 1) * h].iter().copied()
         })
         .collect()

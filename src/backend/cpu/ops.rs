@@ -5,17 +5,22 @@
 //! flat token list plus `cu_seqlens` (sequence s owns rows
 //! `cu_seqlens[s]..cu_seqlens[s+1]`).
 
+use super::native::{self, matmul, View};
 use crate::config::Activation;
 use rayon::prelude::*;
 
 /// One activation value, in f32, exactly as PyTorch/HF define it.
 pub fn act(x: f32, a: Activation) -> f32 {
     match a {
-        // x * Phi(x), erf form (nn.functional.gelu default).
-        Activation::Gelu => 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2)),
-        // HF gelu_new / gelu_pytorch_tanh: tanh approximation.
+        // x * Phi(x), erf form (nn.functional.gelu default). Written in
+        // PyTorch's order, x * (1/sqrt 2), as bias_act.cu is: 1 + erf cancels
+        // for x < -4, where dividing by sqrt 2 instead moves the fp16 result
+        // by up to 3 ulps.
+        Activation::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        // HF gelu_new / gelu_pytorch_tanh: tanh approximation, sqrt(2/pi)
+        // rounded once from the exact value (as PyTorch and bias_act.cu).
         Activation::GeluTanh => {
-            let c = (2.0f32 / std::f32::consts::PI).sqrt();
+            let c = 0.797_884_6_f32;
             0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
         }
         // HF gelu_fast: 0.5x(1 + tanh(x * 0.7978845608 * (1 + 0.044715 x^2))).
@@ -32,16 +37,12 @@ pub fn act(x: f32, a: Activation) -> f32 {
 /// against PyTorch). An f64 series here was 37% of a bert-base forward on
 /// the CPU; it survives as the test oracle `erf_f64`.
 pub fn erf(x: f32) -> f32 {
-    extern "C" {
-        fn erff(x: f32) -> f32;
-    }
-    // SAFETY: erff is a pure libm function, linked by std on every platform.
-    unsafe { erff(x) }
+    native::erff(x)
 }
 
-/// An f64 erf (series / continued fraction) that `erf` is tested against.
-#[cfg(test)]
-fn erf_f64(x: f64) -> f64 {
+/// An f64 erf (series / continued fraction): the test oracle that `erf` and
+/// the kernels' GELU are checked against. Not used on the forward path.
+pub fn erf_f64(x: f64) -> f64 {
     // Abramowitz-Stegun 7.1.26 is only 1e-7 absolute; use the series / continued
     // fraction split, accurate to ~1e-15.
     let ax = x.abs();
@@ -207,37 +208,18 @@ pub fn attention_packed(
                 return Vec::new();
             }
             let base = a * 3 * h + hd * head_dim;
-            let rs = (3 * h) as isize;
+            // Q [len, d], K [len, d] and V [len, d] inside qkv, rows 3H apart.
+            let rows = |offset| View {
+                data: qkv,
+                offset,
+                rows: len,
+                cols: head_dim,
+                row_stride: 3 * h,
+                col_stride: 1,
+            };
             let mut p = vec![0f32; len * len];
-            let mut o = vec![0f32; len * head_dim];
-            assert!(base + (len - 1) * 3 * h + 2 * h + head_dim <= qkv.len());
-            // SAFETY: Q [len,d] (row stride 3H), K^T [d,len] (col stride 3H), V [len,d]
-            // (row stride 3H) all lie inside qkv (asserted above); p [len,len] and
-            // o [len,d] are dense and owned here.
-            unsafe {
-                // S = Q K^T * scale
-                gemm::gemm(
-                    len,
-                    len,
-                    head_dim,
-                    p.as_mut_ptr(),
-                    1,
-                    len as isize,
-                    false,
-                    qkv.as_ptr().add(base),
-                    1,
-                    rs,
-                    qkv.as_ptr().add(base + h),
-                    rs,
-                    1,
-                    0.0f32,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // S = Q K^T * scale
+            matmul(&mut p, rows(base), rows(base + h).t(), scale, false);
             // P = softmax(S) per row
             for row in p.chunks_mut(len) {
                 let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
@@ -251,30 +233,15 @@ pub fn attention_packed(
                     *x *= inv;
                 }
             }
-            unsafe {
-                // O = P V
-                gemm::gemm(
-                    len,
-                    head_dim,
-                    len,
-                    o.as_mut_ptr(),
-                    1,
-                    head_dim as isize,
-                    false,
-                    p.as_ptr(),
-                    1,
-                    len as isize,
-                    qkv.as_ptr().add(base + 2 * h),
-                    1,
-                    rs,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // O = P V
+            let mut o = vec![0f32; len * head_dim];
+            matmul(
+                &mut o,
+                View::row_major(&p, len, len),
+                rows(base + 2 * h),
+                1.0,
+                false,
+            );
             o
         })
         .collect();
@@ -289,44 +256,36 @@ pub fn attention_packed(
 /// y[m, n] = x[m, k] * w[n, k]^T (+ bias[n]): a PyTorch nn.Linear with the
 /// weight in its stored `[out, in]` layout.
 pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, y: &mut [f32]) {
-    let n = w.len() / k;
-    let m = x.len() / k;
-    debug_assert_eq!(y.len(), m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let par = if m * n * k > 64 * 64 * 64 && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the strides below describe x [m,k] row-major, w^T as [k,n]
-    // (w [n,k] row-major read with col stride k), y [m,n] row-major; the
-    // lengths were checked by the slices' sizes above.
-    unsafe {
-        gemm::gemm(
-            m,
+    // Real asserts, not debug ones: they are what keeps a short buffer a
+    // panic rather than a read or write out of bounds in release.
+    assert!(
+        k > 0 && x.len() % k == 0 && w.len() % k == 0,
+        "linear: x ({}) and w ({}) must be whole rows of k = {k}",
+        x.len(),
+        w.len()
+    );
+    let (m, n) = (x.len() / k, w.len() / k);
+    assert_eq!(
+        y.len(),
+        m * n,
+        "linear: y has {} values for [{m}, {n}]",
+        y.len()
+    );
+    if let Some(b) = bias {
+        assert_eq!(
+            b.len(),
             n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
+            "linear: bias has {} values for {n} outputs",
+            b.len()
         );
     }
+    matmul(
+        y,
+        View::row_major(x, m, k),
+        View::row_major(w, n, k).t(),
+        1.0,
+        m * n * k > 64 * 64 * 64,
+    );
     if let Some(b) = bias {
         add_bias(y, b);
     }
@@ -335,6 +294,59 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, y: &mut [f32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "linear: y has 5 values for [2, 3]")]
+    fn linear_rejects_a_short_output() {
+        let (x, w) = (vec![1.0; 2 * 4], vec![1.0; 3 * 4]);
+        linear(&x, &w, None, 4, &mut [0.0; 5]);
+    }
+
+    #[test]
+    #[should_panic(expected = "linear: x (7) and w (12) must be whole rows of k = 4")]
+    fn linear_rejects_a_ragged_input() {
+        linear(&[1.0; 7], &[1.0; 12], None, 4, &mut [0.0; 3]);
+    }
+
+    #[test]
+    fn linear_matches_a_naive_loop() {
+        let (m, n, k) = (3, 5, 7);
+        let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let b: Vec<f32> = (0..n).map(|i| i as f32).collect();
+        let mut y = vec![f32::NAN; m * n];
+        linear(&x, &w, Some(&b), k, &mut y);
+        for i in 0..m {
+            for j in 0..n {
+                let want: f64 = (0..k)
+                    .map(|p| x[i * k + p] as f64 * w[j * k + p] as f64)
+                    .sum::<f64>()
+                    + b[j] as f64;
+                assert!((y[i * n + j] as f64 - want).abs() < 1e-5, "[{i}, {j}]");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit in 10 values")]
+    fn a_strided_view_past_the_end_is_refused() {
+        let data = [1.0f32; 10];
+        let a = View {
+            data: &data,
+            offset: 4,
+            rows: 2,
+            cols: 2,
+            row_stride: 5,
+            col_stride: 1,
+        };
+        matmul(
+            &mut [0.0; 4],
+            a,
+            View::row_major(&data[..4], 2, 2),
+            1.0,
+            false,
+        );
+    }
 
     #[test]
     fn erf_matches_f64_series() {

@@ -127,6 +127,7 @@ impl CudaSeam {
         }
         let cublas =
             blas::create_handle().map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
+        // SAFETY: `dev` came from cuDeviceGet above; the call only reads.
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
             ordinal,

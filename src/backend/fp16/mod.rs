@@ -17,9 +17,6 @@ use half::f16;
 pub use seam::{DevPtr, Launch, Seam};
 use std::sync::Mutex;
 
-/// bias_act.cu's code for "add bias only".
-const NO_ACT: i32 = k::ACT_NONE;
-
 #[derive(Clone, Copy)]
 struct DLinear {
     w: DevPtr,
@@ -386,7 +383,14 @@ impl<S: Seam> Fp16Model<S> {
         self.seam.gemm(x, l.w, y, rows, l.out_dim, l.in_dim)
     }
 
-    fn bias_act(&self, x: DevPtr, bias: DevPtr, rows: usize, width: usize, act: i32) -> Result<()> {
+    fn bias_act(
+        &self,
+        x: DevPtr,
+        bias: DevPtr,
+        rows: usize,
+        width: usize,
+        act: k::ActCode,
+    ) -> Result<()> {
         let n = rows * width;
         self.seam.launch(
             k::BiasActParams {
@@ -410,7 +414,7 @@ impl<S: Seam> Fp16Model<S> {
         act: Option<Activation>,
     ) -> Result<()> {
         self.gemm(x, l, y, rows)?;
-        self.bias_act(y, l.b, rows, l.out_dim, act.map_or(NO_ACT, k::act_code))
+        self.bias_act(y, l.b, rows, l.out_dim, k::ActCode::of(act))
     }
 
     /// out = LN(x + bias + residual).
@@ -474,11 +478,11 @@ impl<S: Seam> Fp16Model<S> {
         self.ensure_workspace(&mut guard, t, s)?;
         let ws = guard.as_ref().expect("workspace allocated above");
 
-        let cu: Vec<u32> = batch.cu_seqlens.iter().map(|&x| x as u32).collect();
+        let cu: Vec<u32> = batch.cu_seqlens().iter().map(|&x| x as u32).collect();
         let first: Vec<u32> = cu[..s].to_vec();
-        self.upload_u32(ws.ids, &batch.input_ids)?;
-        self.upload_u32(ws.pos_ids, &batch.position_ids)?;
-        self.upload_u32(ws.type_ids, &batch.token_type_ids)?;
+        self.upload_u32(ws.ids, batch.input_ids())?;
+        self.upload_u32(ws.pos_ids, batch.position_ids())?;
+        self.upload_u32(ws.type_ids, batch.token_type_ids())?;
         self.upload_u32(ws.cu_seqlens, &cu)?;
         self.upload_u32(ws.first_rows, &first)?;
 

@@ -13,7 +13,9 @@ pub type DevPtr = u64;
 pub trait Launch: Copy + Send + 'static {
     /// The exported `extern "C"` kernel name in the fatbin.
     const NAME: &'static str;
-    /// The same kernel compiled for the host (SIMT emulation).
+    /// The same kernel compiled for the host (SIMT emulation). Only a type
+    /// here (no unsafe code: the crate's deny(unsafe_code) allows it); the one
+    /// call through it is in `backend::emu`.
     #[cfg(feature = "emulator")]
     const HOST: unsafe extern "C" fn(Self);
 }
@@ -24,6 +26,11 @@ pub trait Seam: Send + Sync {
     fn free(&self, ptr: DevPtr) -> Result<()>;
     fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()>;
     fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()>;
+    /// Runs a kernel. The params' device pointers must cover everything the
+    /// kernel touches for its sizes; neither seam can check that for an
+    /// arbitrary params struct (a bad pointer faults the CUDA context, and
+    /// under emulation reads host memory), so only the fp16 forward pass,
+    /// which sizes its workspace for the params it builds, should call it.
     fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()>;
     /// `y[m, n] = x[m, k] · w[n, k]^T`: fp16 in and out, fp32 accumulation.
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()>;
