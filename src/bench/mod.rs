@@ -6,11 +6,13 @@
 //! Sequence lengths per cell follow one of [`Lengths`]; lengths count
 //! special tokens, so `seq` is the padded length a padded engine would run.
 //!
-//! Timing is wall clock (`std::time::Instant`) around `Backend::forward`,
-//! which returns outputs on the host: on the CPU that is the whole work, on
-//! CUDA it includes the device-to-host copy and the synchronisation. Device-only
-//! time with CUDA events needs a backend hook that does not exist yet; see
-//! [`Timer`].
+//! What is timed ([`Timed`]): by default the bare encoder
+//! (`Backend::encode_timed`: embeddings and layers, the last hidden states left
+//! on the device), as PyTorch's `base_model` is timed in
+//! scripts/compare_torch.py; with `heads`, the whole `Backend::forward_timed`,
+//! pooler and head included, its outputs copied back to the host (on BERT's
+//! MLM head that copy is [tokens, vocab] logits). How: CUDA events around the
+//! call on a GPU, the wall clock on the CPU (see [`Timer`]).
 
 pub mod presets;
 
@@ -172,6 +174,16 @@ pub enum Timer {
     CudaEvents,
 }
 
+/// What a cell's timed window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timed {
+    /// Embeddings and layers; the last hidden states stay on the device.
+    Encoder,
+    /// Encoder, pooler and head, every output copied back to the host.
+    ForwardWithHeads,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub lengths: Lengths,
@@ -181,6 +193,7 @@ pub struct Settings {
     pub max_time: Option<Duration>,
     pub seed: u64,
     pub profiling: Profiling,
+    pub timed: Timed,
 }
 
 /// Latency statistics in milliseconds.
@@ -270,7 +283,10 @@ pub fn run_cell(
     let lengths = s.lengths.draw(batch, seq, &mut rng);
     let b = random_batch(cfg, &lengths, &mut rng)?;
     for _ in 0..s.warmup {
-        backend.forward(&b)?;
+        match s.timed {
+            Timed::Encoder => backend.encode_timed(&b).map(drop)?,
+            Timed::ForwardWithHeads => backend.forward(&b).map(drop)?,
+        }
     }
     let mut ms = Vec::with_capacity(s.iters);
     let mut wall = Vec::with_capacity(s.iters);
@@ -280,11 +296,13 @@ pub fn run_cell(
             backend.profiler(true)?;
         }
         let t = Instant::now();
-        let (out, device_ms) = backend.forward_timed(&b)?;
+        let device_ms = match s.timed {
+            Timed::Encoder => backend.encode_timed(&b)?,
+            Timed::ForwardWithHeads => backend.forward_timed(&b)?.1,
+        };
         let w = t.elapsed().as_secs_f64() * 1e3;
         wall.push(w);
         ms.push(device_ms.unwrap_or(w));
-        drop(out);
         if s.profiling.window == Some(i + 1) {
             backend.profiler(false)?;
         }
@@ -445,6 +463,7 @@ pub struct Report {
     pub backend: String,
     pub dtype: &'static str,
     pub timer: Timer,
+    pub timed: Timed,
     pub lengths: String,
     pub warmup: usize,
     pub iters: usize,
@@ -493,8 +512,17 @@ impl Report {
     /// A fixed-width table of the cells.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | {} | {} | lengths {} | warmup {} | iters {}\n",
-            self.model.name, self.backend, self.dtype, self.lengths, self.warmup, self.iters
+            "{} | {} | {} | timed: {} | lengths {} | warmup {} | iters {}\n",
+            self.model.name,
+            self.backend,
+            self.dtype,
+            match self.timed {
+                Timed::Encoder => "bare encoder",
+                Timed::ForwardWithHeads => "forward with heads, outputs to host",
+            },
+            self.lengths,
+            self.warmup,
+            self.iters
         );
         s += &format!(
             "{:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}\n",
