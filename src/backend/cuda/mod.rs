@@ -89,7 +89,8 @@ pub struct CudaSeam {
     /// Locked for every cuBLAS call: a handle must not be used by two threads
     /// at once, whoever holds the seam.
     cublas: Mutex<Cublas>,
-    module: Module,
+    /// Held for its Drop: the functions above live in it.
+    _module: Module,
     ctx: PrimaryContext,
 }
 
@@ -192,7 +193,7 @@ impl CudaSeam {
             sync_check: std::env::var("BERTRT_SYNC_CHECK").is_ok_and(|v| v != "0"),
             nvtx: AtomicBool::new(false),
             cublas: Mutex::new(cublas),
-            module,
+            _module: module,
             ctx,
         })
     }
