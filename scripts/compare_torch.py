@@ -153,7 +153,7 @@ def check(preset, model, config, folder, args, bertrt, env, tmp):
     with open(ids_path, "w") as f:
         json.dump(seqs, f)
     run([bertrt, "bench", "--model", folder, "--device", args.bertrt_device, "--ids", ids_path, "--hidden-out", out_path],
-        env=env, timeout=args.clock.left(floor=30))
+        env=env, timeout=args.clock.timeout())
     ours = np.fromfile(out_path, dtype="<f4").reshape(-1, config.hidden_size)
 
     dev = args.torch_device
@@ -193,12 +193,13 @@ class Clock:
     def elapsed(self):
         return time.monotonic() - self.start
 
-    def left(self, floor=None):
-        """Seconds left (inf without a budget), at least `floor` if given."""
-        if self.budget is None:
-            return float("inf") if floor is None else 1e9
-        left = self.budget - self.elapsed()
-        return left if floor is None else max(left, floor)
+    def left(self):
+        """Seconds left (inf without a budget)."""
+        return float("inf") if self.budget is None else self.budget - self.elapsed()
+
+    def timeout(self, floor=30):
+        """A subprocess timeout: what is left, at least `floor`; None without a budget."""
+        return None if self.budget is None else max(self.left(), floor)
 
 
 def torch_timed_fn(hf, head):
@@ -413,7 +414,7 @@ def main():
                            "--iters", str(args.iters), "--seed", str(args.seed)]
                     cmd += ["--head"] if args.head else []
                     cmd += ["--max-time", str(args.max_time)] if args.max_time else []
-                    rep = json.loads(run(cmd, env=env, timeout=clock.left(floor=30)))
+                    rep = json.loads(run(cmd, env=env, timeout=clock.timeout()))
                     if not rep["cells"]:
                         cell["skipped"] = "; ".join(rep["skipped"])
                     else:

@@ -118,6 +118,7 @@ step_end() { # name status note
 run_test_binary() {
     local step=$1 tlimit=$2 t=$3
     shift 3
+    [ "$tlimit" -ge 10 ] || tlimit=10
     local name t0 rc status passed failed ignored skips
     name=$(basename "$t")
     t0=$(date +%s)
@@ -134,7 +135,7 @@ run_test_binary() {
     esac
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$step" "$rc" "$status" "$passed" "$failed" "$ignored" "$skips" \
         "$(($(date +%s) - t0))" >>"$S/tests.tsv"
-    say "$name: $status; $passed passed, $failed failed, $ignored ignored, $skips SKIPPED lines"
+    say "$name: $status; $passed passed, $failed failed, $ignored ignored, $skips skip lines"
     write_summary
 }
 
