@@ -278,6 +278,12 @@ impl<S: Seam> Fp16Model<S> {
     /// For the backend's device-wide calls (describe, profiler, events). Not
     /// public: launches and cuBLAS calls through it would bypass the
     /// workspace lock that `forward` holds.
+    ///
+    /// ```compile_fail
+    /// fn outside(m: &bertrt::backend::fp16::Fp16Model<bertrt::backend::emu::EmuSeam>) {
+    ///     let _ = m.seam(); // private to the crate
+    /// }
+    /// ```
     pub(crate) fn seam(&self) -> &S {
         &self.seam
     }
