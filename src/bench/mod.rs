@@ -164,9 +164,10 @@ pub struct Profiling {
     pub window: Option<usize>,
 }
 
-/// How forwards are timed: the host's monotonic clock, or CUDA events
-/// recorded around each forward on the GPU (device time, which includes the
-/// copy of the outputs back to the host); the wall clock is reported beside it.
+/// How a cell's calls are timed: the host's monotonic clock, or CUDA events
+/// recorded around each call on the GPU (device time; it includes the copy of
+/// the outputs back to the host only under [`Timed::ForwardWithHeads`]); the
+/// wall clock is reported beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {
