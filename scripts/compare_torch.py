@@ -26,7 +26,9 @@ Every cell is guarded: an error is recorded in its entry and the run goes on.
 What is timed: by default the bare encoder on both sides (bertrt's default
 bench: embeddings and layers, last hidden states left on the device; HF's
 `base_model` with its pooler off, last_hidden_state left on the device).
---head times the whole model on both sides, every output copied to the host.
+--head times the whole model on both sides, every output copied to the host
+(bertrt's outputs include the last hidden states; HF's head models return
+only the head's, so bertrt copies [tokens, H] floats more).
 
 Ratios, one way everywhere: "N x X" means X's mean latency divided by
 bertrt's (N > 1: bertrt is N times faster than X). JSON keys:
@@ -212,7 +214,7 @@ def torch_timed_fn(hf, head):
     if head:
         def fn(**kw):
             out = hf(**kw)
-            return [v.cpu() for v in out.values() if torch.is_tensor(v)]
+            return [v.cpu() for v in out.to_tuple() if torch.is_tensor(v)]
         return fn, "whole model, outputs copied to the host"
     enc = hf.base_model
     if getattr(enc, "pooler", None) is not None:
