@@ -8,8 +8,11 @@
 //!    them all) into one fatbin in OUT_DIR with SASS for sm_80/86/89/90 and
 //!    compute_90 PTX. Then `cfg(bertrt_fatbin)` is set and `BERTRT_FATBIN`
 //!    names the file, for `include_bytes!(env!("BERTRT_FATBIN"))`. Without
-//!    nvcc the build still succeeds, with one warning; the CUDA backend is then
-//!    compiled out.
+//!    nvcc the build still succeeds, with one warning: the CUDA backend is
+//!    still compiled and linked, with an empty fatbin, so `CudaSeam::open`
+//!    (`--device cuda`) fails with "built without CUDA kernels" and
+//!    `--device auto` falls back to the CPU with a warning; the emulated
+//!    kernels (step 1) are unaffected.
 //!
 //! nvcc is looked up in: $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, $PATH, then a
 //! pip-installed nvidia-cuda-nvcc (site-packages/nvidia/cu13/bin). Set
@@ -164,13 +167,13 @@ fn write_stamp(output: &Path, fp: &str) {
 
 fn build_fatbin(kernels_dir: &Path, cu: &[&PathBuf], sources: &[PathBuf], out_dir: &Path) {
     if env::var_os("BERTRT_NO_CUDA").is_some_and(|v| v != "0") {
-        println!("cargo:warning=bertrt: BERTRT_NO_CUDA set: CUDA kernels are not built, the CUDA backend is compiled out");
+        println!("cargo:warning=bertrt: BERTRT_NO_CUDA set: CUDA kernels are not built; --device cuda will report that this build has none");
         return;
     }
     let Some(nvcc) = find_nvcc() else {
         println!(
             "cargo:warning=bertrt: nvcc not found (NVCC, CUDA_HOME, CUDA_PATH, PATH, pip nvidia-cuda-nvcc): \
-             CUDA kernels are not built, the CUDA backend is compiled out"
+             CUDA kernels are not built; --device cuda will report that this build has none"
         );
         return;
     };

@@ -17,18 +17,24 @@
 //   k_s     [ATTN_KEYS][ld] fp16     current key tile
 //   v_s     [ATTN_KEYS][ld] fp16     current value tile
 //   s_s     [ATTN_ROWS][ATTN_KEYS + 1] fp32   scores, then probabilities
-//   m_s, l_s, alpha_s [ATTN_ROWS] fp32        running max, running sum, rescale
+//   l_s, alpha_s [ATTN_ROWS] fp32             final row sum, per-tile rescale
 // ld = head_dim rounded up to even, + 2 (an odd number of 32-bit words, so the
 // S = QK^T loop, where a warp reads 32 different key rows, has no bank conflicts).
-// head_dim 64: 29.1 KiB; head_dim 128: 49.1 KiB (over 48 KiB: the CUDA launcher
+// head_dim 64: 29.0 KiB; head_dim 128: 49.0 KiB (over 48 KiB: the CUDA launcher
 // must raise CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
+//
+// The running max m and sum l live in registers: the ATTN_THREADS_PER_ROW
+// lanes of a row reduce with xor shuffles, so each holds the same m and l and
+// no lane reads a shared value another lane of its row writes in the same
+// phase (a shared m, read by every lane and written by one with only a
+// shuffle between, is a hazard racecheck reports).
 //
 // Precision: S, P, the running statistics and O accumulate in fp32; P is not
 // rounded to fp16; O is rounded to fp16 once at the end.
 //
 // Correct-first: no tensor cores (mma.sync) yet; scalar fp32 FMAs from shared
 // memory.
-// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 124 regs sm_80/86/89, 122 sm_90; 0 spills, 0 stack.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 122 regs sm_80/86/89, 124 sm_90; 0 spills, 0 stack.
 // __launch_bounds__(ATTN_THREADS, 4): with the plain bound ptxas picked 64
 // registers on sm_80/86/89 and spilled 4 bytes (o[] is 32 fp32); asking for
 // 4 resident blocks caps it at 128 and removes the spill.
@@ -83,8 +89,7 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
     __half* k_s = q_s + ATTN_ROWS * ld;
     __half* v_s = k_s + ATTN_KEYS * ld;
     float* s_s = reinterpret_cast<float*>(v_s + ATTN_KEYS * ld);  // ld even: 4-byte aligned
-    float* m_s = s_s + ATTN_ROWS * ATTN_S_LD;
-    float* l_s = m_s + ATTN_ROWS;
+    float* l_s = s_s + ATTN_ROWS * ATTN_S_LD;
     float* alpha_s = l_s + ATTN_ROWS;
 
     // Q_i: this block's query rows; rows past the sequence end are zeros (their
@@ -93,10 +98,10 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
         const int i = e / d, c = e % d;
         q_s[i * ld + c] = row0 + i < len ? q_g[(size_t)(row0 + i) * qkv_ld + c] : zero;
     }
-    if (tid < ATTN_ROWS) {
-        m_s[tid] = -INFINITY;  // m_0 = -inf
-        l_s[tid] = 0.0f;       // l_0 = 0
-    }
+    // Row statistics of this thread's softmax row (tid / ATTN_THREADS_PER_ROW),
+    // equal in all lanes of the row.
+    float m_run = -INFINITY;  // m_0 = -inf
+    float l_run = 0.0f;       // l_0 = 0
     float o[ATTN_O_PER_THREAD];
 #pragma unroll
     for (int k = 0; k < ATTN_O_PER_THREAD; ++k) o[k] = 0.0f;  // O_0 = 0
@@ -110,7 +115,7 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
             k_s[j * ld + c] = valid ? k_g[(size_t)(kt + j) * qkv_ld + c] : zero;
             v_s[j * ld + c] = valid ? v_g[(size_t)(kt + j) * qkv_ld + c] : zero;
         }
-        __syncthreads();  // K_j, V_j (and Q, m, l on the first tile) visible to all
+        __syncthreads();  // K_j, V_j (and Q on the first tile) visible to all
 
         // S = Q K_j^T * scale; keys past the end: S = -inf.
         for (int e = tid; e < ATTN_ROWS * ATTN_KEYS; e += ATTN_THREADS) {
@@ -128,7 +133,7 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
             const int i = tid / ATTN_THREADS_PER_ROW;
             const int sub = tid % ATTN_THREADS_PER_ROW;
             float* s_row = s_s + i * ATTN_S_LD;
-            const float m_old = m_s[i];
+            const float m_old = m_run;
             float mx = -INFINITY;
             for (int j = sub; j < ATTN_KEYS; j += ATTN_THREADS_PER_ROW) mx = fmaxf(mx, s_row[j]);
 #pragma unroll
@@ -144,12 +149,10 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
 #pragma unroll
             for (int off = ATTN_THREADS_PER_ROW / 2; off > 0; off >>= 1)
                 sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            if (sub == 0) {
-                const float alpha = expf(m_old - m_new);  // m_old = -inf on the first tile: 0
-                m_s[i] = m_new;
-                l_s[i] = alpha * l_s[i] + sum;
-                alpha_s[i] = alpha;
-            }
+            const float alpha = expf(m_old - m_new);  // m_old = -inf on the first tile: 0
+            m_run = m_new;
+            l_run = alpha * l_run + sum;
+            if (sub == 0) alpha_s[i] = alpha;
         }
         __syncthreads();  // P and alpha visible
 
@@ -168,7 +171,10 @@ __device__ __forceinline__ void attention(const AttentionParams& p) {
         __syncthreads();  // done with K_j, V_j, P before the next tile overwrites them
     }
 
-    // O = O / l, rows inside the sequence only.
+    // O = O / l, rows inside the sequence only; l goes through shared memory
+    // because a thread's output elements belong to other rows than its softmax row.
+    if (tid % ATTN_THREADS_PER_ROW == 0) l_s[tid / ATTN_THREADS_PER_ROW] = l_run;
+    __syncthreads();
     const size_t out_ld = (size_t)H;
 #pragma unroll
     for (int k = 0; k < ATTN_O_PER_THREAD; ++k) {

@@ -61,6 +61,11 @@ pub trait Backend: Send + Sync {
     fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
         Ok((self.forward(batch)?, None))
     }
+    /// The bare encoder (embeddings and layers; no pooler, no head), its last
+    /// hidden states left where the backend computed them (on a GPU: not
+    /// copied back), plus its device time in ms where the backend has events.
+    /// What `bertrt bench` times unless asked for the heads.
+    fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>>;
 }
 
 impl Backend for CpuEngine {
@@ -69,6 +74,10 @@ impl Backend for CpuEngine {
     }
     fn describe(&self) -> String {
         format!("cpu (f32, {} threads)", rayon::current_num_threads())
+    }
+    fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>> {
+        std::hint::black_box(CpuEngine::encode(self, batch));
+        Ok(None)
     }
 }
 

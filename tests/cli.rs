@@ -434,3 +434,19 @@ fn uncached_hub_id_offline_and_unreachable() {
         "{e}"
     );
 }
+
+/// `bench` times the bare encoder unless `--head` asks for the whole forward,
+/// and its report says which (compare_torch.py times PyTorch to match).
+#[test]
+fn bench_times_the_bare_encoder_unless_head() {
+    let m = model("bert_mlm");
+    let args = [
+        "bench", "--model", &m, "--device", "cpu", "--batch", "2", "--seq", "8", "--warmup", "0",
+        "--iters", "1", "--format", "json",
+    ];
+    let bare = json_ok(&args);
+    assert_eq!(bare["timed"], "encoder", "{bare}");
+    assert_eq!(bare["cells"].as_array().unwrap().len(), 1, "{bare}");
+    let with_head = json_ok(&[&args[..], &["--head"]].concat());
+    assert_eq!(with_head["timed"], "forward_with_heads", "{with_head}");
+}

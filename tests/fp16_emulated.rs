@@ -88,7 +88,7 @@ fn out_of_memory_names_sizes_and_recovers() {
 #[test]
 fn kernels_through_the_emulated_seam() {
     for line in common::seam_kernels::check_all_kernels(&EmuSeam::new()) {
-        eprintln!("{line}");
+        common::record::figure(&line);
     }
 }
 

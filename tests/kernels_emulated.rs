@@ -11,6 +11,8 @@
 //! rounding is 2^-11 |ref| ~ 4.9e-4 |ref| on its own; measured max errors are
 //! printed per case and recorded in the constants below.
 
+mod common;
+
 use bertrt::backend::cpu::ops;
 use bertrt::backend::emu;
 use bertrt::config::Activation;
@@ -102,7 +104,9 @@ fn check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
         }
         panic!("{msg}");
     }
-    println!("{case}: ok, max abs err {max_abs:.3e}, max rel err {max_rel:.3e}");
+    common::record::figure(&format!(
+        "{case}: ok, max abs err {max_abs:.3e}, max rel err {max_rel:.3e}"
+    ));
 }
 
 fn to_f32(h: &[f16]) -> Vec<f32> {

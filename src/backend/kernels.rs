@@ -197,10 +197,10 @@ pub fn attention_smem_ld(head_dim: usize) -> usize {
 }
 
 /// attention.cu's carve-up: q_s, k_s, v_s (fp16, stride ld), s_s (fp32,
-/// [ATTN_ROWS][ATTN_KEYS + 1]), m_s, l_s, alpha_s (fp32, [ATTN_ROWS]).
+/// [ATTN_ROWS][ATTN_KEYS + 1]), l_s, alpha_s (fp32, [ATTN_ROWS]).
 pub fn attention_smem_bytes(head_dim: usize) -> usize {
     let ld = attention_smem_ld(head_dim);
-    (ATTN_ROWS + 2 * ATTN_KEYS) * ld * 2 + ATTN_ROWS * (ATTN_KEYS + 1) * 4 + 3 * ATTN_ROWS * 4
+    (ATTN_ROWS + 2 * ATTN_KEYS) * ld * 2 + ATTN_ROWS * (ATTN_KEYS + 1) * 4 + 2 * ATTN_ROWS * 4
 }
 
 /// grid (num_seqs, heads, ceil(max_len / ATTN_ROWS)).

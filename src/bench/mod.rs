@@ -6,11 +6,13 @@
 //! Sequence lengths per cell follow one of [`Lengths`]; lengths count
 //! special tokens, so `seq` is the padded length a padded engine would run.
 //!
-//! Timing is wall clock (`std::time::Instant`) around `Backend::forward`,
-//! which returns outputs on the host: on the CPU that is the whole work, on
-//! CUDA it includes the device-to-host copy and the synchronisation. Device-only
-//! time with CUDA events needs a backend hook that does not exist yet; see
-//! [`Timer`].
+//! What is timed ([`Timed`]): by default the bare encoder
+//! (`Backend::encode_timed`: embeddings and layers, the last hidden states left
+//! on the device), as PyTorch's `base_model` is timed in
+//! scripts/compare_torch.py; with `heads`, the whole `Backend::forward_timed`,
+//! pooler and head included, its outputs copied back to the host (on BERT's
+//! MLM head that copy is [tokens, vocab] logits). How: CUDA events around the
+//! call on a GPU, the wall clock on the CPU (see [`Timer`]).
 
 pub mod presets;
 
@@ -162,14 +164,25 @@ pub struct Profiling {
     pub window: Option<usize>,
 }
 
-/// How forwards are timed: the host's monotonic clock, or CUDA events
-/// recorded around each forward on the GPU (device time, which includes the
-/// copy of the outputs back to the host); the wall clock is reported beside it.
+/// How a cell's calls are timed: the host's monotonic clock, or CUDA events
+/// recorded around each call on the GPU (device time; it includes the copy of
+/// the outputs back to the host only under [`Timed::ForwardWithHeads`]); the
+/// wall clock is reported beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Timer {
     WallClock,
     CudaEvents,
+}
+
+/// What a cell's timed window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Timed {
+    /// Embeddings and layers; the last hidden states stay on the device.
+    Encoder,
+    /// Encoder, pooler and head, every output copied back to the host.
+    ForwardWithHeads,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +194,7 @@ pub struct Settings {
     pub max_time: Option<Duration>,
     pub seed: u64,
     pub profiling: Profiling,
+    pub timed: Timed,
 }
 
 /// Latency statistics in milliseconds.
@@ -270,7 +284,10 @@ pub fn run_cell(
     let lengths = s.lengths.draw(batch, seq, &mut rng);
     let b = random_batch(cfg, &lengths, &mut rng)?;
     for _ in 0..s.warmup {
-        backend.forward(&b)?;
+        match s.timed {
+            Timed::Encoder => backend.encode_timed(&b).map(drop)?,
+            Timed::ForwardWithHeads => backend.forward(&b).map(drop)?,
+        }
     }
     let mut ms = Vec::with_capacity(s.iters);
     let mut wall = Vec::with_capacity(s.iters);
@@ -280,11 +297,13 @@ pub fn run_cell(
             backend.profiler(true)?;
         }
         let t = Instant::now();
-        let (out, device_ms) = backend.forward_timed(&b)?;
+        let device_ms = match s.timed {
+            Timed::Encoder => backend.encode_timed(&b)?,
+            Timed::ForwardWithHeads => backend.forward_timed(&b)?.1,
+        };
         let w = t.elapsed().as_secs_f64() * 1e3;
         wall.push(w);
         ms.push(device_ms.unwrap_or(w));
-        drop(out);
         if s.profiling.window == Some(i + 1) {
             backend.profiler(false)?;
         }
@@ -445,6 +464,7 @@ pub struct Report {
     pub backend: String,
     pub dtype: &'static str,
     pub timer: Timer,
+    pub timed: Timed,
     pub lengths: String,
     pub warmup: usize,
     pub iters: usize,
@@ -493,8 +513,17 @@ impl Report {
     /// A fixed-width table of the cells.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | {} | {} | lengths {} | warmup {} | iters {}\n",
-            self.model.name, self.backend, self.dtype, self.lengths, self.warmup, self.iters
+            "{} | {} | {} | timed: {} | lengths {} | warmup {} | iters {}\n",
+            self.model.name,
+            self.backend,
+            self.dtype,
+            match self.timed {
+                Timed::Encoder => "bare encoder",
+                Timed::ForwardWithHeads => "forward with heads, outputs to host",
+            },
+            self.lengths,
+            self.warmup,
+            self.iters
         );
         s += &format!(
             "{:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}\n",
@@ -533,71 +562,4 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let ms: Vec<f64> = (1..=100).map(|x| x as f64).collect();
-        let l = Latency::of(&ms);
-        assert_eq!(
-            (l.p50, l.p90, l.p99, l.min, l.max),
-            (50.0, 90.0, 99.0, 1.0, 100.0)
-        );
-        assert_eq!(l.mean, 50.5);
-        let one = Latency::of(&[3.0]);
-        assert_eq!((one.p50, one.p99), (3.0, 3.0));
-    }
-
-    #[test]
-    fn length_distributions() {
-        let mut rng = Rng::new(1);
-        assert_eq!(Lengths::Fixed.draw(3, 7, &mut rng), vec![7, 7, 7]);
-        let u = Lengths::Uniform.draw(4000, 128, &mut rng);
-        assert!(u.iter().all(|&n| (1..=128).contains(&n)));
-        assert!(u.contains(&1) && u.contains(&128));
-        let a = Lengths::parse("avg0.6", None)
-            .unwrap()
-            .draw(4000, 512, &mut rng);
-        let mean = a.iter().sum::<usize>() as f64 / a.len() as f64;
-        assert!((mean / 512.0 - 0.6).abs() < 0.01, "mean {mean}");
-        assert!(a.iter().all(|&n| (1..=512).contains(&n)));
-        let low = Lengths::Average(0.25).draw(4000, 100, &mut rng);
-        let mean = low.iter().sum::<usize>() as f64 / low.len() as f64;
-        assert!((mean - 25.0).abs() < 1.0, "mean {mean}");
-        assert!(Lengths::parse("avg1.5", None).is_err());
-        assert!(Lengths::parse("real", None).is_err());
-        assert!(Lengths::parse("bogus", None).is_err());
-        let r = Lengths::Real {
-            path: "x".into(),
-            lengths: vec![5, 900],
-        };
-        assert!(r
-            .draw(50, 128, &mut rng)
-            .iter()
-            .all(|&n| n == 5 || n == 128));
-    }
-
-    #[test]
-    fn random_batch_avoids_pad_and_fits_vocab() {
-        let cfg = presets::preset("roberta-base").unwrap().config().unwrap();
-        let b = random_batch(&cfg, &[512, 3], &mut Rng::new(9)).unwrap();
-        assert_eq!(b.cu_seqlens(), [0, 512, 515]);
-        assert!(b
-            .input_ids()
-            .iter()
-            .all(|&i| i != 1 && (i as usize) < cfg.vocab_size));
-        // RoBERTa positions start at pad + 1 and stay inside the table.
-        assert_eq!(b.position_ids()[511], 513);
-    }
-
-    #[test]
-    fn flops_bert_base() {
-        let cfg = presets::preset("bert-base").unwrap().config().unwrap();
-        // 12 layers * 128 tokens * 2 * (4*768^2 + 2*768*3072) + 12 * 128^2 * 4 * 768
-        let f = encoder_flops(&cfg, &[128]);
-        let want =
-            12.0 * (128.0 * 2.0 * (4.0 * 589824.0 + 2.0 * 2359296.0) + 16384.0 * 4.0 * 768.0);
-        assert!((f - want).abs() < 1.0);
-    }
-}
+mod tests;

@@ -105,7 +105,9 @@ pub fn compare_forward(
         min_cos,
         atol,
     );
-    eprintln!("{name}: hidden states worst cosine {c:.6}, max |err| {e:.2e}");
+    super::record::figure(&format!(
+        "{name}: hidden states worst cosine {c:.6}, max |err| {e:.2e}"
+    ));
     match (&got.pooled, &cpu.pooled) {
         (Some(a), Some(b)) => {
             compare_rows(&format!("{name} pooled"), a, b, h, min_cos, atol);
@@ -133,10 +135,10 @@ pub fn compare_forward(
             .zip(&b)
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
-        eprintln!(
+        super::record::figure(&format!(
             "{name}: head outputs max |err| {err:.2e}, cosine {:.6}",
             cosine(&a, &b)
-        );
+        ));
         assert!(
             cosine(&a, &b) >= min_cos && err <= atol,
             "{name}: head outputs differ: max |err| {err}"

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fp16;
+pub mod record;
 pub mod seam_kernels;
 
 use std::collections::HashMap;

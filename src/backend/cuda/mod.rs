@@ -41,29 +41,79 @@ fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> Error + '_ {
     move |e| Error::Device(format!("{what}: {e:?}"))
 }
 
+/// A retained primary context, released when dropped: on every early return
+/// of [`CudaSeam::open`] as well as with the seam.
+struct PrimaryContext {
+    dev: drv_sys::CUdevice,
+    ctx: drv_sys::CUcontext,
+}
+
+impl Drop for PrimaryContext {
+    fn drop(&mut self) {
+        // SAFETY: `dev` came from cuDeviceGet and this guard holds one retain.
+        let _ = unsafe { drv::primary_ctx::release(self.dev) };
+    }
+}
+
+/// A loaded module, unloaded when dropped (its context must still be alive:
+/// CudaSeam declares it before the context, and `open` creates it after).
+struct Module(drv_sys::CUmodule);
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        // SAFETY: loaded by cuModuleLoadData, unloaded once, here.
+        let _ = unsafe { drv::module::unload(self.0) };
+    }
+}
+
+/// A cuBLAS handle, destroyed when dropped.
+struct Cublas(blas_sys::cublasHandle_t);
+
+impl Drop for Cublas {
+    fn drop(&mut self) {
+        // SAFETY: created by cublasCreate, destroyed once, here.
+        let _ = unsafe { blas::destroy_handle(self.0) };
+    }
+}
+
 pub struct CudaSeam {
     ordinal: usize,
     description: String,
-    ctx: drv_sys::CUcontext,
-    module: drv_sys::CUmodule,
     functions: HashMap<&'static str, drv_sys::CUfunction>,
-    cublas: blas_sys::cublasHandle_t,
     allocations: Mutex<HashSet<DevPtr>>,
     sync_check: bool,
     /// NVTX ranges on (set by `--nvtx`; libnvToolsExt checked when turned on).
     nvtx: AtomicBool,
+    // Fields drop in declaration order, after `Drop::drop` frees the
+    // allocations: the cuBLAS handle, then the module, then the context.
+    /// Locked for every cuBLAS call: a handle must not be used by two threads
+    /// at once, whoever holds the seam.
+    cublas: Mutex<Cublas>,
+    /// Held for its Drop: the functions above live in it.
+    _module: Module,
+    ctx: PrimaryContext,
 }
 
-// SAFETY: the raw handles are used only after binding `ctx` to the calling
-// thread (every Seam method does), and cuBLAS calls are serialised by the
-// model's workspace lock; CUDA contexts may be used from any thread.
+// SAFETY: the raw handles are used only after binding the context to the
+// calling thread (every Seam method does), and cuBLAS calls are serialised by
+// the handle's own lock; CUDA contexts may be used from any thread.
 unsafe impl Send for CudaSeam {}
 unsafe impl Sync for CudaSeam {}
 
 impl CudaSeam {
     /// Opens device `ordinal`: driver, device, compute capability >= 8.0,
-    /// the embedded kernels, cuBLAS. Each failure is a clear error.
+    /// the embedded kernels, cuBLAS. Each failure is a clear error, and
+    /// releases whatever was acquired before it.
     pub fn open(ordinal: usize) -> Result<CudaSeam> {
+        Self::open_with_kernels(ordinal, KERNELS)
+    }
+
+    /// [`CudaSeam::open`], looking up `kernels` in the fatbin instead of the
+    /// model's set. A name that is missing fails after the context and the
+    /// module exist: tests/gpu.rs uses that to check the error path leaks
+    /// neither.
+    #[doc(hidden)]
+    pub fn open_with_kernels(ordinal: usize, kernels: &[&'static str]) -> Result<CudaSeam> {
         if FATBIN.is_empty() {
             return Err(Error::Device(
                 "this bertrt was built without CUDA kernels (nvcc was not found at build time; see scripts/install-nvcc.sh)".into(),
@@ -97,25 +147,28 @@ impl CudaSeam {
                 "cuda:{ordinal} {name} has compute capability {major}.{minor}; bertrt needs 8.0 or newer"
             )));
         }
-        // SAFETY: `dev` is valid; the primary context is released in Drop.
-        let ctx = unsafe { drv::primary_ctx::retain(dev) }
-            .map_err(drv_err("cuDevicePrimaryCtxRetain"))?;
+        // SAFETY: `dev` is valid; the guard releases the retain when dropped.
+        let ctx = PrimaryContext {
+            dev,
+            ctx: unsafe { drv::primary_ctx::retain(dev) }
+                .map_err(drv_err("cuDevicePrimaryCtxRetain"))?,
+        };
         // SAFETY: `ctx` was just retained.
-        unsafe { drv::ctx::set_current(ctx) }.map_err(drv_err("cuCtxSetCurrent"))?;
+        unsafe { drv::ctx::set_current(ctx.ctx) }.map_err(drv_err("cuCtxSetCurrent"))?;
         // cuModuleLoadData wants an aligned image; include_bytes! is not.
         let mut image = vec![0u64; FATBIN.len().div_ceil(8)];
         bytemuck::cast_slice_mut::<u64, u8>(&mut image)[..FATBIN.len()].copy_from_slice(FATBIN);
         // SAFETY: `image` is the fatbin nvcc wrote, alive for the call.
-        let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map_err(|e| {
+        let module = unsafe { drv::module::load_data(image.as_ptr() as *const c_void) }.map(Module).map_err(|e| {
             Error::Device(format!(
                 "loading bertrt's kernels on {name} (sm_{major}{minor}): {e:?}; the fatbin has SASS for sm_80/86/89/90 and PTX for compute_90"
             ))
         })?;
         let mut functions = HashMap::new();
-        for &k in KERNELS {
+        for &k in kernels {
             let c = CString::new(k).expect("kernel names have no NUL");
             // SAFETY: `module` was loaded above and is never unloaded before Drop.
-            let f = unsafe { drv::module::get_function(module, c) }
+            let f = unsafe { drv::module::get_function(module.0, c) }
                 .map_err(|e| Error::Device(format!("kernel {k} missing from the fatbin: {e:?}")))?;
             functions.insert(k, f);
         }
@@ -125,8 +178,9 @@ impl CudaSeam {
                 "cuBLAS (libcublas.so / libcublasLt.so) could not be loaded: add the CUDA toolkit's lib64, or PyTorch's site-packages/nvidia/cublas/lib, to LD_LIBRARY_PATH".into(),
             ));
         }
-        let cublas =
-            blas::create_handle().map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
+        let cublas = blas::create_handle()
+            .map(Cublas)
+            .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
         // SAFETY: `dev` came from cuDeviceGet above; the call only reads.
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
@@ -135,19 +189,19 @@ impl CudaSeam {
                 "cuda:{ordinal} {name} (sm_{major}{minor}, {} GiB, fp16)",
                 total >> 30
             ),
-            ctx,
-            module,
             functions,
-            cublas,
             allocations: Mutex::new(HashSet::new()),
             sync_check: std::env::var("BERTRT_SYNC_CHECK").is_ok_and(|v| v != "0"),
             nvtx: AtomicBool::new(false),
+            cublas: Mutex::new(cublas),
+            _module: module,
+            ctx,
         })
     }
 
     fn bind(&self) -> Result<()> {
         // SAFETY: `ctx` is retained for the seam's lifetime.
-        unsafe { drv::ctx::set_current(self.ctx) }.map_err(drv_err("cuCtxSetCurrent"))
+        unsafe { drv::ctx::set_current(self.ctx.ctx) }.map_err(drv_err("cuCtxSetCurrent"))
     }
 }
 
@@ -248,6 +302,7 @@ impl Seam for CudaSeam {
             return Ok(());
         }
         self.bind()?;
+        let cublas = self.cublas.lock().unwrap_or_else(|p| p.into_inner());
         let (alpha, beta) = (1.0f32, 0.0f32);
         // Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = w^T... :
         // C(n x m) = op(A)=W^T(n x k) * B=X(k x m), with A = w (k x n col-major).
@@ -255,7 +310,7 @@ impl Seam for CudaSeam {
         // caller's contract); alpha/beta are host f32 as COMPUTE_32F expects.
         unsafe {
             blas::gemm_ex(
-                self.cublas,
+                cublas.0,
                 blas_sys::cublasOperation_t::CUBLAS_OP_T,
                 blas_sys::cublasOperation_t::CUBLAS_OP_N,
                 n as i32,
@@ -277,6 +332,7 @@ impl Seam for CudaSeam {
             )
         }
         .map_err(|e| Error::Device(format!("cublasGemmEx {m}x{n}x{k}: {e:?}")))?;
+        drop(cublas);
         if self.sync_check {
             self.synchronize()?;
         }
@@ -318,14 +374,7 @@ impl Drop for CudaSeam {
             // SAFETY: each pointer came from `alloc` and is freed once.
             let _ = unsafe { drv::free_sync(p) };
         }
-        // SAFETY: handles created in `open`, destroyed once here.
-        unsafe {
-            let _ = blas::destroy_handle(self.cublas);
-            let _ = drv::module::unload(self.module);
-            if let Ok(dev) = drv::device::get(self.ordinal as i32) {
-                let _ = drv::primary_ctx::release(dev);
-            }
-        }
+        // The cuBLAS handle, the module and the context go with their fields.
     }
 }
 
@@ -373,30 +422,57 @@ impl Backend for CudaBackend {
     }
 
     fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
-        let seam = self.model.seam();
-        seam.bind()?;
-        let flags = drv_sys::CUevent_flags::CU_EVENT_DEFAULT;
-        let start = drv::event::create(flags).map_err(drv_err("cuEventCreate"))?;
-        let end = drv::event::create(flags).map_err(drv_err("cuEventCreate"))?;
-        // SAFETY: the events were just created in the bound context, recorded on
-        // the legacy default stream the forward pass uses, and destroyed once.
-        let timed = unsafe {
-            (|| -> Result<(ForwardOutput, f64)> {
-                drv::event::record(start, std::ptr::null_mut())
-                    .map_err(drv_err("cuEventRecord"))?;
-                let out = self.model.forward(batch)?;
-                drv::event::record(end, std::ptr::null_mut()).map_err(drv_err("cuEventRecord"))?;
-                drv::event::synchronize(end).map_err(drv_err("cuEventSynchronize"))?;
-                let ms = drv::event::elapsed(start, end).map_err(drv_err("cuEventElapsedTime"))?;
-                Ok((out, ms as f64))
-            })()
+        self.timed(|| self.model.forward(batch))
+            .map(|(o, ms)| (o, Some(ms)))
+    }
+
+    fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>> {
+        self.timed(|| self.model.encode(batch))
+            .map(|((), ms)| Some(ms))
+    }
+}
+
+/// A CUDA event, destroyed when dropped.
+struct Event(drv_sys::CUevent);
+
+impl Event {
+    /// In the bound context.
+    fn new() -> Result<Event> {
+        drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DEFAULT)
+            .map(Event)
+            .map_err(drv_err("cuEventCreate"))
+    }
+
+    /// Recorded on the legacy default stream, the one the forward pass uses.
+    fn record(&self) -> Result<()> {
+        // SAFETY: `self.0` is a live event of the bound context.
+        unsafe { drv::event::record(self.0, std::ptr::null_mut()) }
+            .map_err(drv_err("cuEventRecord"))
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        // SAFETY: created by cuEventCreate, destroyed once, here.
+        let _ = unsafe { drv::event::destroy(self.0) };
+    }
+}
+
+impl CudaBackend {
+    /// `f` between two events on the default stream; its result and the
+    /// device milliseconds between them.
+    fn timed<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
+        self.model.seam().bind()?;
+        let (start, end) = (Event::new()?, Event::new()?);
+        start.record()?;
+        let r = f()?;
+        end.record()?;
+        // SAFETY: both events are live and were recorded above.
+        let ms = unsafe {
+            drv::event::synchronize(end.0).map_err(drv_err("cuEventSynchronize"))?;
+            drv::event::elapsed(start.0, end.0).map_err(drv_err("cuEventElapsedTime"))?
         };
-        // SAFETY: destroyed once, after their last use above.
-        unsafe {
-            let _ = drv::event::destroy(start);
-            let _ = drv::event::destroy(end);
-        }
-        timed.map(|(o, ms)| (o, Some(ms)))
+        Ok((r, ms as f64))
     }
 }
 
@@ -405,6 +481,26 @@ pub fn load(weights: &ModelWeights, ordinal: usize) -> Result<Box<dyn Backend>> 
     let seam = CudaSeam::open(ordinal)?;
     let model = Fp16Model::new(seam, weights)?;
     Ok(Box::new(CudaBackend { model }))
+}
+
+/// Whether device `ordinal`'s primary context is alive, i.e. retained by
+/// someone in this process (tests/gpu.rs: a failed open must release it).
+#[doc(hidden)]
+pub fn primary_context_active(ordinal: usize) -> Result<bool> {
+    // SAFETY: only probes for the shared library (dlopen), no CUDA call.
+    if !unsafe { drv_sys::is_culib_present() } {
+        return Err(Error::Device(
+            "no NVIDIA driver: libcuda.so could not be loaded".into(),
+        ));
+    }
+    drv::init().map_err(drv_err("cuInit"))?;
+    let dev = drv::device::get(ordinal as i32).map_err(drv_err("cuDeviceGet"))?;
+    let (mut flags, mut active) = (0u32, 0i32);
+    // SAFETY: `dev` came from cuDeviceGet; both out-pointers are live locals.
+    unsafe { drv_sys::cuDevicePrimaryCtxGetState(dev, &mut flags, &mut active) }
+        .result()
+        .map_err(drv_err("cuDevicePrimaryCtxGetState"))?;
+    Ok(active != 0)
 }
 
 /// Whether a usable CUDA device is present (for GPU tests' loud skip).

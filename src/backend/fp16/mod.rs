@@ -272,7 +272,16 @@ impl<S: Seam> Fp16Model<S> {
         })
     }
 
-    pub fn seam(&self) -> &S {
+    /// For the backend's device-wide calls (describe, profiler, events). Not
+    /// public: launches and cuBLAS calls through it would bypass the
+    /// workspace lock that `forward` holds.
+    ///
+    /// ```compile_fail
+    /// fn outside(m: &bertrt::backend::fp16::Fp16Model<bertrt::backend::emu::EmuSeam>) {
+    ///     let _ = m.seam(); // private to the crate
+    /// }
+    /// ```
+    pub(crate) fn seam(&self) -> &S {
         &self.seam
     }
 
@@ -466,7 +475,22 @@ impl<S: Seam> Fp16Model<S> {
         self.seam.upload(p, bytemuck::cast_slice(v))
     }
 
-    pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+    /// The encoder alone (embeddings and every layer; no pooler, no head),
+    /// waiting for the device to finish: the last hidden states stay in the
+    /// workspace, nothing is copied back. What `bertrt bench` times by default.
+    pub fn encode(&self, batch: &Batch) -> Result<()> {
+        let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
+        self.run_encoder(&mut guard, batch)?;
+        self.seam.synchronize()
+    }
+
+    /// Sizes the workspace for `batch`, uploads its ids and runs the encoder:
+    /// the last hidden states end in the returned workspace's `x`.
+    fn run_encoder<'w>(
+        &self,
+        guard: &'w mut Option<Workspace>,
+        batch: &Batch,
+    ) -> Result<&'w Workspace> {
         let c = &self.cfg;
         let (h, e) = (c.hidden_size, c.embedding_size);
         let t = batch.num_tokens();
@@ -474,8 +498,7 @@ impl<S: Seam> Fp16Model<S> {
         if t == 0 {
             return Err(Error::Input("empty batch".into()));
         }
-        let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        self.ensure_workspace(&mut guard, t, s)?;
+        self.ensure_workspace(guard, t, s)?;
         let ws = guard.as_ref().expect("workspace allocated above");
 
         let cu: Vec<u32> = batch.cu_seqlens().iter().map(|&x| x as u32).collect();
@@ -569,6 +592,14 @@ impl<S: Seam> Fp16Model<S> {
             self.seam.range_pop();
             r?;
         }
+        Ok(ws)
+    }
+
+    pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        let h = self.cfg.hidden_size;
+        let (t, s) = (batch.num_tokens(), batch.num_seqs());
+        let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let ws = self.run_encoder(&mut guard, batch)?;
 
         // First token of each sequence, for the pooler and first-token heads.
         let gather_first = |out: DevPtr| {

@@ -3,8 +3,12 @@
 //! ```text
 //! bertrt bench --model bert-base --batch 1,8,32 --seq 128,384 [--lengths fixed|uniform|avg0.6|real FILE]
 //!              [--warmup N] [--iters N] [--max-time SECS] [--device cpu|cuda[:N]|auto]
-//!              [--format table|json] [-o FILE] [--nvtx] [--profile-window ITERS]
+//!              [--format table|json] [-o FILE] [--nvtx] [--profile-window ITERS] [--head]
 //! ```
+//!
+//! Each cell times the bare encoder (embeddings and layers, last hidden
+//! states left on the device) unless `--head` asks for the whole forward:
+//! pooler and head too, every output copied back to the host.
 //!
 //! `--model` is a preset name (random weights; `--list-presets`), a
 //! `config.json` path (random weights), or a model folder / cached hub id
@@ -14,7 +18,7 @@
 
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::bench::{
-    self as lib, presets, Lengths, Machine, ModelInfo, Profiling, Report, Settings, Timer,
+    self as lib, presets, Lengths, Machine, ModelInfo, Profiling, Report, Settings, Timed, Timer,
 };
 use bertrt::config::ModelConfig;
 use bertrt::engine::{make_backend, Backend};
@@ -68,6 +72,10 @@ pub struct BenchArgs {
     /// Bracket this many timed iterations with cudaProfilerStart/Stop (CUDA backend only).
     #[arg(long, value_name = "ITERS")]
     profile_window: Option<usize>,
+    /// Time the whole forward (pooler and head, outputs copied to the host)
+    /// instead of the bare encoder.
+    #[arg(long)]
+    head: bool,
     /// Print the presets and exit.
     #[arg(long)]
     list_presets: bool,
@@ -191,6 +199,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         max_time: a.max_time.map(Duration::from_secs_f64),
         seed: a.seed,
         profiling,
+        timed: if a.head {
+            Timed::ForwardWithHeads
+        } else {
+            Timed::Encoder
+        },
     };
     let mut report = Report {
         bertrt: lib::BuildInfo::detect(),
@@ -204,6 +217,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         } else {
             Timer::CudaEvents
         },
+        timed: settings.timed,
         lengths: settings.lengths.describe(),
         warmup: a.warmup,
         iters: a.iters,
