@@ -13,6 +13,7 @@ pub mod error;
 pub mod hub;
 pub mod model;
 pub mod output;
+pub mod panic_guard;
 pub mod rng;
 pub mod tasks;
 pub mod tokenize;

@@ -256,3 +256,22 @@ fn bad_device_and_model_arguments() {
     // Hub ids that are not cached: tests/cli.rs (in a child process, so the
     // HF_* variables it sets cannot leak into other tests).
 }
+
+/// A tokenizer.json whose `decoder` object does not parse (one flipped bit in
+/// `true`): tokenizers 0.22.2 panics on it (decoders/mod.rs, `expect("Helper")`).
+/// The load must fail with our error naming the file, not unwind.
+#[test]
+fn tokenizer_json_that_panics_tokenizers_is_an_error() {
+    let d = scratch("bert_mlm", "decoder-panic");
+    std::fs::copy(
+        common::fixtures().join("broken/decoder_panics_tokenizers.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    let msg = load_err(&d);
+    assert!(
+        msg.contains(&d.join("tokenizer.json").display().to_string())
+            && msg.contains("tokenizers crate failed"),
+        "{msg}"
+    );
+}

@@ -8,6 +8,7 @@ pub mod legacy;
 mod spm_proto;
 
 use crate::error::{Error, Result};
+use crate::panic_guard::catch_quietly;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,7 +76,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let json = dir.join("tokenizer.json");
         let (mut inner, kind) = if json.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json)
+            // tokenizers 0.22 panics on some malformed files (a `decoder`
+            // of no known type: decoders/mod.rs `expect("Helper")`).
+            let t = catch_quietly(|| tokenizers::Tokenizer::from_file(&json))
+                .map_err(|panic| {
+                    Error::Tokenizer(format!(
+                        "{}: the tokenizers crate failed on this file: {panic}",
+                        json.display()
+                    ))
+                })?
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", json.display())))?;
             (t, TokenizerKind::Json)
         } else {
