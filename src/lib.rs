@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod hub;
+pub mod input;
 pub mod model;
 pub mod output;
 pub mod panic_guard;
