@@ -223,14 +223,9 @@ impl Tokenizer {
         Ok(Encoded {
             ids: e.get_ids().to_vec(),
             type_ids: e.get_type_ids().to_vec(),
-            // HF shows convert_ids_to_tokens (Unigram's unknown pieces read
-            // "<unk>", not the text they covered).
-            tokens: e
-                .get_ids()
-                .iter()
-                .zip(e.get_tokens())
-                .map(|(&id, piece)| t.id_to_token(id).unwrap_or_else(|| piece.clone()))
-                .collect(),
+            // What HF's tokenize() returns: an unknown Unigram piece keeps
+            // its text ("é"); convert_ids_to_tokens would say "<unk>".
+            tokens: e.get_tokens().to_vec(),
             offsets: e.get_offsets().to_vec(),
             sequence_ids: e.get_sequence_ids(),
             truncated_tokens: 0,
