@@ -275,3 +275,39 @@ fn tokenizer_json_that_panics_tokenizers_is_an_error() {
         "{msg}"
     );
 }
+
+/// Sizes in config.json are capped before anything is sized from them
+/// (found by the fuzzer: inner_group_num = 2^64-1 overflowed a Vec's capacity
+/// (panic), inner_group_num = 2^31 asked for 16 GiB in one allocation).
+#[test]
+fn absurd_config_sizes_are_errors() {
+    for (field, value, want) in [
+        (
+            "inner_group_num",
+            u64::MAX,
+            "field 'inner_group_num' is 18446744073709551615",
+        ),
+        (
+            "vocab_size",
+            1_000_000_000_000,
+            "field 'vocab_size' is 1000000000000",
+        ),
+        (
+            "num_hidden_layers",
+            1 << 31,
+            "field 'num_hidden_layers' is 2147483648",
+        ),
+    ] {
+        let d = scratch("albert_share_attention", &format!("cap-{field}"));
+        edit_config(&d, |v| v[field] = value.into());
+        let msg = load_err(&d);
+        assert!(msg.contains(want) && msg.contains("config.json"), "{msg}");
+    }
+    let d = scratch("albert_share_attention", "cap-groups");
+    edit_config(&d, |v| {
+        v["num_hidden_layers"] = 0.into();
+        v["num_hidden_groups"] = (1u64 << 31).into();
+    });
+    let msg = load_err(&d);
+    assert!(msg.contains("num_hidden_groups"), "{msg}");
+}
