@@ -311,3 +311,28 @@ fn absurd_config_sizes_are_errors() {
     let msg = load_err(&d);
     assert!(msg.contains("num_hidden_groups"), "{msg}");
 }
+
+/// A tokenizer.json whose post-processor template names a special token the
+/// file does not define (found by the fuzzer): tokenizers 0.22.2 loads it and
+/// panics on the first encode (processors/template.rs, "no entry found for
+/// key"). The load must fail instead, naming the file.
+#[test]
+fn tokenizer_json_with_undefined_template_token_fails_at_load() {
+    let d = std::env::temp_dir().join(format!("bertrt-bad-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        common::fixtures().join("fuzz/tokenizer_json/crash-9cc3259bbea50081-s0.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    let msg = match bertrt::tokenize::Tokenizer::from_dir(&d) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains(&d.join("tokenizer.json").display().to_string())
+            && msg.contains("tokenizers crate failed"),
+        "{msg}"
+    );
+}

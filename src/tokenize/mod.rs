@@ -108,6 +108,31 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // The tokenizers crate checks parts of a file only when they are used
+        // (a post-processor template naming a special token the file does not
+        // define panics on the first encode): use every part once here, so a
+        // bad file fails at load, naming the file. Errors are left to encode.
+        catch_quietly(|| {
+            for input in [
+                tokenizers::EncodeInput::from("a b"),
+                tokenizers::EncodeInput::from(("a", "b")),
+            ] {
+                if let Ok(e) = inner.encode_char_offsets(input, true) {
+                    let _ = inner.decode(e.get_ids(), false);
+                }
+            }
+        })
+        .map_err(|panic| {
+            let file = if kind == TokenizerKind::Json {
+                json.clone()
+            } else {
+                dir.to_path_buf()
+            };
+            Error::Tokenizer(format!(
+                "{}: the tokenizers crate failed using this tokenizer: {panic}",
+                file.display()
+            ))
+        })?;
         let mask_token = special_token(dir, "mask_token").or_else(|| {
             ["[MASK]", "<mask>"]
                 .iter()
@@ -215,10 +240,17 @@ impl Tokenizer {
         text: &str,
         pair: Option<&str>,
     ) -> Result<Encoded> {
-        let e = match pair.filter(|p| !p.is_empty()) {
+        // A panic left in the tokenizers crate (text-dependent, so not seen
+        // at load) becomes an error about this input.
+        let e = catch_quietly(|| match pair.filter(|p| !p.is_empty()) {
             None => t.encode_char_offsets(text, true),
             Some(p) => t.encode_char_offsets((text, p), true),
-        }
+        })
+        .map_err(|panic| {
+            Error::Tokenizer(format!(
+                "encoding {text:?}: tokenizers crate failed: {panic}"
+            ))
+        })?
         .map_err(|e| Error::Tokenizer(format!("encoding {text:?}: {e}")))?;
         Ok(Encoded {
             ids: e.get_ids().to_vec(),
