@@ -252,14 +252,10 @@ pub fn fuzz_target(
             let i = m.below(target.seeds.len());
             (i, target.seeds[i].clone())
         };
-        let input = match target.structured {
-            Some(f) if m.below(2) == 0 => f(&mut m, base),
-            _ => m.mutate(
-                base,
-                &target.seeds,
-                target.json,
-                (target.focus)(&target.seeds[seed]),
-            ),
+        let f = target.format;
+        let input = match f.structured {
+            Some(structured) if m.below(2) == 0 => structured(&mut m, base),
+            _ => m.mutate(base, &target.seeds, f.json, (f.focus)(&target.seeds[seed])),
         };
         report.tried += 1;
         match run_one(target, seed, &input, save_dir) {

@@ -11,17 +11,42 @@ use std::path::{Path, PathBuf};
 
 pub type RunFn = Box<dyn Fn(&[u8], usize) -> Result<(), String>>;
 
-pub struct Target {
-    pub name: &'static str,
-    /// Extension of saved inputs (what the file is).
-    pub ext: &'static str,
-    pub seeds: Vec<Vec<u8>>,
+/// A format-aware mutation of a whole input.
+pub type Structured = fn(&mut Mutator, Vec<u8>) -> Vec<u8>;
+
+/// What the mutator knows about a target's input format.
+#[derive(Clone, Copy)]
+pub struct Format {
     /// Structural JSON mutations apply.
     pub json: bool,
     /// The part of a seed most mutations should hit (a safetensors header).
     pub focus: fn(&[u8]) -> Option<Range<usize>>,
     /// A format-aware mutation used for half the inputs, if any.
-    pub structured: Option<fn(&mut Mutator, Vec<u8>) -> Vec<u8>>,
+    pub structured: Option<Structured>,
+}
+
+const BYTES: Format = Format {
+    json: false,
+    focus: no_focus,
+    structured: None,
+};
+const JSON: Format = Format {
+    json: true,
+    focus: no_focus,
+    structured: None,
+};
+const SAFETENSORS: Format = Format {
+    json: false,
+    focus: safetensors_header,
+    structured: Some(Mutator::mutate_safetensors_header),
+};
+
+pub struct Target {
+    pub name: &'static str,
+    /// Extension of saved inputs (what the file is).
+    pub ext: &'static str,
+    pub seeds: Vec<Vec<u8>>,
+    pub format: Format,
     /// Runs one input, made from seed `i`'s file; Err is a clean rejection.
     pub run: RunFn,
 }
@@ -53,10 +78,8 @@ fn folder_target(
     ext: &'static str,
     file: &'static str,
     bases: &[PathBuf],
-    json: bool,
-    focus: fn(&[u8]) -> Option<Range<usize>>,
+    format: Format,
     check: fn(&Path) -> bertrt::Result<()>,
-    structured: Option<fn(&mut Mutator, Vec<u8>) -> Vec<u8>>,
 ) -> Target {
     let mut seeds = Vec::new();
     let mut dirs = Vec::new();
@@ -76,9 +99,7 @@ fn folder_target(
         name,
         ext,
         seeds,
-        json,
-        focus,
-        structured,
+        format,
         run: Box::new(move |input, i| {
             let dir = &dirs[i % dirs.len()];
             std::fs::write(dir.join(file), input).map_err(|e| e.to_string())?;
@@ -224,10 +245,8 @@ pub fn all_targets() -> Vec<Target> {
                 "bert_tokcls",
                 "bert_qa",
             ]),
-            true,
-            no_focus,
+            JSON,
             load_engine,
-            None,
         ),
         folder_target(
             "safetensors",
@@ -240,27 +259,21 @@ pub fn all_targets() -> Vec<Target> {
                 "albert_cls",
                 "electra_gen",
             ]),
-            false,
-            safetensors_header,
+            SAFETENSORS,
             load_weights,
-            Some(Mutator::mutate_safetensors_header),
         ),
         Target {
             name: "pickle_zip",
             ext: "bin",
             seeds: pickles.clone(),
-            json: false,
-            focus: no_focus,
-            structured: None,
+            format: BYTES,
             run: Box::new(|input, _| read_pickle_zip(input)),
         },
         Target {
             name: "pickle_data",
             ext: "pkl",
             seeds: inner_seeds,
-            json: false,
-            focus: no_focus,
-            structured: None,
+            format: BYTES,
             run: Box::new(move |input, i| {
                 let mut entries = unzipped[i % unzipped.len()].clone();
                 for (n, data) in entries.iter_mut() {
@@ -280,10 +293,8 @@ pub fn all_targets() -> Vec<Target> {
                 models(&["xlmr_model"]),
             ]
             .concat(),
-            true,
-            no_focus,
+            JSON,
             use_tokenizer,
-            None,
         ),
         folder_target(
             "vocab_txt",
@@ -294,40 +305,32 @@ pub fn all_targets() -> Vec<Target> {
                 "wordpiece_cased_legacy",
                 "wordpiece_cased_strip_accents_legacy",
             ]),
-            false,
-            no_focus,
+            BYTES,
             use_tokenizer,
-            None,
         ),
         folder_target(
             "vocab_json",
             "json",
             "vocab.json",
             &tokenizers(&["bpe_legacy"]),
-            true,
-            no_focus,
+            JSON,
             use_tokenizer,
-            None,
         ),
         folder_target(
             "merges_txt",
             "txt",
             "merges.txt",
             &tokenizers(&["bpe_legacy"]),
-            false,
-            no_focus,
+            BYTES,
             use_tokenizer,
-            None,
         ),
         folder_target(
             "spiece_model",
             "model",
             "spiece.model",
             &[tokenizers(&["unigram_legacy"]), models(&["albert_mlm"])].concat(),
-            false,
-            no_focus,
+            BYTES,
             use_tokenizer,
-            None,
         ),
         folder_target(
             "tokenizer_config",
@@ -339,18 +342,14 @@ pub fn all_targets() -> Vec<Target> {
                 "bpe_legacy",
                 "unigram_legacy",
             ]),
-            true,
-            no_focus,
+            JSON,
             use_tokenizer,
-            None,
         ),
         Target {
             name: "jsonl",
             ext: "jsonl",
             seeds: jsonl_seeds,
-            json: false,
-            focus: no_focus,
-            structured: None,
+            format: BYTES,
             run: Box::new(|input, _| {
                 for jsonl in [true, false] {
                     for r in bertrt::input::parse_records(input, "fuzz.jsonl", jsonl)
