@@ -411,6 +411,14 @@ def build_tokenizers():
     d = os.path.join(TOK_DIR, "unigram")
     AlbertTokenizerFast.from_pretrained(out["unigram_legacy"]).save_pretrained(d)
     out["unigram"] = d
+    # keep_accents (as transformers' ALBERT tests): accented characters outside the vocab become
+    # unknown pieces, whose token string is the piece itself ("é"), not "<unk>".
+    d = os.path.join(TOK_DIR, "unigram_accents_legacy")
+    AlbertTokenizer(vocab_file=spm_file, keep_accents=True).save_pretrained(d)
+    out["unigram_accents_legacy"] = d
+    d = os.path.join(TOK_DIR, "unigram_accents")
+    AlbertTokenizerFast.from_pretrained(out["unigram_accents_legacy"]).save_pretrained(d)
+    out["unigram_accents"] = d
 
     for name, d in out.items():
         set_model_max_length(d, 512)
@@ -442,6 +450,7 @@ TOKENIZE_TEXTS = [
     "ﬁ ligature ① full-width ＡＢＣ１２３",
     "zero\u200bwidth soft\u00adhyphen control\u0007char",
     "Привет мир こんにちは",
+    "I was born in 92000, and this is falsé.",
 ]
 TOKENIZE_PAIRS = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -475,7 +484,9 @@ def tokenize_fixture(name, folder):
             "token_type_ids": list(enc["token_type_ids"]),
             "attention_mask": list(enc["attention_mask"]),
             "offsets": [list(o) for o in enc["offset_mapping"]],
-            "tokens": fast.convert_ids_to_tokens(ids),
+            # What tokenize() returns (plus the special tokens): an unknown piece keeps its text,
+            # where convert_ids_to_tokens would give "<unk>".
+            "tokens": enc.tokens(),
             "slow_ids": sids,
             "slow_matches": ids == sids,
         })

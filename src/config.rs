@@ -165,6 +165,22 @@ pub struct ModelConfig {
     pub problem_type: Option<String>,
 }
 
+/// The largest value each size field of config.json may have: far above
+/// every released BERT-family model (XLM-R's 250k vocab, ALBERT-xxlarge's
+/// 16k FFN), far below what would exhaust memory before a weight is read.
+fn size_cap(field: &str) -> Option<usize> {
+    Some(match field {
+        "hidden_size" | "embedding_size" | "num_attention_heads" => 1 << 16,
+        "intermediate_size" => 1 << 18,
+        "vocab_size" => 1 << 24,
+        "max_position_embeddings" => 1 << 20,
+        "type_vocab_size" | "num_labels" => 1 << 16,
+        "num_hidden_layers" | "num_hidden_groups" => 1 << 10,
+        "inner_group_num" => 1 << 6,
+        _ => return None,
+    })
+}
+
 impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -186,6 +202,17 @@ impl ModelConfig {
                         "field '{k}' must be a non-negative integer, got {x}"
                     ))
                 }),
+            }
+        };
+        // Sizes are capped where they are read: buffers and layer tables are
+        // sized from them before any weight is checked against them.
+        let get_usize = |k: &str| -> Result<Option<usize>> {
+            let v = get_usize(k)?;
+            match (v, size_cap(k)) {
+                (Some(n), Some(max)) if n > max => Err(err(format!(
+                    "field '{k}' is {n}, more than the {max} this engine accepts"
+                ))),
+                _ => Ok(v),
             }
         };
         let need = |k: &str| -> Result<usize> {
@@ -255,7 +282,7 @@ impl ModelConfig {
         let (num_hidden_groups, inner_group_num) = if family == Family::Albert {
             let g = get_usize("num_hidden_groups")?.unwrap_or(1);
             let i = get_usize("inner_group_num")?.unwrap_or(1);
-            if g == 0 || i == 0 || num_layers % g != 0 {
+            if g == 0 || i == 0 || g > num_layers.max(1) || num_layers % g != 0 {
                 return Err(err(format!(
                     "num_hidden_layers {num_layers} must be a multiple of num_hidden_groups {g} (and inner_group_num {i} >= 1)"
                 )));

@@ -256,3 +256,83 @@ fn bad_device_and_model_arguments() {
     // Hub ids that are not cached: tests/cli.rs (in a child process, so the
     // HF_* variables it sets cannot leak into other tests).
 }
+
+/// A tokenizer.json whose `decoder` object does not parse (one flipped bit in
+/// `true`): tokenizers 0.22.2 panics on it (decoders/mod.rs, `expect("Helper")`).
+/// The load must fail with our error naming the file, not unwind.
+#[test]
+fn tokenizer_json_that_panics_tokenizers_is_an_error() {
+    let d = scratch("bert_mlm", "decoder-panic");
+    std::fs::copy(
+        common::fixtures().join("broken/decoder_panics_tokenizers.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    let msg = load_err(&d);
+    assert!(
+        msg.contains(&d.join("tokenizer.json").display().to_string())
+            && msg.contains("tokenizers crate failed"),
+        "{msg}"
+    );
+}
+
+/// Sizes in config.json are capped before anything is sized from them
+/// (found by the fuzzer: inner_group_num = 2^64-1 overflowed a Vec's capacity
+/// (panic), inner_group_num = 2^31 asked for 16 GiB in one allocation).
+#[test]
+fn absurd_config_sizes_are_errors() {
+    for (field, value, want) in [
+        (
+            "inner_group_num",
+            u64::MAX,
+            "field 'inner_group_num' is 18446744073709551615",
+        ),
+        (
+            "vocab_size",
+            1_000_000_000_000,
+            "field 'vocab_size' is 1000000000000",
+        ),
+        (
+            "num_hidden_layers",
+            1 << 31,
+            "field 'num_hidden_layers' is 2147483648",
+        ),
+    ] {
+        let d = scratch("albert_share_attention", &format!("cap-{field}"));
+        edit_config(&d, |v| v[field] = value.into());
+        let msg = load_err(&d);
+        assert!(msg.contains(want) && msg.contains("config.json"), "{msg}");
+    }
+    let d = scratch("albert_share_attention", "cap-groups");
+    edit_config(&d, |v| {
+        v["num_hidden_layers"] = 0.into();
+        v["num_hidden_groups"] = (1u64 << 31).into();
+    });
+    let msg = load_err(&d);
+    assert!(msg.contains("num_hidden_groups"), "{msg}");
+}
+
+/// A tokenizer.json whose post-processor template names a special token the
+/// file does not define (found by the fuzzer): tokenizers 0.22.2 loads it and
+/// panics on the first encode (processors/template.rs, "no entry found for
+/// key"). The load must fail instead, naming the file.
+#[test]
+fn tokenizer_json_with_undefined_template_token_fails_at_load() {
+    let d = std::env::temp_dir().join(format!("bertrt-bad-template-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(
+        common::fixtures().join("fuzz/tokenizer_json/crash-9cc3259bbea50081-s0.json"),
+        d.join("tokenizer.json"),
+    )
+    .unwrap();
+    let msg = match bertrt::tokenize::Tokenizer::from_dir(&d) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        msg.contains(&d.join("tokenizer.json").display().to_string())
+            && msg.contains("tokenizers crate failed"),
+        "{msg}"
+    );
+}

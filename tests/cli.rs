@@ -450,3 +450,36 @@ fn bench_times_the_bare_encoder_unless_head() {
     let with_head = json_ok(&[&args[..], &["--head"]].concat());
     assert_eq!(with_head["timed"], "forward_with_heads", "{with_head}");
 }
+
+/// `info` and `detect` on a folder whose tokenizer.json makes the tokenizers
+/// crate panic (tests/fixtures/broken/decoder_panics_tokenizers.json): a clean
+/// error naming the file, not exit 101 with a panic message.
+#[test]
+fn tokenizer_json_that_panics_tokenizers_fails_cleanly() {
+    for (cmd, fixture) in [("info", "bert_mlm"), ("detect", "electra_disc")] {
+        let dir = std::env::temp_dir().join(format!(
+            "bertrt-cli-decoder-panic-{cmd}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for e in std::fs::read_dir(common::model_dir(fixture)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        std::fs::copy(
+            common::fixtures().join("broken/decoder_panics_tokenizers.json"),
+            dir.join("tokenizer.json"),
+        )
+        .unwrap();
+        let d = dir.display().to_string();
+        let mut args = vec![cmd, "--model", &d, "--device", "cpu"];
+        if cmd == "detect" {
+            args.push("the chef ate the meal");
+        }
+        let out = bertrt(&args);
+        assert_ne!(out.status.code(), Some(101), "bertrt {args:?} panicked");
+        fails_with(&args, &dir.join("tokenizer.json").display().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -106,6 +106,44 @@ fn bpe_vocab_json_merges_txt() {
 fn unigram_spiece_model() {
     check("unigram_legacy");
 }
+/// keep_accents: "falsé" has the unknown piece "é" (id 1); HF's tokenize()
+/// gives "é" as its token string, not "<unk>".
+#[test]
+fn unigram_keep_accents_tokenizer_json() {
+    fixture_has_unknown_piece("unigram_accents", "é");
+    check("unigram_accents");
+}
+#[test]
+fn unigram_keep_accents_spiece_model() {
+    fixture_has_unknown_piece("unigram_accents_legacy", "é");
+    check("unigram_accents_legacy");
+}
+
+/// The fixture really holds the case: HF gave `piece` with the unknown id.
+fn fixture_has_unknown_piece(folder: &str, piece: &str) {
+    let dir = fixtures().join("tokenizers").join(folder);
+    let unk = Tokenizer::from_dir(&dir)
+        .unwrap()
+        .token_to_id("<unk>")
+        .unwrap();
+    let cases: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tokenize").join(format!("{folder}.json")))
+            .unwrap(),
+    )
+    .unwrap();
+    let found = cases.iter().any(|c| {
+        let tokens = c["tokens"].as_array().unwrap();
+        let ids = c["input_ids"].as_array().unwrap();
+        tokens
+            .iter()
+            .zip(ids)
+            .any(|(t, id)| t == piece && id.as_u64() == Some(unk as u64))
+    });
+    assert!(
+        found,
+        "{folder}: no case where HF gave {piece:?} with the unknown id {unk}"
+    );
+}
 
 #[test]
 fn truncation_longest_first_and_refusal() {

@@ -154,7 +154,12 @@ fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
             entity: c.label(best),
             score: p[best],
             index: i,
-            word: e.tokens[i].clone(),
+            // The pipeline's word is convert_ids_to_tokens (an unknown
+            // piece reads "<unk>"), not the tokenize() piece in e.tokens.
+            word: engine
+                .tokenizer
+                .id_to_token(e.ids[i])
+                .unwrap_or_else(|| e.tokens[i].clone()),
             start: e.offsets[i].0,
             end: e.offsets[i].1,
         });

@@ -8,6 +8,7 @@ pub mod legacy;
 mod spm_proto;
 
 use crate::error::{Error, Result};
+use crate::panic_guard::catch_quietly;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -75,7 +76,15 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let json = dir.join("tokenizer.json");
         let (mut inner, kind) = if json.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&json)
+            // tokenizers 0.22 panics on some malformed files (a `decoder`
+            // of no known type: decoders/mod.rs `expect("Helper")`).
+            let t = catch_quietly(|| tokenizers::Tokenizer::from_file(&json))
+                .map_err(|panic| {
+                    Error::Tokenizer(format!(
+                        "{}: the tokenizers crate failed on this file: {panic}",
+                        json.display()
+                    ))
+                })?
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", json.display())))?;
             (t, TokenizerKind::Json)
         } else {
@@ -99,6 +108,31 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // The tokenizers crate checks parts of a file only when they are used
+        // (a post-processor template naming a special token the file does not
+        // define panics on the first encode): use every part once here, so a
+        // bad file fails at load, naming the file. Errors are left to encode.
+        catch_quietly(|| {
+            for input in [
+                tokenizers::EncodeInput::from("a b"),
+                tokenizers::EncodeInput::from(("a", "b")),
+            ] {
+                if let Ok(e) = inner.encode_char_offsets(input, true) {
+                    let _ = inner.decode(e.get_ids(), false);
+                }
+            }
+        })
+        .map_err(|panic| {
+            let file = if kind == TokenizerKind::Json {
+                json.clone()
+            } else {
+                dir.to_path_buf()
+            };
+            Error::Tokenizer(format!(
+                "{}: the tokenizers crate failed using this tokenizer: {panic}",
+                file.display()
+            ))
+        })?;
         let mask_token = special_token(dir, "mask_token").or_else(|| {
             ["[MASK]", "<mask>"]
                 .iter()
@@ -206,22 +240,24 @@ impl Tokenizer {
         text: &str,
         pair: Option<&str>,
     ) -> Result<Encoded> {
-        let e = match pair.filter(|p| !p.is_empty()) {
+        // A panic left in the tokenizers crate (text-dependent, so not seen
+        // at load) becomes an error about this input.
+        let e = catch_quietly(|| match pair.filter(|p| !p.is_empty()) {
             None => t.encode_char_offsets(text, true),
             Some(p) => t.encode_char_offsets((text, p), true),
-        }
+        })
+        .map_err(|panic| {
+            Error::Tokenizer(format!(
+                "encoding {text:?}: tokenizers crate failed: {panic}"
+            ))
+        })?
         .map_err(|e| Error::Tokenizer(format!("encoding {text:?}: {e}")))?;
         Ok(Encoded {
             ids: e.get_ids().to_vec(),
             type_ids: e.get_type_ids().to_vec(),
-            // HF shows convert_ids_to_tokens (Unigram's unknown pieces read
-            // "<unk>", not the text they covered).
-            tokens: e
-                .get_ids()
-                .iter()
-                .zip(e.get_tokens())
-                .map(|(&id, piece)| t.id_to_token(id).unwrap_or_else(|| piece.clone()))
-                .collect(),
+            // What HF's tokenize() returns: an unknown Unigram piece keeps
+            // its text ("é"); convert_ids_to_tokens would say "<unk>".
+            tokens: e.get_tokens().to_vec(),
             offsets: e.get_offsets().to_vec(),
             sequence_ids: e.get_sequence_ids(),
             truncated_tokens: 0,

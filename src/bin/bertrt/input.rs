@@ -10,12 +10,7 @@ pub enum OnError {
     Stop,
 }
 
-/// One JSONL/text record: its 1-based line number and its JSON object (text
-/// lines become `{"text": line}`).
-pub struct Record {
-    pub line: usize,
-    pub value: serde_json::Value,
-}
+pub use bertrt::input::{field, Record};
 
 /// Reads records from a file or stdin. Bad lines (invalid UTF-8, invalid
 /// JSON) are reported by line number and skipped or fatal per `on_error`.
@@ -36,44 +31,14 @@ pub fn read_records(file: Option<&Path>, on_error: OnError) -> Result<Vec<Record
     };
     let jsonl = file.is_some_and(|p| p.extension().is_some_and(|e| e == "jsonl" || e == "json"));
     let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let parsed = std::str::from_utf8(raw)
-            .map_err(|e| format!("{name} line {line}: invalid UTF-8 ({e})"))
-            .and_then(|s| {
-                if s.trim().is_empty() {
-                    Ok(None)
-                } else if jsonl || s.trim_start().starts_with('{') {
-                    serde_json::from_str::<serde_json::Value>(s)
-                        .map_err(|e| format!("{name} line {line}: invalid JSON ({e})"))
-                        .and_then(|v| {
-                            if v.is_object() {
-                                Ok(Some(v))
-                            } else {
-                                Err(format!("{name} line {line}: expected a JSON object"))
-                            }
-                        })
-                } else {
-                    Ok(Some(serde_json::json!({ "text": s })))
-                }
-            });
+    for parsed in bertrt::input::parse_records(&bytes, &name, jsonl) {
         match parsed {
-            Ok(Some(value)) => out.push(Record { line, value }),
-            Ok(None) => {}
+            Ok(r) => out.push(r),
             Err(msg) if on_error == OnError::Skip => eprintln!("bertrt: skipping {msg}"),
             Err(msg) => return Err(msg),
         }
     }
     Ok(out)
-}
-
-/// A string field of a record, or an error naming the line.
-pub fn field<'a>(r: &'a Record, key: &str) -> Result<&'a str, String> {
-    r.value
-        .get(key)
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| format!("line {}: no string field '{key}'", r.line))
 }
 
 /// Inputs from arguments if any, else from `--input`/stdin records' `text`.

@@ -216,6 +216,14 @@ pub fn read_pytorch_bin_from<R: Read + Seek>(reader: R, path: &Path) -> Result<V
                 .map_err(|m| terr(format!("storage {entry_name}: {m}")))?;
             cache.insert(st.key.clone(), bytes);
         }
+        // Two tensors may name one storage with different sizes or dtypes.
+        let cached = cache[&st.key].len();
+        if cached != storage_bytes {
+            return Err(terr(format!(
+                "storage '{}' is {storage_bytes} bytes here but {cached} bytes for an earlier tensor",
+                st.key
+            )));
+        }
         let left = uses.get_mut(st.key.as_str()).expect("counted above");
         *left -= 1;
         let last_use = *left == 0;
