@@ -9,7 +9,6 @@ mod spm_proto;
 
 use crate::error::{Error, Result};
 use crate::panic_guard::catch_quietly;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -65,8 +64,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub kind: TokenizerKind,
     pub mask_token: Option<String>,
-    /// tokenizer_config.json's clean_up_tokenization_spaces (HF decode).
-    pub clean_up_spaces: bool,
+    /// What tokenizer_config.json (& co) say, read once at load.
+    pub settings: TokenizerSettings,
     /// Truncating copies of `inner`, one per limit asked for.
     truncating: Mutex<HashMap<usize, tokenizers::Tokenizer>>,
 }
@@ -75,6 +74,8 @@ impl Tokenizer {
     /// Loads the tokenizer of a model folder.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
         let json = dir.join("tokenizer.json");
+        // tokenizer_config.json & co, parsed once with HF's precedence.
+        let cfg = legacy::HfConfig::load(dir)?;
         let (mut inner, kind) = if json.is_file() {
             // tokenizers 0.22 panics on some malformed files (a `decoder`
             // of no known type: decoders/mod.rs `expect("Helper")`).
@@ -87,22 +88,13 @@ impl Tokenizer {
                 })?
                 .map_err(|e| Error::Tokenizer(format!("{}: {e}", json.display())))?;
             (t, TokenizerKind::Json)
+        } else if legacy::has_legacy_files(dir) {
+            legacy::build(dir, &cfg)?
         } else {
-            // The same file precedence as legacy::from_legacy_files when
-            // tokenizer_config.json names no class.
-            let kind = if dir.join("spiece.model").is_file() {
-                TokenizerKind::SentencePiece
-            } else if dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file() {
-                TokenizerKind::Bpe
-            } else if dir.join("vocab.txt").is_file() {
-                TokenizerKind::WordPiece
-            } else {
-                return Err(Error::Tokenizer(format!(
-                    "{}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt, or spiece.model)",
-                    dir.display()
-                )));
-            };
-            (legacy::from_legacy_files(dir)?, kind)
+            return Err(Error::Tokenizer(format!(
+                "{}: no tokenizer files (tokenizer.json, vocab.txt, vocab.json + merges.txt, or spiece.model)",
+                dir.display()
+            )));
         };
         inner.with_padding(None);
         inner
@@ -133,20 +125,21 @@ impl Tokenizer {
                 file.display()
             ))
         })?;
-        let mask_token = special_token(dir, "mask_token").or_else(|| {
-            ["[MASK]", "<mask>"]
-                .iter()
-                .find(|t| inner.token_to_id(t).is_some())
-                .map(|t| t.to_string())
-        });
-        let clean_up_spaces = config_value(dir, "clean_up_tokenization_spaces")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
+        let settings = cfg.settings();
+        let mask_token = settings
+            .special("mask_token")
+            .map(str::to_string)
+            .or_else(|| {
+                ["[MASK]", "<mask>"]
+                    .iter()
+                    .find(|t| inner.token_to_id(t).is_some())
+                    .map(|t| t.to_string())
+            });
         Ok(Tokenizer {
             inner,
             kind,
             mask_token,
-            clean_up_spaces,
+            settings,
             truncating: Mutex::new(HashMap::new()),
         })
     }
@@ -188,7 +181,7 @@ impl Tokenizer {
             .inner
             .decode(ids, skip_special_tokens)
             .map_err(|e| Error::Tokenizer(format!("decoding {ids:?}: {e}")))?;
-        Ok(if self.clean_up_spaces {
+        Ok(if self.settings.clean_up_tokenization_spaces {
             clean_up_tokenization(&text)
         } else {
             text
@@ -286,31 +279,22 @@ fn clean_up_tokenization(s: &str) -> String {
     out
 }
 
-/// A top-level value of tokenizer_config.json.
-fn config_value(dir: &Path, key: &str) -> Option<Value> {
-    let text = std::fs::read_to_string(dir.join("tokenizer_config.json")).ok()?;
-    serde_json::from_str::<Value>(&text).ok()?.get(key).cloned()
+/// The settings the engine reads from tokenizer_config.json and
+/// special_tokens_map.json (HF's precedence between them: [`legacy::HfConfig`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TokenizerSettings {
+    /// `model_max_length`; None when absent or HF's 1e30 "no limit".
+    pub model_max_length: Option<usize>,
+    /// `padding_side == "left"` (the QA pipeline then puts the context first).
+    pub pads_left: bool,
+    /// `clean_up_tokenization_spaces`, applied by [`Tokenizer::decode`].
+    pub clean_up_tokenization_spaces: bool,
+    pub(crate) specials: HashMap<&'static str, String>,
 }
 
-/// A special token's text from tokenizer_config.json or
-/// special_tokens_map.json (a string or an AddedToken object).
-pub fn special_token(dir: &Path, key: &str) -> Option<String> {
-    for f in ["tokenizer_config.json", "special_tokens_map.json"] {
-        let Ok(text) = std::fs::read_to_string(dir.join(f)) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            continue;
-        };
-        match v.get(key) {
-            Some(Value::String(s)) => return Some(s.clone()),
-            Some(Value::Object(o)) => {
-                if let Some(Value::String(s)) = o.get("content") {
-                    return Some(s.clone());
-                }
-            }
-            _ => {}
-        }
+impl TokenizerSettings {
+    /// A special token's text (`cls_token`, `mask_token`, ...), if the files name one.
+    pub fn special(&self, key: &str) -> Option<&str> {
+        self.specials.get(key).map(String::as_str)
     }
-    None
 }

@@ -88,9 +88,10 @@ impl QaOptions {
     /// `max_seq_len = min(tokenizer.model_max_length, 384)` and
     /// `doc_stride = min(max_seq_len / 2, 128)`.
     pub fn hf_defaults(engine: &Engine) -> QaOptions {
-        let model_max = tokenizer_config(engine)
-            .and_then(|v| v.get("model_max_length").and_then(|m| m.as_f64()))
-            .map(|m| if m >= 1e15 { usize::MAX } else { m as usize })
+        let model_max = engine
+            .tokenizer
+            .settings
+            .model_max_length
             .unwrap_or(usize::MAX);
         let max_seq_len = model_max.min(384);
         QaOptions {
@@ -157,14 +158,11 @@ pub fn qa_many(
     }
 
     let inner = engine.tokenizer.inner();
-    let question_first = tokenizer_config(engine)
-        .and_then(|v| {
-            v.get("padding_side")
-                .and_then(|s| s.as_str().map(|s| s.to_string()))
-        })
-        .is_none_or(|s| s == "right");
-    let cls_id = crate::tokenize::special_token(&engine.dir, "cls_token")
-        .and_then(|t| inner.token_to_id(&t));
+    let settings = &engine.tokenizer.settings;
+    let question_first = !settings.pads_left;
+    let cls_id = settings
+        .special("cls_token")
+        .and_then(|t| inner.token_to_id(t));
 
     // The windowing tokenizer, set as HF sets the backend tokenizer.
     let n_added_single = inner
@@ -327,9 +325,4 @@ pub fn qa_many(
                 .collect()
         })
         .collect())
-}
-
-fn tokenizer_config(engine: &Engine) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(engine.dir.join("tokenizer_config.json")).ok()?;
-    serde_json::from_str(&text).ok()
 }

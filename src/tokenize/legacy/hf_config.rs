@@ -8,8 +8,10 @@ use super::*;
 // Configuration files
 // ---------------------------------------------------------------------------
 
-/// What `_from_pretrained` hands to the tokenizer class.
-pub(super) struct HfConfig {
+/// What `_from_pretrained` hands to the tokenizer class: tokenizer_config.json,
+/// special_tokens_map.json and added_tokens.json with HF's precedence, read
+/// once per folder (for legacy files and tokenizer.json folders alike).
+pub(crate) struct HfConfig {
     /// tokenizer_config.json (empty when absent).
     pub(super) kwargs: Map<String, Value>,
     /// Special-token attributes that were given (`None` = explicitly null).
@@ -160,7 +162,7 @@ pub(super) fn extra_special_tokens(config_path: &Path) -> Result<Vec<Special>> {
 }
 
 impl HfConfig {
-    pub(super) fn load(dir: &Path) -> Result<HfConfig> {
+    pub(crate) fn load(dir: &Path) -> Result<HfConfig> {
         let config_path = dir.join(TOKENIZER_CONFIG);
         let kwargs = read_json_object(&config_path)?.unwrap_or_default();
         let mut specials = HashMap::new();
@@ -396,4 +398,29 @@ pub(super) fn detect_kind(dir: &Path, cfg: &HfConfig) -> Result<Kind> {
         }
     }
     Ok(kind)
+}
+
+impl HfConfig {
+    /// What the engine itself reads from these files.
+    pub(crate) fn settings(&self) -> crate::tokenize::TokenizerSettings {
+        let k = &self.kwargs;
+        crate::tokenize::TokenizerSettings {
+            // HF writes 1e30 for "no limit".
+            model_max_length: k
+                .get("model_max_length")
+                .and_then(Value::as_f64)
+                .filter(|&m| m < 1e15)
+                .map(|m| m as usize),
+            pads_left: k.get("padding_side").and_then(Value::as_str) == Some("left"),
+            clean_up_tokenization_spaces: k
+                .get("clean_up_tokenization_spaces")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            specials: self
+                .specials
+                .iter()
+                .filter_map(|(&key, v)| Some((key, v.as_ref()?.content().to_string())))
+                .collect(),
+        }
+    }
 }

@@ -60,6 +60,7 @@ mod wordpiece;
 use crate::error::{Error, Result};
 use added::*;
 use bpe::*;
+pub(crate) use hf_config::HfConfig;
 use hf_config::*;
 use specials::*;
 use unigram::*;
@@ -103,21 +104,38 @@ enum Kind {
 /// Honours tokenizer_config.json / special_tokens_map.json (do_lower_case, strip_accents,
 /// tokenize_chinese_chars, add_prefix_space, trim_offsets, keep_accents, special tokens).
 pub fn from_legacy_files(dir: &Path) -> Result<Tokenizer> {
-    let cfg = HfConfig::load(dir)?;
-    let kind = detect_kind(dir, &cfg)?;
-    let slow = SlowSpecials::new(kind, &cfg);
+    Ok(build(dir, &HfConfig::load(dir)?)?.0)
+}
+
+/// Whether `dir` has any of the legacy tokenizer files.
+pub(crate) fn has_legacy_files(dir: &Path) -> bool {
+    [WP_VOCAB, BPE_VOCAB, SPM_MODEL]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
+/// [`from_legacy_files`] with the configuration files already read, also
+/// saying which kind of tokenizer the files (or `tokenizer_class`) chose.
+pub(crate) fn build(dir: &Path, cfg: &HfConfig) -> Result<(Tokenizer, super::TokenizerKind)> {
+    let kind = detect_kind(dir, cfg)?;
+    let slow = SlowSpecials::new(kind, cfg);
     let mut tok = match kind {
-        Kind::WordPiece => build_wordpiece(dir, &cfg, &slow)?,
-        Kind::ByteLevelBpe => build_bpe(dir, &cfg, &slow)?,
-        Kind::Unigram => build_unigram(dir, &cfg, &slow)?,
+        Kind::WordPiece => build_wordpiece(dir, cfg, &slow)?,
+        Kind::ByteLevelBpe => build_bpe(dir, cfg, &slow)?,
+        Kind::Unigram => build_unigram(dir, cfg, &slow)?,
     };
-    add_fast_tokens(&mut tok, &cfg, &slow);
+    add_fast_tokens(&mut tok, cfg, &slow);
     // PreTrainedTokenizerFast: `encode_special_tokens = split_special_tokens`.
     tok.set_encode_special_tokens(cfg.bool_or("split_special_tokens", false)?);
     tok.with_padding(None);
     tok.with_truncation(None)
         .map_err(|e| Error::Tokenizer(format!("{}: {e}", dir.display())))?;
-    Ok(tok)
+    let public = match kind {
+        Kind::WordPiece => super::TokenizerKind::WordPiece,
+        Kind::ByteLevelBpe => super::TokenizerKind::Bpe,
+        Kind::Unigram => super::TokenizerKind::SentencePiece,
+    };
+    Ok((tok, public))
 }
 
 // ---------------------------------------------------------------------------
