@@ -106,3 +106,26 @@ fn emulated_gemm_refuses_an_output_overlapping_an_input() {
     let y = s.alloc(m * n * 2).unwrap();
     s.gemm(x, w, y, m, n, k).unwrap();
 }
+
+/// A tied MLM decoder is the word embeddings, held once on the host and
+/// uploaded once: the device holds exactly one fp16 copy of every tensor the
+/// host model holds, and the tied decoder holds none of its own.
+#[test]
+fn tied_decoder_is_held_and_uploaded_once() {
+    let w = weights(&common::model_dir("bert_mlm"));
+    let bertrt::model::HeadWeights::MaskedLm(m) = &w.head else {
+        panic!("bert_mlm: expected an MLM head");
+    };
+    assert!(
+        m.decoder.w.is_none(),
+        "bert_mlm: tied decoder copied on the host"
+    );
+    let mut host_values = 0usize;
+    w.map(&mut |x: &Vec<f32>| {
+        host_values += x.len();
+        Ok(())
+    })
+    .unwrap();
+    let model = Fp16Model::new(EmuSeam::new(), &w).unwrap();
+    assert_eq!(model.weight_bytes, 2 * host_values);
+}

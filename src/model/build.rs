@@ -6,7 +6,7 @@
 //! seeded generator ([`super::random`]).
 
 use super::*;
-use crate::config::{Family, Head};
+use crate::config::{Activation, Family, Head};
 use crate::error::{Error, Result};
 use crate::weights::names::{LayerNames, Names};
 
@@ -155,7 +155,7 @@ impl<S: WeightSource> Builder<'_, S> {
         Ok((a, f, (0..c.num_layers).map(|i| (i, i)).collect()))
     }
 
-    fn mlm(&mut self, word: &[f32]) -> Result<MlmHead> {
+    fn mlm(&mut self) -> Result<MlmHead> {
         let c = self.cfg;
         let m = self.names.mlm_head();
         // ALBERT and the ELECTRA generator predict from E-wide vectors.
@@ -170,11 +170,12 @@ impl<S: WeightSource> Builder<'_, S> {
         };
         let v = c.vocab_size;
         let dec_w = Names::weight(&m.decoder);
-        // Tied to the input embeddings (tie_word_embeddings) unless stored.
+        // Tied to the input embeddings (tie_word_embeddings) unless stored:
+        // then the decoder holds no weight of its own.
         let w = if self.src.has(&dec_w, false) {
-            self.src.matrix(&dec_w, &[v, e])?
+            Some(self.src.matrix(&dec_w, &[v, e])?)
         } else {
-            word.to_vec()
+            None
         };
         let b = self.src.bias(&m.bias_candidates, v)?;
         for name in &m.bias_candidates {
@@ -184,7 +185,7 @@ impl<S: WeightSource> Builder<'_, S> {
             transform: self.linear(&m.dense, c.hidden_size, e)?,
             act,
             ln: self.layer_norm(&m.ln, e)?,
-            decoder: Linear {
+            decoder: Decoder {
                 w,
                 b,
                 in_dim: e,
@@ -193,7 +194,7 @@ impl<S: WeightSource> Builder<'_, S> {
         })
     }
 
-    fn head(&mut self, word: &[f32], pooler: Option<&Linear>) -> Result<HeadWeights> {
+    fn head(&mut self, pooler: Option<&Linear>) -> Result<HeadWeights> {
         let c = self.cfg;
         let (h, n_labels) = (c.hidden_size, c.num_labels);
         let need_pooler = |src: &S, names: &Names| -> Result<()> {
@@ -211,7 +212,7 @@ impl<S: WeightSource> Builder<'_, S> {
         };
         Ok(match c.head {
             Head::Base => HeadWeights::None,
-            Head::MaskedLm => HeadWeights::MaskedLm(self.mlm(word)?),
+            Head::MaskedLm => HeadWeights::MaskedLm(self.mlm()?),
             Head::QuestionAnswering => {
                 HeadWeights::QuestionAnswering(self.linear(Names::QA_OUTPUTS, h, 2)?)
             }
@@ -243,7 +244,7 @@ impl<S: WeightSource> Builder<'_, S> {
             Head::AlbertPreTraining => {
                 need_pooler(self.src, &self.names)?;
                 HeadWeights::AlbertPreTraining {
-                    mlm: self.mlm(word)?,
+                    mlm: self.mlm()?,
                     sop: self.linear(Names::SOP_CLASSIFIER, h, 2)?,
                 }
             }
@@ -273,7 +274,7 @@ pub(crate) fn build_weights(
     } else {
         None
     };
-    let head = b.head(&embeddings.word, pooler.as_ref())?;
+    let head = b.head(pooler.as_ref())?;
     Ok(ModelWeights {
         config: cfg.clone(),
         embeddings,

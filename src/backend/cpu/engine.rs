@@ -104,7 +104,11 @@ impl CpuEngine {
         let mlm = |m: &MlmHead| -> Vec<f32> {
             let mut u = linear_act(&hidden, &m.transform, m.act);
             ops::layer_norm_rows(&mut u, &m.ln.gamma, &m.ln.beta, w.config.layer_norm_eps);
-            linear(&u, &m.decoder)
+            let d = &m.decoder;
+            let weight = d.w.as_ref().unwrap_or(&w.embeddings.word);
+            let mut logits = vec![0f32; (u.len() / d.in_dim) * d.out_dim];
+            ops::linear(&u, weight, Some(&d.b), d.in_dim, &mut logits);
+            logits
         };
         let head = match &w.head {
             HeadWeights::None => HeadOutput::None,

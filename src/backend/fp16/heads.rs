@@ -1,0 +1,104 @@
+//! The pooler and the task heads on the device, after the encoder.
+
+use super::workspace::{Buf, Workspace};
+use super::{DevPtr, Fp16Model, Seam};
+use crate::config::Activation;
+use crate::error::Result;
+use crate::model::{ClassifierHead, HeadWeights, Linear, MlmHead};
+use crate::output::HeadOutput;
+
+impl<S: Seam> Fp16Model<S> {
+    /// Pooled = tanh(FirstTokens Wp^T + bp), where the model has a pooler.
+    pub(super) fn pooler(&self, ws: &Workspace, t: usize, s: usize) -> Result<Option<Vec<f32>>> {
+        let Some(p) = &self.w.pooler else {
+            return Ok(None);
+        };
+        self.gather_first_tokens(ws, t, s)?;
+        self.linear(
+            ws[Buf::FirstTokens],
+            p,
+            ws[Buf::Pooled],
+            s,
+            Some(Activation::Tanh),
+        )?;
+        Ok(Some(
+            self.read(ws[Buf::Pooled], s * self.w.config.hidden_size)?,
+        ))
+    }
+
+    /// The head's output; `Pooled` already holds the pooler output.
+    pub(super) fn head(&self, ws: &Workspace, t: usize, s: usize) -> Result<HeadOutput> {
+        let (x, logits) = (ws[Buf::Hidden], ws[Buf::HeadLogits]);
+        Ok(match &self.w.head {
+            HeadWeights::None => HeadOutput::None,
+            HeadWeights::MaskedLm(m) => HeadOutput::TokenLogits(self.mlm(m, ws, t)?),
+            HeadWeights::QuestionAnswering(l) => {
+                self.linear(x, l, logits, t, None)?;
+                let se = self.read(logits, t * 2)?;
+                HeadOutput::StartEnd {
+                    start: se.iter().step_by(2).copied().collect(),
+                    end: se.iter().skip(1).step_by(2).copied().collect(),
+                }
+            }
+            HeadWeights::TokenClassification(l) => {
+                self.linear(x, l, logits, t, None)?;
+                HeadOutput::TokenLogits(self.read(logits, t * l.out_dim)?)
+            }
+            HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
+                self.linear(ws[Buf::Pooled], l, ws[Buf::SeqLogits], s, None)?;
+                HeadOutput::SequenceLogits(self.read(ws[Buf::SeqLogits], s * l.out_dim)?)
+            }
+            HeadWeights::SequenceClassification(ClassifierHead::FirstToken {
+                dense,
+                act,
+                out_proj,
+            }) => {
+                self.gather_first_tokens(ws, t, s)?;
+                self.linear(
+                    ws[Buf::FirstTokens],
+                    dense,
+                    ws[Buf::SeqScratch],
+                    s,
+                    Some(*act),
+                )?;
+                self.linear(ws[Buf::SeqScratch], out_proj, ws[Buf::SeqLogits], s, None)?;
+                HeadOutput::SequenceLogits(self.read(ws[Buf::SeqLogits], s * out_proj.out_dim)?)
+            }
+            HeadWeights::Discriminator {
+                dense,
+                act,
+                prediction,
+            } => {
+                self.linear(x, dense, ws[Buf::HeadTransform], t, Some(*act))?;
+                self.linear(ws[Buf::HeadTransform], prediction, logits, t, None)?;
+                HeadOutput::TokenLogits(self.read(logits, t)?)
+            }
+            HeadWeights::AlbertPreTraining { mlm, sop } => {
+                let mlm = self.mlm(mlm, ws, t)?;
+                self.linear(ws[Buf::Pooled], sop, ws[Buf::SeqLogits], s, None)?;
+                HeadOutput::PreTraining {
+                    mlm,
+                    sop: self.read(ws[Buf::SeqLogits], s * 2)?,
+                }
+            }
+        })
+    }
+
+    /// u = LN(act(x Wt^T + bt)); logits = u Wd^T + bd, Wd the word
+    /// embeddings when tied.
+    fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, t: usize) -> Result<Vec<f32>> {
+        let (u, zeros) = (ws[Buf::HeadTransform], ws[Buf::Zeros]);
+        self.linear(ws[Buf::Hidden], &m.transform, u, t, Some(m.act))?;
+        let e = m.transform.out_dim;
+        self.add_bias_residual_layernorm(u, zeros, zeros, &m.ln, u, t, e)?;
+        let d = &m.decoder;
+        let decoder = Linear {
+            w: d.w.unwrap_or(self.w.embeddings.word),
+            b: d.b,
+            in_dim: d.in_dim,
+            out_dim: d.out_dim,
+        };
+        self.linear(u, &decoder, ws[Buf::HeadLogits], t, None)?;
+        self.read(ws[Buf::HeadLogits], t * d.out_dim)
+    }
+}

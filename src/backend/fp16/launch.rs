@@ -1,0 +1,135 @@
+//! The launches the forward pass is made of, each building its kernel's
+//! params struct and geometry (see `backend/kernels.rs`).
+
+use super::workspace::{Buf, Workspace};
+use super::{DevPtr, Fp16Model, Seam};
+use crate::backend::kernels as k;
+use crate::config::Activation;
+use crate::error::Result;
+use crate::model::{LayerNorm, Linear};
+use half::f16;
+
+impl<S: Seam> Fp16Model<S> {
+    /// Runs `f` inside a profiler range named `name`.
+    pub(super) fn op<R>(&self, name: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        self.seam.range_push(name);
+        let r = f();
+        self.seam.range_pop();
+        r
+    }
+
+    /// y = x W^T (no bias).
+    pub(super) fn gemm(&self, x: DevPtr, l: &Linear<DevPtr>, y: DevPtr, rows: usize) -> Result<()> {
+        self.seam.gemm(x, l.w, y, rows, l.out_dim, l.in_dim)
+    }
+
+    pub(super) fn bias_act(
+        &self,
+        x: DevPtr,
+        bias: DevPtr,
+        rows: usize,
+        width: usize,
+        act: k::ActCode,
+    ) -> Result<()> {
+        let n = rows * width;
+        self.seam.launch(
+            k::BiasActParams {
+                x,
+                bias,
+                n: n as i64,
+                width: width as i32,
+                act,
+            },
+            k::elementwise_geometry(n),
+        )
+    }
+
+    /// y = act(x W^T + b), `act` None adds the bias only.
+    pub(super) fn linear(
+        &self,
+        x: DevPtr,
+        l: &Linear<DevPtr>,
+        y: DevPtr,
+        rows: usize,
+        act: Option<Activation>,
+    ) -> Result<()> {
+        self.gemm(x, l, y, rows)?;
+        self.bias_act(y, l.b, rows, l.out_dim, k::ActCode::of(act))
+    }
+
+    /// out = LN(x + bias + residual).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_bias_residual_layernorm(
+        &self,
+        x: DevPtr,
+        bias: DevPtr,
+        residual: DevPtr,
+        ln: &LayerNorm<DevPtr>,
+        out: DevPtr,
+        rows: usize,
+        width: usize,
+    ) -> Result<()> {
+        self.seam.launch(
+            k::AddBiasResidualLayerNormParams {
+                x,
+                bias,
+                residual,
+                gamma: ln.gamma,
+                beta: ln.beta,
+                out,
+                rows: rows as i32,
+                width: width as i32,
+                eps: self.w.config.layer_norm_eps,
+            },
+            k::add_bias_residual_layernorm_geometry(rows, width),
+        )
+    }
+
+    /// AttnContext = softmax(Q K^T / sqrt(d)) V per sequence and head.
+    pub(super) fn attention(&self, ws: &Workspace, s: usize, max_len: usize) -> Result<()> {
+        let c = &self.w.config;
+        self.seam.launch(
+            k::AttentionParams {
+                qkv: ws[Buf::Qkv],
+                cu_seqlens: ws[Buf::CuSeqlens],
+                out: ws[Buf::AttnContext],
+                num_seqs: s as i32,
+                heads: c.num_heads as i32,
+                head_dim: c.head_dim as i32,
+                ld: k::attention_smem_ld(c.head_dim) as i32,
+                scale: 1.0 / (c.head_dim as f32).sqrt(),
+                _pad: 0,
+            },
+            k::attention_geometry(s, c.num_heads, c.head_dim, max_len),
+        )
+    }
+
+    /// FirstTokens = the first token's row of each sequence of `Hidden`.
+    pub(super) fn gather_first_tokens(&self, ws: &Workspace, t: usize, s: usize) -> Result<()> {
+        self.seam.launch(
+            k::GatherRowsParams {
+                x: ws[Buf::Hidden],
+                row_ids: ws[Buf::FirstRows],
+                out: ws[Buf::FirstTokens],
+                n: s as i32,
+                rows: t as i32,
+                width: self.w.config.hidden_size as i32,
+                _pad: 0,
+            },
+            k::gather_rows_geometry(s),
+        )
+    }
+
+    /// `n` fp16 values from the device, as f32.
+    pub(super) fn read(&self, p: DevPtr, n: usize) -> Result<Vec<f32>> {
+        let mut b = vec![0u8; n * 2];
+        self.seam.download(p, &mut b)?;
+        Ok(b.chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect())
+    }
+
+    pub(super) fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
+        self.seam.upload(p, bytemuck::cast_slice(v))
+    }
+}
