@@ -13,13 +13,17 @@ use crate::config::Activation;
 /// and the same kernel compiled for the host (SIMT emulation, tests only).
 /// The CUDA loader and the emulator both dispatch through [`Launch`].
 macro_rules! kernels {
-    ($($params:ty => $name:literal, $host:ident;)*) => {$(
-        impl Launch for $params {
-            const NAME: &'static str = $name;
-            #[cfg(feature = "emulator")]
-            const HOST: unsafe extern "C" fn(Self) = crate::backend::emu::$host;
-        }
-    )*};
+    ($($params:ty => $name:literal, $host:ident;)*) => {
+        $(
+            impl Launch for $params {
+                const NAME: &'static str = $name;
+                #[cfg(feature = "emulator")]
+                const HOST: unsafe extern "C" fn(Self) = crate::backend::emu::$host;
+            }
+        )*
+        /// Every kernel's exported name: what the CUDA loader looks up.
+        pub const KERNEL_NAMES: &[&str] = &[$($name),*];
+    };
 }
 
 kernels! {

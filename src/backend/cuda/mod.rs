@@ -27,16 +27,6 @@ static FATBIN: &[u8] = include_bytes!(env!("BERTRT_FATBIN"));
 #[cfg(not(bertrt_fatbin))]
 static FATBIN: &[u8] = &[];
 
-/// Kernels the fp16 forward launches, looked up once at load.
-const KERNELS: &[&str] = &[
-    "embeddings_layernorm_f16",
-    "add_bias_residual_layernorm_f16",
-    "bias_act_f16",
-    "attention_f16",
-    "gather_rows_f16",
-    "cast_f32_f16",
-];
-
 fn drv_err(what: &str) -> impl Fn(drv::DriverError) -> Error + '_ {
     move |e| Error::Device(format!("{what}: {e:?}"))
 }
@@ -105,7 +95,7 @@ impl CudaSeam {
     /// the embedded kernels, cuBLAS. Each failure is a clear error, and
     /// releases whatever was acquired before it.
     pub fn open(ordinal: usize) -> Result<CudaSeam> {
-        Self::open_with_kernels(ordinal, KERNELS)
+        Self::open_with_kernels(ordinal, crate::backend::kernels::KERNEL_NAMES)
     }
 
     /// [`CudaSeam::open`], looking up `kernels` in the fatbin instead of the
