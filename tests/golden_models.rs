@@ -4,7 +4,6 @@
 mod common;
 
 use bertrt::backend::cpu::CpuEngine;
-use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::ModelConfig;
 use bertrt::model::load_weights;
 use bertrt::output::{ForwardOutput, HeadOutput};
@@ -13,43 +12,8 @@ use common::*;
 
 const ATOL: f64 = 1e-4;
 
-/// Rows of a padded golden `[B, L, ...]` tensor that are real tokens, packed.
-fn unpad(g: &Golden, lens: &[usize]) -> Vec<f64> {
-    let (b, l) = (g.shape[0], g.shape[1]);
-    let w: usize = g.shape[2..].iter().product();
-    let mut out = Vec::new();
-    for (s, len) in lens.iter().enumerate().take(b) {
-        out.extend_from_slice(&g.data[s * l * w..(s * l + len) * w]);
-    }
-    out
-}
-
 /// The golden keys that are inputs, not outputs to compare.
 const INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
-
-/// The batch of `{prefix}input_ids` (unpadded by `{prefix}attention_mask`)
-/// and its sequence lengths.
-fn golden_batch(
-    g: &std::collections::HashMap<String, Golden>,
-    prefix: &str,
-    cfg: &ModelConfig,
-) -> (Batch, Vec<usize>) {
-    let ids = &g[&format!("{prefix}input_ids")];
-    let mask = &g[&format!("{prefix}attention_mask")];
-    let types = &g[&format!("{prefix}token_type_ids")];
-    let (b, l) = (ids.shape[0], ids.shape[1]);
-    let mut seqs = Vec::new();
-    let mut lens = Vec::new();
-    for s in 0..b {
-        let n = (0..l).filter(|&j| mask.data[s * l + j] != 0.0).count();
-        lens.push(n);
-        seqs.push(SequenceIds {
-            input_ids: (0..n).map(|j| ids.data[s * l + j] as u32).collect(),
-            token_type_ids: (0..n).map(|j| types.data[s * l + j] as u32).collect(),
-        });
-    }
-    (Batch::pack(&seqs, cfg).unwrap(), lens)
-}
 
 /// bertrt's output for a golden key (without its `pair_` prefix), and whether
 /// it is per token (the golden is padded `[B, L, ...]`) or per sequence.

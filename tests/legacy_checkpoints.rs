@@ -10,7 +10,6 @@ mod common;
 use bertrt::backend::cpu::CpuEngine;
 use bertrt::backend::emu::EmuSeam;
 use bertrt::backend::fp16::Fp16Model;
-use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::ModelConfig;
 use bertrt::model::load_weights;
 use bertrt::output::{ForwardOutput, HeadOutput};
@@ -33,34 +32,6 @@ const CPU_ATOL: f64 = 1e-4;
 /// wrong offset, a tensor from the wrong storage) moves outputs by O(1).
 const FP16_MIN_COS: f64 = 0.9999;
 const FP16_ATOL: f64 = 1e-2;
-
-/// Rows of a padded golden `[B, L, ...]` tensor that are real tokens, packed.
-fn unpad(g: &Golden, lens: &[usize]) -> Vec<f64> {
-    let (b, l) = (g.shape[0], g.shape[1]);
-    let w: usize = g.shape[2..].iter().product();
-    let mut out = Vec::new();
-    for (s, len) in lens.iter().enumerate().take(b) {
-        out.extend_from_slice(&g.data[s * l * w..(s * l + len) * w]);
-    }
-    out
-}
-
-/// The golden inputs as a packed batch, and each sequence's length.
-fn golden_batch(g: &HashMap<String, Golden>, cfg: &ModelConfig) -> (Batch, Vec<usize>) {
-    let (ids, mask, types) = (&g["input_ids"], &g["attention_mask"], &g["token_type_ids"]);
-    let (b, l) = (ids.shape[0], ids.shape[1]);
-    let mut seqs = Vec::new();
-    let mut lens = Vec::new();
-    for s in 0..b {
-        let n = (0..l).filter(|&j| mask.data[s * l + j] != 0.0).count();
-        lens.push(n);
-        seqs.push(SequenceIds {
-            input_ids: (0..n).map(|j| ids.data[s * l + j] as u32).collect(),
-            token_type_ids: (0..n).map(|j| types.data[s * l + j] as u32).collect(),
-        });
-    }
-    (Batch::pack(&seqs, cfg).unwrap(), lens)
-}
 
 /// Every output HF has a golden for, as (name, ours, HF's, row width).
 fn outputs<'a>(
@@ -114,7 +85,7 @@ fn check_against_hf(name: &str) {
         weights.unused_tensors
     );
     let g = load_golden(name);
-    let (batch, lens) = golden_batch(&g, &cfg);
+    let (batch, lens) = golden_batch(&g, "", &cfg);
 
     let cpu = CpuEngine::new(weights.clone()).forward(&batch).unwrap();
     let mut failures = Vec::new();

@@ -531,13 +531,8 @@ mod tests {
     #[test]
     fn mutated_files_never_panic() {
         let file = fixture("state_dict_legacy.bin");
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::rng::Rng::new(0x2545_f491_4f6c_dd1du64);
+        let mut rnd = || rng.next_u64();
         for _ in 0..5000 {
             let mut f = file.clone();
             for _ in 0..1 + rnd() % 3 {

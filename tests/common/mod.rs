@@ -153,3 +153,38 @@ pub fn compare(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) -> R
         ))
     }
 }
+
+/// Rows of a padded golden `[B, L, ...]` tensor that are real tokens, packed.
+pub fn unpad(g: &Golden, lens: &[usize]) -> Vec<f64> {
+    let (b, l) = (g.shape[0], g.shape[1]);
+    let w: usize = g.shape[2..].iter().product();
+    let mut out = Vec::new();
+    for (s, len) in lens.iter().enumerate().take(b) {
+        out.extend_from_slice(&g.data[s * l * w..(s * l + len) * w]);
+    }
+    out
+}
+
+/// The batch of `{prefix}input_ids` (unpadded by `{prefix}attention_mask`)
+/// and its sequence lengths.
+pub fn golden_batch(
+    g: &HashMap<String, Golden>,
+    prefix: &str,
+    cfg: &bertrt::config::ModelConfig,
+) -> (bertrt::batch::Batch, Vec<usize>) {
+    let ids = &g[&format!("{prefix}input_ids")];
+    let mask = &g[&format!("{prefix}attention_mask")];
+    let types = &g[&format!("{prefix}token_type_ids")];
+    let (b, l) = (ids.shape[0], ids.shape[1]);
+    let mut seqs = Vec::new();
+    let mut lens = Vec::new();
+    for s in 0..b {
+        let n = (0..l).filter(|&j| mask.data[s * l + j] != 0.0).count();
+        lens.push(n);
+        seqs.push(bertrt::batch::SequenceIds {
+            input_ids: (0..n).map(|j| ids.data[s * l + j] as u32).collect(),
+            token_type_ids: (0..n).map(|j| types.data[s * l + j] as u32).collect(),
+        });
+    }
+    (bertrt::batch::Batch::pack(&seqs, cfg).unwrap(), lens)
+}

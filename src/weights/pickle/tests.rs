@@ -186,13 +186,8 @@ fn every_truncated_pickle_is_an_error() {
 #[test]
 fn mutated_pickles_never_panic() {
     let p = fixture_pickle();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = crate::rng::Rng::new(0x9e37_79b9_7f4a_7c15u64);
+    let mut rnd = || rng.next_u64();
     for _ in 0..20_000 {
         let mut q = p.clone();
         for _ in 0..1 + rnd() % 4 {
