@@ -21,6 +21,22 @@ thread_local! {
 
 static INSTALL: Once = Once::new();
 
+/// A panic's message and where it happened: "msg at file:line".
+pub fn describe(info: &std::panic::PanicHookInfo) -> String {
+    let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    };
+    let at = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    format!("{msg}{at}")
+}
+
 fn install_hook() {
     INSTALL.call_once(|| {
         let previous = std::panic::take_hook();
@@ -28,18 +44,7 @@ fn install_hook() {
             if QUIET_DEPTH.with(|d| d.get()) == 0 {
                 return previous(info);
             }
-            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                s.to_string()
-            } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "(no message)".to_string()
-            };
-            let at = info
-                .location()
-                .map(|l| format!(" at {}:{}", l.file(), l.line()))
-                .unwrap_or_default();
-            CAUGHT.with(|c| *c.borrow_mut() = Some(format!("{msg}{at}")));
+            CAUGHT.with(|c| *c.borrow_mut() = Some(describe(info)));
         }));
     });
 }

@@ -139,18 +139,8 @@ fn setup() {
             if !IN_TARGET.load(Ordering::Relaxed) {
                 return previous(info);
             }
-            let msg = if let Some(s) = info.payload().downcast_ref::<&str>() {
-                s.to_string()
-            } else if let Some(s) = info.payload().downcast_ref::<String>() {
-                s.clone()
-            } else {
-                "(no message)".into()
-            };
-            let at = info
-                .location()
-                .map(|l| format!("{}:{}", l.file(), l.line()))
-                .unwrap_or_default();
-            *PANIC_MSG.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{at}: {msg}"));
+            *PANIC_MSG.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(bertrt::panic_guard::describe(info));
         }));
         std::thread::spawn(|| loop {
             std::thread::sleep(Duration::from_millis(200));
