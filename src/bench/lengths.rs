@@ -20,7 +20,7 @@ pub enum Lengths {
 impl Lengths {
     /// `fixed`, `uniform`, `avg0.6` (any fraction in (0, 1]), or `real` with `file`.
     pub fn parse(spec: &str, file: Option<&Path>) -> Result<Lengths> {
-        let bad = |m: String| Error::Input(format!("--lengths {spec}: {m}"));
+        let bad = |m: String| Error::Input(format!("lengths '{spec}': {m}"));
         match spec {
             "fixed" => Ok(Lengths::Fixed),
             "uniform" => Ok(Lengths::Uniform),

@@ -386,7 +386,7 @@ impl Backend for CudaBackend {
         // SAFETY: only probes for the shared library.
         if on && !unsafe { cudarc::nvtx::sys::is_culib_present() } {
             return Err(Error::Device(
-                "--nvtx: libnvToolsExt.so could not be loaded (the CUDA toolkit's, or PyTorch's nvidia/nvtx/lib, on LD_LIBRARY_PATH)".into(),
+                "NVTX ranges: libnvToolsExt.so could not be loaded (the CUDA toolkit's, or PyTorch's nvidia/nvtx/lib, on LD_LIBRARY_PATH)".into(),
             ));
         }
         self.model.seam().nvtx.store(on, Ordering::Relaxed);

@@ -148,16 +148,21 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         return Ok(());
     }
     // Validate everything before loading anything.
-    let device: Device = a.device.parse().map_err(|e: bertrt::Error| e.to_string())?;
+    let device: Device = a
+        .device
+        .parse()
+        .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
     let lengths = match a.lengths.as_slice() {
         [kind] => Lengths::parse(kind, None),
         [kind, file] if kind == "real" => Lengths::parse(kind, Some(Path::new(file))),
-        _ => Err(bertrt::Error::Input(format!(
-            "--lengths {}: a FILE goes only with `real`",
-            a.lengths.join(" ")
-        ))),
+        _ => {
+            return Err(format!(
+                "--lengths {}: a FILE goes only with `real`",
+                a.lengths.join(" ")
+            ))
+        }
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("--lengths: {e}"))?;
     if a.batch.iter().chain(&a.seq).any(|&n| n == 0) || a.batch.is_empty() || a.seq.is_empty() {
         return Err(
             "--batch and --seq take positive integers, e.g. --batch 1,8,32 --seq 128,384".into(),
@@ -189,7 +194,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         eprintln!("bertrt: note: {msg}");
         warnings.push(msg.to_string());
     } else if a.nvtx {
-        backend.set_nvtx(true).map_err(|e| e.to_string())?;
+        backend.set_nvtx(true).map_err(|e| format!("--nvtx: {e}"))?;
     }
 
     let settings = Settings {
