@@ -197,6 +197,13 @@ fn write_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
+/// The legacy (pre-1.6, non-zip) torch.save format, straight from bytes.
+fn read_pickle_legacy(bytes: &[u8]) -> Result<(), String> {
+    bertrt::weights::torch_legacy::read_legacy_bytes(bytes, Path::new("pytorch_model.bin"))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 fn read_pickle_zip(bytes: &[u8]) -> Result<(), String> {
     pickle::read_pytorch_bin_from(Cursor::new(bytes), Path::new("pytorch_model.bin"))
         .map(|_| ())
@@ -268,6 +275,23 @@ pub fn all_targets() -> Vec<Target> {
             seeds: pickles.clone(),
             format: BYTES,
             run: Box::new(|input, _| read_pickle_zip(input)),
+        },
+        Target {
+            name: "pickle_legacy",
+            ext: "bin",
+            seeds: [
+                "pickle/state_dict_legacy.bin",
+                "models/bert_legacy/pytorch_model.bin",
+                "models/bert_legacy_f16_tied/pytorch_model.bin",
+            ]
+            .iter()
+            .map(|f| {
+                let p = fixtures().join(f);
+                std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            })
+            .collect(),
+            format: BYTES,
+            run: Box::new(|input, _| read_pickle_legacy(input)),
         },
         Target {
             name: "pickle_data",
