@@ -3,6 +3,7 @@
 
 mod bench;
 mod input;
+mod serve;
 
 use bertrt::tasks::{classify, detect, embed, fill_mask, qa};
 use bertrt::tokenize::Truncation;
@@ -141,6 +142,8 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "none")]
         aggregation: Aggregation,
     },
+    /// HTTP server (TEI- and OpenAI-compatible routes) with dynamic batching.
+    Serve(serve::ServeArgs),
     /// Latency and throughput over a batch x seq grid (presets run random weights).
     Bench(bench::BenchArgs),
 }
@@ -207,6 +210,7 @@ fn emit(format: Format, items: &[Value], show: impl Fn(&Value) -> String) -> Cli
 fn run(cli: Cli) -> CliResult {
     match cli.cmd {
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Info { c } => {
             let e = load(&c)?;
             let cfg = &e.config;
