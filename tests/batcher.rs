@@ -40,7 +40,7 @@ fn texts() -> Vec<String> {
 fn seqs(eng: &Engine, text: &str) -> Vec<SequenceIds> {
     let e = eng
         .tokenizer
-        .encode(text, None, 512, Truncation::LongestFirst)
+        .encode(text, None, eng.config.max_tokens_per_sequence(), Truncation::LongestFirst)
         .unwrap();
     vec![SequenceIds {
         input_ids: e.ids,
@@ -70,7 +70,8 @@ fn gate() -> (ForwardHook, mpsc::Sender<()>) {
     let rx = Mutex::new(Some(rx));
     let hook: ForwardHook = Arc::new(move |_seqs: &[SequenceIds]| {
         if let Some(rx) = rx.lock().unwrap().take() {
-            rx.recv().unwrap();
+            // Bounded, so a failing test cannot hang in the batcher's drop.
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(20));
         }
     });
     (hook, tx)
@@ -167,7 +168,9 @@ fn token_budget_holds() {
     );
     // A request bigger than the budget is refused up front, naming the limit.
     let long = "word ".repeat(150);
-    let err = batcher.run(seqs(&eng, &long)).unwrap_err().to_string();
+    let mut two = seqs(&eng, &long);
+    two.extend(seqs(&eng, &long));
+    let err = batcher.run(two).unwrap_err().to_string();
     assert!(err.contains("max_batch_tokens is 100"), "{err}");
 }
 
