@@ -40,7 +40,12 @@ fn texts() -> Vec<String> {
 fn seqs(eng: &Engine, text: &str) -> Vec<SequenceIds> {
     let e = eng
         .tokenizer
-        .encode(text, None, eng.config.max_tokens_per_sequence(), Truncation::LongestFirst)
+        .encode(
+            text,
+            None,
+            eng.config.max_tokens_per_sequence(),
+            Truncation::LongestFirst,
+        )
         .unwrap();
     vec![SequenceIds {
         input_ids: e.ids,

@@ -12,6 +12,29 @@ use base64::Engine as _;
 use bertrt::batch::SequenceIds;
 use serde_json::{json, Value};
 
+/// Typed (not json!) so floats print as the f32 they are.
+#[derive(serde::Serialize)]
+struct List {
+    object: &'static str,
+    data: Vec<Item>,
+    model: String,
+    usage: Value,
+}
+
+#[derive(serde::Serialize)]
+struct Item {
+    object: &'static str,
+    embedding: Vector,
+    index: usize,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
 pub async fn embeddings(State(s): Shared, body: Body) -> Result<Response, ApiError> {
     let inner = async {
         let v = parse_body(body)?;
@@ -41,29 +64,30 @@ pub async fn embeddings(State(s): Shared, body: Body) -> Result<Response, ApiErr
         };
         let tokens: usize = seqs.iter().map(|q| q.input_ids.len()).sum();
         let vectors = embed_seqs(&s, seqs, true).await?;
-        let data: Vec<Value> = vectors
-            .iter()
+        let data: Vec<Item> = vectors
+            .into_iter()
             .enumerate()
-            .map(|(i, e)| {
-                let embedding = if base64 {
+            .map(|(index, e)| Item {
+                object: "embedding",
+                embedding: if base64 {
                     let bytes: Vec<u8> = e.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    Vector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
                 } else {
-                    json!(e)
-                };
-                json!({"object": "embedding", "embedding": embedding, "index": i})
+                    Vector::Float(e)
+                },
+                index,
             })
             .collect();
         let model = v
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or(&s.model_id);
-        Ok(Json(json!({
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }))
+        Ok(Json(List {
+            object: "list",
+            data,
+            model: model.to_string(),
+            usage: json!({"prompt_tokens": tokens, "total_tokens": tokens}),
+        })
         .into_response())
     };
     inner.await.map_err(ApiError::openai)

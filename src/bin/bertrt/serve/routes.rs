@@ -458,12 +458,12 @@ async fn predict(State(s): Shared, body: Body) -> Result<Response, ApiError> {
             .collect::<bertrt::Result<Vec<_>>>()
     })
     .await?;
+    // Typed (not json!) so scores print as the f32 they are.
     Ok(if single {
-        Json(json!(res[0]))
+        Json(&res[0]).into_response()
     } else {
-        Json(json!(res))
-    }
-    .into_response())
+        Json(&res).into_response()
+    })
 }
 
 async fn tokenize(State(s): Shared, body: Body) -> Result<Response, ApiError> {
@@ -529,11 +529,10 @@ async fn fill_mask_route(State(s): Shared, body: Body) -> Result<Response, ApiEr
     let mut res = exclusive(&s, move |e| fill_mask::fill_mask(e, &text, top_k)).await?;
     // As the HF pipeline: one mask gives a flat list.
     Ok(if res.len() == 1 {
-        Json(json!(res.remove(0)))
+        Json(res.remove(0)).into_response()
     } else {
-        Json(json!(res))
-    }
-    .into_response())
+        Json(res).into_response()
+    })
 }
 
 async fn question_answering(State(s): Shared, body: Body) -> Result<Response, ApiError> {
@@ -576,11 +575,10 @@ async fn question_answering(State(s): Shared, body: Body) -> Result<Response, Ap
     let top_k = opts.top_k;
     let mut res = exclusive(&s, move |e| qa::qa(e, &question, &context, &opts)).await?;
     Ok(if top_k == 1 && res.len() == 1 {
-        Json(json!(res.remove(0)))
+        Json(res.remove(0)).into_response()
     } else {
-        Json(json!(res))
-    }
-    .into_response())
+        Json(res).into_response()
+    })
 }
 
 async fn token_classification(State(s): Shared, body: Body) -> Result<Response, ApiError> {
@@ -599,15 +597,13 @@ async fn token_classification(State(s): Shared, body: Body) -> Result<Response, 
             ))
         }
     };
-    let res = exclusive(&s, move |e| {
-        Ok(if simple {
-            json!(classify::classify_entities(e, &text, &["O"])?)
-        } else {
-            json!(classify::classify_tokens(e, &text, &["O"])?)
-        })
+    Ok(if simple {
+        let r = exclusive(&s, move |e| classify::classify_entities(e, &text, &["O"])).await?;
+        Json(r).into_response()
+    } else {
+        let r = exclusive(&s, move |e| classify::classify_tokens(e, &text, &["O"])).await?;
+        Json(r).into_response()
     })
-    .await?;
-    Ok(Json(res).into_response())
 }
 
 async fn detect_route(State(s): Shared, body: Body) -> Result<Response, ApiError> {
