@@ -6,6 +6,7 @@
 mod error;
 mod openai;
 mod routes;
+mod task_routes;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;

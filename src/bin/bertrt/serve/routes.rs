@@ -4,7 +4,7 @@
 //! threads, and runs the model through the shared batcher.
 
 use super::error::ApiError;
-use super::{openai, AppState};
+use super::{openai, task_routes, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -14,8 +14,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bertrt::batch::SequenceIds;
 use bertrt::config::Head;
+use bertrt::tasks::classify;
 use bertrt::tasks::embed::{pool_embeddings, Embedding, Pooling};
-use bertrt::tasks::{classify, detect, fill_mask, qa};
 use bertrt::tokenize::Truncation;
 use bertrt::Engine;
 use serde_json::{json, Value};
@@ -36,10 +36,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(openai::embeddings))
         .route("/predict", post(predict))
         .route("/tokenize", post(tokenize))
-        .route("/fill-mask", post(fill_mask_route))
-        .route("/question-answering", post(question_answering))
-        .route("/token-classification", post(token_classification))
-        .route("/detect", post(detect_route))
+        .route("/fill-mask", post(task_routes::fill_mask_route))
+        .route("/question-answering", post(task_routes::question_answering))
+        .route(
+            "/token-classification",
+            post(task_routes::token_classification),
+        )
+        .route("/detect", post(task_routes::detect_route))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see GET /info") })
         .with_state(state)
 }
@@ -117,7 +120,7 @@ pub fn opt_bool(v: &Value, field: &str) -> Result<Option<bool>, ApiError> {
 }
 
 /// `v[key]` as a positive integer; errors name the field as `name`.
-fn opt_usize(v: &Value, key: &str, name: &str) -> Result<Option<usize>, ApiError> {
+pub fn opt_usize(v: &Value, key: &str, name: &str) -> Result<Option<usize>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(x) => x
@@ -235,7 +238,7 @@ pub async fn embed_seqs(
 }
 
 /// Runs a task helper alone on the engine (between batches).
-async fn exclusive<T: Send + 'static>(
+pub async fn exclusive<T: Send + 'static>(
     s: &Arc<AppState>,
     work: impl FnOnce(&Engine) -> bertrt::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -268,7 +271,7 @@ fn head_name(h: Head) -> &'static str {
 }
 
 /// 400 unless the model has one of `heads`.
-fn need_head(s: &AppState, route: &str, heads: &[Head]) -> Result<(), ApiError> {
+pub fn need_head(s: &AppState, route: &str, heads: &[Head]) -> Result<(), ApiError> {
     let c = &s.engine.config;
     if heads.contains(&c.head) {
         return Ok(());
@@ -394,12 +397,13 @@ async fn embed(State(s): Shared, body: Body) -> Result<Response, ApiError> {
     Ok(Json(embed_seqs(&s, seqs, normalize).await?).into_response())
 }
 
-/// TEI's predict input: a text, a [text, pair], or a list of those.
-fn predict_items(
-    v: Option<&Value>,
-    max: usize,
-) -> Result<(Vec<(String, Option<String>)>, bool), ApiError> {
-    let one = |x: &Value, f: &str| -> Result<(String, Option<String>), ApiError> {
+/// A text and its optional pair.
+type TextPair = (String, Option<String>);
+
+/// TEI's predict input: a text, a [text, pair], or a list of those; true
+/// when it was a single item.
+fn predict_items(v: Option<&Value>, max: usize) -> Result<(Vec<TextPair>, bool), ApiError> {
+    let one = |x: &Value, f: &str| -> Result<TextPair, ApiError> {
         match x {
             Value::String(t) if !t.trim().is_empty() => Ok((t.clone(), None)),
             Value::Array(p)
@@ -500,116 +504,5 @@ async fn tokenize(State(s): Shared, body: Body) -> Result<Response, ApiError> {
             .collect::<Result<Vec<_>, ApiError>>()
     })
     .await?;
-    Ok(Json(res).into_response())
-}
-
-/// `inputs` as one non-empty text.
-fn one_text(v: &Value) -> Result<String, ApiError> {
-    match v.get("inputs") {
-        Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.clone()),
-        Some(Value::String(_)) => Err(ApiError::field("inputs", "must not be empty")),
-        None | Some(Value::Null) => Err(ApiError::field("inputs", "missing")),
-        Some(_) => Err(ApiError::field("inputs", "must be a string")),
-    }
-}
-
-fn params(v: &Value) -> Result<Value, ApiError> {
-    match v.get("parameters") {
-        None | Some(Value::Null) => Ok(json!({})),
-        Some(p @ Value::Object(_)) => Ok(p.clone()),
-        Some(_) => Err(ApiError::field("parameters", "must be an object")),
-    }
-}
-
-async fn fill_mask_route(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    need_head(&s, "/fill-mask", &[Head::MaskedLm, Head::AlbertPreTraining])?;
-    let v = parse_body(body)?;
-    let text = one_text(&v)?;
-    let top_k = opt_usize(&params(&v)?, "top_k", "parameters.top_k")?.unwrap_or(5);
-    let mut res = exclusive(&s, move |e| fill_mask::fill_mask(e, &text, top_k)).await?;
-    // As the HF pipeline: one mask gives a flat list.
-    Ok(if res.len() == 1 {
-        Json(res.remove(0)).into_response()
-    } else {
-        Json(res).into_response()
-    })
-}
-
-async fn question_answering(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    need_head(&s, "/question-answering", &[Head::QuestionAnswering])?;
-    let v = parse_body(body)?;
-    let inputs = v
-        .get("inputs")
-        .filter(|x| x.is_object())
-        .ok_or_else(|| ApiError::field("inputs", "must be an object {question, context}"))?;
-    let text = |f: &str| match inputs.get(f) {
-        Some(Value::String(t)) if !t.trim().is_empty() => Ok(t.clone()),
-        _ => Err(ApiError::field(
-            &format!("inputs.{f}"),
-            "must be a non-empty string",
-        )),
-    };
-    let (question, context) = (text("question")?, text("context")?);
-    let p = params(&v)?;
-    let pf = |f: &str| opt_usize(&p, f, &format!("parameters.{f}"));
-    let defaults = qa::QaOptions::hf_defaults(&s.engine);
-    let max_seq_len = pf("max_seq_len")?.unwrap_or(defaults.max_seq_len);
-    let opts = qa::QaOptions {
-        top_k: pf("top_k")?.unwrap_or(1),
-        doc_stride: pf("doc_stride")?.unwrap_or((max_seq_len / 2).min(128)),
-        max_answer_len: pf("max_answer_len")?.unwrap_or(defaults.max_answer_len),
-        max_question_len: pf("max_question_len")?.unwrap_or(defaults.max_question_len),
-        handle_impossible_answer: match p.get("handle_impossible_answer") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(ApiError::field(
-                    "parameters.handle_impossible_answer",
-                    "must be true or false",
-                ))
-            }
-        },
-        max_seq_len,
-        ..defaults
-    };
-    let top_k = opts.top_k;
-    let mut res = exclusive(&s, move |e| qa::qa(e, &question, &context, &opts)).await?;
-    Ok(if top_k == 1 && res.len() == 1 {
-        Json(res.remove(0)).into_response()
-    } else {
-        Json(res).into_response()
-    })
-}
-
-async fn token_classification(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    need_head(&s, "/token-classification", &[Head::TokenClassification])?;
-    let v = parse_body(body)?;
-    let text = one_text(&v)?;
-    let p = params(&v)?;
-    let simple = match p.get("aggregation_strategy") {
-        None | Some(Value::Null) => false,
-        Some(Value::String(a)) if a == "none" => false,
-        Some(Value::String(a)) if a == "simple" => true,
-        Some(_) => {
-            return Err(ApiError::field(
-                "parameters.aggregation_strategy",
-                "use \"none\" or \"simple\" (first, average and max are not supported)",
-            ))
-        }
-    };
-    Ok(if simple {
-        let r = exclusive(&s, move |e| classify::classify_entities(e, &text, &["O"])).await?;
-        Json(r).into_response()
-    } else {
-        let r = exclusive(&s, move |e| classify::classify_tokens(e, &text, &["O"])).await?;
-        Json(r).into_response()
-    })
-}
-
-async fn detect_route(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    need_head(&s, "/detect", &[Head::Discriminator])?;
-    let v = parse_body(body)?;
-    let text = one_text(&v)?;
-    let res = exclusive(&s, move |e| detect::detect(e, &text)).await?;
     Ok(Json(res).into_response())
 }
