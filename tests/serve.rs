@@ -709,3 +709,46 @@ fn sigterm_answers_every_accepted_request_then_exits_0() {
         s.log.lock().unwrap()
     );
 }
+
+#[test]
+fn over_the_concurrency_limit_gets_429() {
+    let s = Arc::new(Server::start(
+        MINILM,
+        &["--max-concurrent-requests", "1"],
+        &[],
+    ));
+    let long: Vec<String> = (0..32)
+        .map(|i| {
+            format!(
+                "{i} {}",
+                "the quick brown fox jumps over the lazy dog ".repeat(30)
+            )
+        })
+        .collect();
+    let s2 = s.clone();
+    let slow = std::thread::spawn(move || s2.post("/embed", json!({"inputs": long})).0);
+    // While the slow request holds the only slot, others are refused.
+    let t = Instant::now();
+    let refused = loop {
+        let (st, text) = s.get("/info");
+        if st == 429 {
+            break Some(text);
+        }
+        if slow.is_finished() || t.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = refused.expect("no 429 while the only slot was taken");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error_type"], "Overloaded", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("--max-concurrent-requests"),
+        "{v}"
+    );
+    assert_eq!(slow.join().unwrap(), 200);
+    assert_eq!(s.get("/info").0, 200, "slot not released");
+}
