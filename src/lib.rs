@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod batch;
+pub mod batcher;
 pub mod bench;
 pub mod config;
 pub mod engine;

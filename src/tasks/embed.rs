@@ -2,8 +2,11 @@
 //! normalisation, with defaults read from a sentence-transformers folder so
 //! the result equals `SentenceTransformer(folder).encode`.
 
+use crate::batch::Batch;
+use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::output::ForwardOutput;
 use crate::tokenize::Truncation;
 use serde_json::Value;
 use std::path::Path;
@@ -147,8 +150,22 @@ pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> 
         .map(|(i, e)| (i, e.truncated_tokens))
         .collect();
     let out = engine.forward(&batch)?;
-    let h = engine.config.hidden_size;
-    let mut res = Vec::with_capacity(texts.len());
+    Ok(Embedded {
+        embeddings: pool_embeddings(&engine.config, &batch, &out, opts)?,
+        truncated,
+    })
+}
+
+/// Pools (and normalises) a forward's output into one embedding per
+/// sequence of `batch`; the dynamic batcher reuses it on each request's share.
+pub fn pool_embeddings(
+    config: &ModelConfig,
+    batch: &Batch,
+    out: &ForwardOutput,
+    opts: &EmbedOptions,
+) -> Result<Vec<Embedding>> {
+    let h = config.hidden_size;
+    let mut res = Vec::with_capacity(batch.num_seqs());
     for s in 0..batch.num_seqs() {
         let rows = batch.seq_range(s);
         let tok = |r: usize| &out.hidden[r * h..(r + 1) * h];
@@ -168,7 +185,7 @@ pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> 
                 let p = out.pooled.as_ref().ok_or_else(|| {
                     Error::Input(format!(
                         "{} has no pooler; use cls or mean pooling",
-                        engine.config.architecture
+                        config.architecture
                     ))
                 })?;
                 Embedding::Vector(p[s * h..(s + 1) * h].to_vec())
@@ -183,10 +200,7 @@ pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> 
         }
         res.push(e);
     }
-    Ok(Embedded {
-        embeddings: res,
-        truncated,
-    })
+    Ok(res)
 }
 
 /// v / max(||v||, 1e-12), as torch.nn.functional.normalize.

@@ -139,6 +139,8 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value = "none")]
         aggregation: Aggregation,
     },
+    /// HTTP server (TEI- and OpenAI-compatible routes) with dynamic batching.
+    Serve(crate::serve::ServeArgs),
     /// Latency and throughput over a batch x seq grid (presets run random weights).
     Bench(bench::BenchArgs),
 }
@@ -178,6 +180,7 @@ pub enum ClassifyMode {
 /// A command ready to run: nothing left to check but files and the model.
 pub enum Job {
     Bench(bench::BenchArgs),
+    Serve(crate::serve::ServeArgs),
     Info(Run),
     Tokenize {
         run: Run,
@@ -249,6 +252,7 @@ fn positive(flag: &str, n: usize) -> Result<usize, String> {
 pub fn validate(cli: Cli) -> Result<Job, String> {
     Ok(match cli.cmd {
         Cmd::Bench(a) => Job::Bench(a),
+        Cmd::Serve(a) => Job::Serve(a),
         Cmd::Info { c } => Job::Info(run_settings(c, false)?),
         Cmd::Tokenize { c, text, pair } => Job::Tokenize {
             run: run_settings(c, false)?,

@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod input;
 mod output;
+mod serve;
 
 use args::{ClassifyMode, Format, Inputs, Job, QaItems, Run};
 use bertrt::tasks::{classify, detect, embed, fill_mask, qa};
@@ -37,6 +38,7 @@ fn err(e: bertrt::Error) -> String {
 fn run(job: Job) -> CliResult {
     match job {
         Job::Bench(a) => bench::run(a),
+        Job::Serve(a) => serve::run(a),
         Job::Info(r) => {
             let e = load(&r)?;
             let cfg = &e.config;
