@@ -68,7 +68,7 @@ pub fn parse_body(body: Body) -> Result<Value, ApiError> {
 pub fn string_list(v: Option<&Value>, field: &str, max: usize) -> Result<Vec<String>, ApiError> {
     let items: Vec<&Value> = match v {
         None | Some(Value::Null) => return Err(ApiError::field(field, "missing")),
-        Some(Value::String(_)) => vec![v.unwrap()],
+        Some(s @ Value::String(_)) => vec![s],
         Some(Value::Array(a)) => a.iter().collect(),
         Some(_) => {
             return Err(ApiError::field(
@@ -425,8 +425,8 @@ fn predict_items(v: Option<&Value>, max: usize) -> Result<(Vec<TextPair>, bool),
     match v {
         None | Some(Value::Null) => Err(ApiError::field("inputs", "missing")),
         Some(x @ Value::String(_)) => Ok((vec![one(x, "inputs")?], true)),
-        Some(Value::Array(a)) if a.len() == 2 && a.iter().all(Value::is_string) => {
-            Ok((vec![one(v.unwrap(), "inputs")?], true))
+        Some(pair @ Value::Array(a)) if a.len() == 2 && a.iter().all(Value::is_string) => {
+            Ok((vec![one(pair, "inputs")?], true))
         }
         Some(Value::Array(a)) if !a.is_empty() => {
             too_many("inputs", a.len(), max)?;
