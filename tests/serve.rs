@@ -307,6 +307,26 @@ fn embed_routes_equal_library() {
     );
     assert_eq!(tk[0][0]["special"], true);
 
+    // /decode gives the library's text back, one string per list of ids.
+    let ids: Vec<u32> = want.ids.clone();
+    for (skip, body) in [
+        (true, json!({"ids": ids})),
+        (false, json!({"ids": [ids], "skip_special_tokens": false})),
+    ] {
+        let d = s.post_ok("/decode", body);
+        assert_eq!(
+            d,
+            json!([eng.tokenizer.decode(&want.ids, skip).unwrap()]),
+            "skip_special_tokens {skip}"
+        );
+    }
+    let with_specials = s.post_ok("/decode", json!({"ids": ids, "skip_special_tokens": false}));
+    let without = s.post_ok("/decode", json!({"ids": ids}));
+    assert_ne!(
+        with_specials, without,
+        "skip_special_tokens changes nothing"
+    );
+
     let (st, info) = s.get("/info");
     assert_eq!(st, 200);
     let info: Value = serde_json::from_str(&info).unwrap();
@@ -325,6 +345,7 @@ fn embed_routes_equal_library() {
         "/embeddings",
         "/predict",
         "/tokenize",
+        "/decode",
         "/fill-mask",
         "/question-answering",
         "/token-classification",
@@ -430,6 +451,14 @@ fn bad_inputs_get_json_4xx_and_server_stays_healthy() {
     let long = "word ".repeat(2000);
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("/embed", "{not json".into(), 422, "not valid JSON"),
+        (
+            "/decode",
+            json!({"ids": [1, 999999]}).to_string(),
+            422,
+            "`ids`: 999999 is not a token id",
+        ),
+        ("/decode", json!({"ids": "12"}).to_string(), 422, "`ids`"),
+        ("/decode", json!({}).to_string(), 422, "`ids`: missing"),
         (
             "/embed",
             json!({"inputs": []}).to_string(),

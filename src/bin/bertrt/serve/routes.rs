@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/embeddings", post(openai::embeddings))
         .route("/predict", post(predict))
         .route("/tokenize", post(tokenize))
+        .route("/decode", post(decode))
         .route("/fill-mask", post(task_routes::fill_mask_route))
         .route("/question-answering", post(task_routes::question_answering))
         .route(
@@ -505,4 +506,48 @@ async fn tokenize(State(s): Shared, body: Body) -> Result<Response, ApiError> {
     })
     .await?;
     Ok(Json(res).into_response())
+}
+
+/// TEI's `/decode`: `ids` (one list of token ids, or a list of them) back to
+/// text, `skip_special_tokens` (default true); always a list of strings.
+async fn decode(State(s): Shared, body: Body) -> Result<Response, ApiError> {
+    let v = parse_body(body)?;
+    let vocab = s.engine.tokenizer.vocab_size();
+    let id_list = |x: &Value| -> Result<Vec<u32>, ApiError> {
+        let Value::Array(a) = x else {
+            return Err(ApiError::field("ids", "must be a list of token ids"));
+        };
+        a.iter()
+            .map(|i| match i.as_u64() {
+                Some(i) if (i as usize) < vocab => Ok(i as u32),
+                _ => Err(ApiError::field(
+                    "ids",
+                    format!("{i} is not a token id of this tokenizer (0..{vocab})"),
+                )),
+            })
+            .collect()
+    };
+    let lists: Vec<Vec<u32>> = match v.get("ids") {
+        None | Some(Value::Null) => return Err(ApiError::field("ids", "missing")),
+        Some(Value::Array(a)) if a.first().is_some_and(Value::is_array) => {
+            too_many("ids", a.len(), s.max_client_batch_size)?;
+            a.iter().map(id_list).collect::<Result<_, _>>()?
+        }
+        Some(x) => vec![id_list(x)?],
+    };
+    let skip = opt_bool(&v, "skip_special_tokens")?.unwrap_or(true);
+    let s2 = s.clone();
+    let texts = blocking(move || {
+        lists
+            .iter()
+            .map(|ids| {
+                s2.engine
+                    .tokenizer
+                    .decode(ids, skip)
+                    .map_err(ApiError::from_lib)
+            })
+            .collect::<Result<Vec<String>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(texts).into_response())
 }
