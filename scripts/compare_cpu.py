@@ -557,6 +557,8 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
         failed = True
     engines = in_process_engines(model, ort_encoder)
     lengths, checks = check_encoder(bertrt, folder, config, engines, args.seed, tmp, args.timeout)
+    if ort_encoder is None:
+        checks["ORT f32"] = {"error": report["ort_error"], "passed": False}
     report["check"] = {"lengths": lengths, "reference": "torch f32 (SDPA)", "engines": checks}
     for name in ENGINES:
         r = checks.get(name)
