@@ -448,8 +448,10 @@ def tables(report):
     ort_ops = report.get("ort_fused_ops")
     if ort_ops:
         header += f"\nORT fused ops: {ort_ops}"
-    text = [header, plain(head, rows), RATIO_LINE, plain(rhead, rrows)]
-    mdown = [header.replace("\n", "  \n"), md(head, rows), RATIO_LINE, md(rhead, rrows)]
+    text, mdown = [header], [header.replace("\n", "  \n")]
+    if rows:
+        text += [plain(head, rows), RATIO_LINE, plain(rhead, rrows)]
+        mdown += [md(head, rows), RATIO_LINE, md(rhead, rrows)]
     if mrows:
         line = (f"MiniLM: {m['sentences']} sentences, mean {m['mean_words']:.1f} words / "
                 f"{m['mean_tokens']:.1f} tokens, medians of {m['reps']} reps")
