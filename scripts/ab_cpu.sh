@@ -31,7 +31,10 @@ export RAYON_NUM_THREADS=$THREADS
 
 cmd_for() {  # the bench command line for one binary, quoted for hyperfine
   local bin=$1 threads=""
-  if "$bin" bench --help | grep -q -- '--threads'; then threads="--threads $THREADS"; fi
+  shift
+  local help
+  help=$("$bin" bench --help)
+  if [[ $help == *--threads* ]]; then threads="--threads $THREADS"; fi
   printf '%q ' "$bin" bench --model "$MODEL" --device cpu --batch "$batch" --seq "$seq" \
     --lengths "$LENGTHS" --warmup 1 --iters "$ITERS" --format json "$@"
   printf '%s' "$threads"
