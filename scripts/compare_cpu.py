@@ -128,16 +128,35 @@ class Bertrt:
     def has(self, sub, flag):
         return f"--{flag} " in self.flags[sub] or f"--{flag}\n" in self.flags[sub]
 
-    def cmd(self, sub, dtype, *args):
-        """`bertrt SUB --device cpu [--threads N] [--dtype D] ARGS`; None if D is not available."""
+    def cmd(self, sub, dtype, args):
+        """`bertrt SUB --device cpu [--threads N] [--dtype D] ARGS`; Unavailable if D cannot be asked for."""
         cmd = [self.path, sub, "--device", "cpu"]
         if self.has(sub, "threads"):
             cmd += ["--threads", str(self.threads)]
         if self.has(sub, "dtype"):
             cmd += ["--dtype", dtype]
         elif dtype != "f32":
-            return None
+            raise Unavailable(f"this bertrt {sub} has no --dtype")
         return cmd + list(args)
+
+    def run(self, sub, dtype, args, timeout, measured=False):
+        """Runs `bertrt SUB` in dtype: stdout, or run_measured's (stdout, wall, RSS) with `measured`.
+
+        Unavailable where the build refuses the dtype ("... is not available
+        ..."), so that the column says so instead of failing the run.
+        """
+        cmd = self.cmd(sub, dtype, args)
+        try:
+            return run_measured(cmd, self.env, timeout) if measured else ct.run(cmd, env=self.env, timeout=timeout)
+        except RuntimeError as e:
+            refusal = [line for line in str(e).splitlines() if "not available" in line]
+            if dtype != "f32" and refusal:
+                raise Unavailable(refusal[-1].strip()) from None
+            raise
+
+
+class Unavailable(Exception):
+    """bertrt cannot run this dtype (no --dtype flag, or the build refuses it)."""
 
 
 def cpu_model():
@@ -261,10 +280,7 @@ def check_encoder(bertrt, folder, config, engines, seed, tmp, timeout):
 
     def bertrt_hidden(dtype):
         out = os.path.join(tmp, f"check.{dtype}.f32")
-        cmd = bertrt.cmd("bench", dtype, "--model", folder, "--ids", ids_path, "--hidden-out", out)
-        if cmd is None:
-            return None
-        ct.run(cmd, env=bertrt.env, timeout=timeout)
+        bertrt.run("bench", dtype, ["--model", folder, "--ids", ids_path, "--hidden-out", out], timeout)
         return np.fromfile(out, dtype="<f4").reshape(-1, config.hidden_size)
 
     with torch.inference_mode():
@@ -277,11 +293,12 @@ def check_encoder(bertrt, folder, config, engines, seed, tmp, timeout):
         try:
             with torch.inference_mode():
                 hidden = get()
+        except Unavailable as e:
+            results[name] = {"not_available": str(e), "passed": False}
+            continue
         except Exception as e:  # the engine is not timed; the others go on
             results[name] = {"error": f"{type(e).__name__}: {e}"[:2000], "passed": False}
             continue
-        if hidden is None:
-            continue  # not available in this build
         r = compare(hidden, ref, lengths)
         r["threshold"] = COS_FLOOR[dtype_of(name)]
         r["passed"] = r["finite"] and r["min_cosine"] >= r["threshold"]
@@ -290,14 +307,12 @@ def check_encoder(bertrt, folder, config, engines, seed, tmp, timeout):
 
 
 def time_bertrt(bertrt, dtype, folder, cell, args):
-    """(report cell, peak RSS MiB) from `bertrt bench --format json`; None if the dtype is not available."""
+    """(report cell, peak RSS MiB, report) from `bertrt bench --format json`."""
     b, s, lengths = cell
-    cmd = bertrt.cmd("bench", dtype, "--model", folder, "--format", "json", "--batch", str(b), "--seq", str(s),
-                     "--lengths", lengths, "--warmup", str(args.warmup), "--iters", str(args.iters),
-                     "--seed", str(args.seed))
-    if cmd is None:
-        return None
-    stdout, _, rss = run_measured(cmd, bertrt.env, timeout=args.timeout)
+    stdout, _, rss = bertrt.run("bench", dtype, ["--model", folder, "--format", "json", "--batch", str(b),
+                                                 "--seq", str(s), "--lengths", lengths, "--warmup", str(args.warmup),
+                                                 "--iters", str(args.iters), "--seed", str(args.seed)],
+                                args.timeout, measured=True)
     rep = json.loads(stdout)
     if rep.get("dtype") != dtype:
         raise RuntimeError(f"asked bertrt bench for {dtype}, its report says dtype {rep.get('dtype')!r}")
@@ -333,13 +348,11 @@ def run_minilm(bertrt, args, report, clock, tmp):
         ref = st.encode(texts, batch_size=32, convert_to_numpy=True)
     for dtype in ("f32", "bf16"):
         out = os.path.join(tmp, f"minilm.{dtype}.npy")
-        cmd = bertrt.cmd("embed", dtype, "--model", folder, "--input", text_path, "--format", "npy", "-o", out)
+        embed_args = ["--model", folder, "--input", text_path, "--format", "npy", "-o", out]
         key = f"bertrt {dtype}"
-        if cmd is None:
-            entry[key] = NA
-            continue
         try:
-            run_measured(cmd, bertrt.env, timeout=args.timeout)  # check run, also warms the page cache
+            # The check run; it also warms the page cache for the timed ones.
+            bertrt.run("embed", dtype, embed_args, args.timeout, measured=True)
             ours = np.load(out).astype(np.float64)
             if ours.shape != ref.shape:
                 raise RuntimeError(f"bertrt embed wrote {ours.shape}, sentence-transformers {ref.shape}")
@@ -354,10 +367,13 @@ def run_minilm(bertrt, args, report, clock, tmp):
                 continue
             walls, rss = [], None
             for _ in range(args.minilm_reps):
-                _, wall, peak = run_measured(cmd, bertrt.env, timeout=args.timeout)
+                _, wall, peak = bertrt.run("embed", dtype, embed_args, args.timeout, measured=True)
                 walls.append(wall * 1e3)
                 rss = peak if rss is None else max(rss, peak)
             entry[key].update(ms=ct.percentiles(walls), peak_rss_mib=rss)
+        except Unavailable as e:
+            entry[key] = NA
+            say(f"MiniLM {key}: {NA} ({e})", clock)
         except Exception as e:
             entry[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
             say(f"MiniLM {key}: ERROR {e}", clock)
@@ -564,10 +580,10 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
     report["check"] = {"lengths": lengths, "reference": "torch f32 (SDPA)", "engines": checks}
     for name in ENGINES:
         r = checks.get(name)
-        if r is None or "reference" in r or "error" in r:
-            say(f"check {name}: " + (NA if r is None else "the reference" if "reference" in r
-                                     else f"ERROR {r['error']}"), clock)
-            failed |= r is not None and "error" in r
+        if "reference" in r or "error" in r or "not_available" in r:
+            say(f"check {name}: " + ("the reference" if "reference" in r else f"ERROR {r['error']}"
+                                     if "error" in r else f"{NA} ({r['not_available']})"), clock)
+            failed |= "error" in r
             continue
         say(f"check {name}: max |err| {r['max_abs_err']:.2e}, min cosine {r['min_cosine']:.7f} "
             f"(>= {r['threshold']}) {'ok' if r['passed'] else 'FAILED'}", clock)
@@ -582,8 +598,8 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
         drawn = None
         for dtype in ("f32", "bf16"):
             key = f"bertrt {dtype}"
-            if key not in checks:
-                entry["engines"][key] = NA if dtype == "bf16" and not bertrt.has("bench", "dtype") else None
+            if "not_available" in checks[key]:
+                entry["engines"][key] = NA
                 continue
             if not checks[key]["passed"]:
                 entry["engines"][key] = {"check": "failed"}
