@@ -311,7 +311,8 @@ def time_bertrt(bertrt, dtype, folder, cell, args):
     b, s, lengths = cell
     stdout, _, rss = bertrt.run("bench", dtype, ["--model", folder, "--format", "json", "--batch", str(b),
                                                  "--seq", str(s), "--lengths", lengths, "--warmup", str(args.warmup),
-                                                 "--iters", str(args.iters), "--seed", str(args.seed)],
+                                                 "--iters", str(args.iters), "--seed", str(args.seed)]
+                                + (["--max-time", str(args.max_time)] if args.max_time else []),
                                 args.timeout, measured=True)
     rep = json.loads(stdout)
     if rep.get("dtype") != dtype:
@@ -459,8 +460,10 @@ def tables(report):
     header = (f"CPU: {mach['cpu']}; {mach['threads']} threads for every engine\n"
               f"torch {mach['torch']}, transformers {mach['transformers']}, onnxruntime {mach['onnxruntime']}, "
               f"sentence-transformers {mach.get('sentence_transformers', '-')}; bertrt {mach.get('bertrt', '-')}\n"
-              f"medians of {report['settings']['iters']} reps after {report['settings']['warmup']} warm-up; "
-              f"tokens = real/padded (bertrt packs, the others pad)")
+              f"medians of {report['settings']['iters']} reps after {report['settings']['warmup']} warm-up"
+              + (f" (at least 3 reps, fewer past {report['settings']['max_time']:g} s)"
+                 if report["settings"].get("max_time") else "")
+              + "; tokens = real/padded (bertrt packs, the others pad)")
     ort_ops = report.get("ort_fused_ops")
     if ort_ops:
         header += f"\nORT fused ops: {ort_ops}"
@@ -482,8 +485,10 @@ RATIO_LINE = "N x X = X's median latency / bertrt's (N > 1: bertrt is N times fa
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10, help="timed reps per engine and cell (the median is reported)")
+    ap.add_argument("--max-time", type=float,
+                    help="stop an engine's timed reps in a cell after this many seconds (at least 3 reps)")
     ap.add_argument("--minilm-reps", type=int, default=5, help="timed reps of the MiniLM job per engine")
     ap.add_argument("--sentences", type=int, default=1000)
     ap.add_argument("--cells", help="BxS[:LENGTHS],... instead of the issue's five cells")
@@ -525,7 +530,8 @@ def main():
                     "bertrt": ct.run([args.bertrt, "--version"]).strip().removeprefix("bertrt "),
                     "bertrt_flags": {"threads": bertrt.has("bench", "threads"),
                                      "dtype": bertrt.has("bench", "dtype")}},
-        "settings": {"warmup": args.warmup, "iters": args.iters, "seed": args.seed, "quick": args.quick,
+        "settings": {"warmup": args.warmup, "iters": args.iters, "max_time": args.max_time, "seed": args.seed,
+                     "quick": args.quick,
                      "statistic": "p50 (nearest rank) of the timed reps"},
         "ratio_definition": RATIO_LINE,
         "cells": [],
@@ -608,7 +614,9 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
                 ours, rss, rep = time_bertrt(bertrt, dtype, folder, cell, args)
                 entry["engines"][key] = {"ms": ours["latency_ms"], "peak_rss_mib": rss, "iters": ours["iters"],
                                          "backend": rep["backend"]}
-                drawn = drawn or ours["lengths"]
+                if drawn is not None and ours["lengths"] != drawn:
+                    raise RuntimeError(f"bertrt {dtype} drew other lengths than bertrt f32 for the same seed")
+                drawn = ours["lengths"]
                 entry.update(lengths=ours["lengths"], tokens=ours["tokens"], padded_tokens=b * max(ours["lengths"]))
                 say(f"{name} {key}: {ours['latency_ms']['p50']:.1f} ms, peak RSS {fmt_rss(entry['engines'][key])}", clock)
             except Exception as e:
@@ -625,7 +633,7 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
                 entry["engines"][key] = {"check": "failed"}
                 continue
             try:
-                ms = ct.time_hf(fn, seqs, config.pad_token_id, "cpu", args.warmup, args.iters, None)
+                ms = ct.time_hf(fn, seqs, config.pad_token_id, "cpu", args.warmup, args.iters, args.max_time)
                 entry["engines"][key] = {"ms": ms}
                 say(f"{name} {key}: {ms['p50']:.1f} ms", clock)
             except Exception as e:
