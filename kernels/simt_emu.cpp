@@ -148,8 +148,12 @@ bool run_block(Worker& w, uint64_t linear_block) {
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, fiber_main, 0);
         f.state = State::Runnable;
-        f.open_group.clear();
-        f.committed.clear();
+    }
+    // Apart from the getcontext loop above (a call there makes its counter
+    // look clobbered to the compiler).
+    for (unsigned i = 0; i < n; ++i) {
+        w.fibers[i].open_group.clear();
+        w.fibers[i].committed.clear();
     }
     for (auto& wp : w.warps) wp.arrived = 0;
     w.bar_arrived = 0;
