@@ -150,7 +150,7 @@ fn attention_tc_case(seed: u64, lens: &[usize], heads: usize, head_dim: usize) -
     let mut bad = Vec::new();
     for (i, (g, w)) in out.iter().map(|v| v.to_f32()).zip(&want).enumerate() {
         let err = (g - w).abs();
-        if !(err <= TC_ATOL + TC_RTOL * w.abs()) {
+        if err.is_nan() || err > TC_ATOL + TC_RTOL * w.abs() {
             bad.push(format!("[token {}, col {}] got {g} want {w}", i / h, i % h));
         } else {
             max_abs = max_abs.max(err);
