@@ -7,6 +7,7 @@ mod common;
 
 use bertrt::backend::cpu::ops;
 use bertrt::backend::emu;
+use bertrt::backend::emu::EmuSeam;
 use bertrt::rng::Rng;
 use half::f16;
 use std::time::Instant;
@@ -18,100 +19,30 @@ fn halves(rng: &mut Rng, n: usize, scale: f32) -> (Vec<f16>, Vec<f32>) {
     (h, f)
 }
 
-/// An emulated mma on random data equals the plain product: d = a b + c, to
-/// fp32 accumulation error (fp16 products are exact in fp32; 17 terms).
+/// An emulated mma on random data equals a plain matrix product.
 #[test]
 fn mma_equals_a_plain_matrix_product() {
-    let mut rng = Rng::new(11);
-    for trial in 0..4 {
-        let (a, af) = halves(&mut rng, 16 * 16, 1.0);
-        let (b, bf) = halves(&mut rng, 16 * 8, 1.0);
-        let c: Vec<f32> = (0..16 * 8).map(|_| rng.unit()).collect();
-        let d = emu::mma_selftest(&a, &b, &c).unwrap();
-        for i in 0..16 {
-            for j in 0..8 {
-                let (mut want, mut mag) = (c[i * 8 + j] as f64, c[i * 8 + j].abs() as f64);
-                for k in 0..16 {
-                    let t = af[i * 16 + k] as f64 * bf[k * 8 + j] as f64;
-                    want += t;
-                    mag += t.abs();
-                }
-                let got = d[i * 8 + j] as f64;
-                assert!(
-                    (got - want).abs() <= 1e-6 * mag.max(1.0),
-                    "trial {trial}: d[{i}][{j}] = {got}, a b + c = {want}"
-                );
-            }
-        }
-    }
+    let line = common::seam_tensor_cores::mma_equals_a_plain_product(&EmuSeam::new());
+    common::record::figure(&line);
 }
 
-/// Every ldmatrix variant (.x1/.x2/.x4, with and without .trans) gives each
-/// lane the elements the PTX ISA documents: register m of lane l holds, with
-/// g = l / 4 and t = l % 4, elements (g, 2t) and (g, 2t + 1) of matrix m
-/// (low half first), or with .trans (2t, g) and (2t + 1, g). The kernel
-/// stores value(m, row, col) = m * 64 + row * 8 + col.
+/// Every ldmatrix variant moves the documented elements.
 #[test]
 fn ldmatrix_moves_the_documented_elements() {
-    let out = emu::ldmatrix_selftest().unwrap();
-    let value = |m: u32, row: u32, col: u32| m * 64 + row * 8 + col;
-    let variants = [
-        (1, false),
-        (2, false),
-        (4, false),
-        (1, true),
-        (2, true),
-        (4, true),
-    ];
-    for (v, &(num, trans)) in variants.iter().enumerate() {
-        for lane in 0..32u32 {
-            let (g, t) = (lane / 4, lane % 4);
-            for m in 0..4u32 {
-                let want = if m >= num {
-                    0
-                } else if trans {
-                    value(m, 2 * t, g) | value(m, 2 * t + 1, g) << 16
-                } else {
-                    value(m, g, 2 * t) | value(m, g, 2 * t + 1) << 16
-                };
-                let got = out[(v * 32 + lane as usize) * 4 + m as usize];
-                assert_eq!(
-                    got, want,
-                    "ldmatrix .x{num}{}: lane {lane} register {m}: got {:#x} (elements {}, {}), want {:#x}",
-                    if trans { ".trans" } else { "" },
-                    got,
-                    got & 0xffff,
-                    got >> 16,
-                    want
-                );
-            }
-        }
-    }
+    let line = common::seam_tensor_cores::ldmatrix_moves_the_documented_elements(&EmuSeam::new());
+    common::record::figure(&line);
 }
 
 /// cp.async groups: wait_group N completes every committed group but the
-/// newest N, and nothing else. The emulation completes each copy as late as
-/// PTX allows, so a read before the wait sees the old bytes.
+/// newest N, and (the emulation completes each copy as late as PTX allows)
+/// nothing else, so a read before the wait sees the old bytes.
 #[test]
 fn cp_async_wait_group_completes_the_older_groups_only() {
-    let src: Vec<u32> = (0..32 * 12).map(|i| 0x1000 + i as u32).collect();
-    let out = emu::cp_async_selftest(&src).unwrap();
-    const OLD: u32 = 0xFFFF_FFFF;
-    for lane in 0..32 {
-        let copied = |chunk: usize| src[lane * 12 + chunk * 4];
-        // [point][chunk]: before any wait; after wait_group 1; after
-        // wait_group 0 (chunk 2 not committed yet); after commit + wait_group 0.
-        let want = [
-            [OLD, OLD, OLD],
-            [copied(0), OLD, OLD],
-            [copied(0), copied(1), OLD],
-            [copied(0), copied(1), copied(2)],
-        ];
-        for (point, w) in want.iter().enumerate() {
-            let got = &out[lane * 15 + point * 3..lane * 15 + point * 3 + 3];
-            assert_eq!(got, w, "lane {lane}, observation point {point}");
-        }
-    }
+    let line = common::seam_tensor_cores::cp_async_wait_group_completes_the_older_groups(
+        &EmuSeam::new(),
+        true,
+    );
+    common::record::figure(&line);
 }
 
 // attention_tc.cu against ops::attention_packed (f32 throughout, exact

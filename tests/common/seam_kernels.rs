@@ -24,7 +24,7 @@ fn rand(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
+pub fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
     let b: Vec<u8> = x
         .iter()
         .flat_map(|v| f16::from_f32(*v).to_le_bytes())
@@ -34,7 +34,7 @@ fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
     p
 }
 
-fn put_u32<S: Seam>(s: &S, x: &[u32]) -> DevPtr {
+pub fn put_u32<S: Seam>(s: &S, x: &[u32]) -> DevPtr {
     let p = s.alloc((x.len() * 4).max(4)).unwrap();
     s.upload(p, bytemuck::cast_slice(x)).unwrap();
     p

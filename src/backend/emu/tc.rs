@@ -1,5 +1,5 @@
-//! The tensor-core kernels under emulation: attention_tc.cu for host slices,
-//! and the one-warp instruction self-tests of mma_selftest.cu.
+//! attention_tc.cu under emulation, for host slices. (mma_selftest.cu's
+//! kernels run through the seam: tests/common/seam_tensor_cores.rs.)
 
 use half::f16;
 
@@ -92,66 +92,4 @@ pub fn attention_tc(
     }?;
     out.copy_from_slice(out_a.halves());
     Ok(())
-}
-
-/// mma_selftest.cu: d = a b + c through one emulated mma.sync m16n8k16, with
-/// a [16][16] and b [16][8] (k, n) row-major fp16, c [16][8] row-major f32.
-pub fn mma_selftest(a: &[f16], b: &[f16], c: &[f32]) -> Result<Vec<f32>> {
-    assert!(a.len() == 256 && b.len() == 128 && c.len() == 128);
-    let mut d = vec![f32::NAN; 128];
-    let p = k::MmaSelftestParams {
-        a: ptr(a),
-        b: ptr(b),
-        c: ptr(c),
-        d: ptr_mut(&mut d),
-    };
-    launch(
-        Kernel {
-            name: "mma_selftest_f16",
-            func: super::bertrt_emu_mma_selftest_f16,
-            params: p,
-        },
-        k::selftest_geometry(0),
-    )?;
-    Ok(d)
-}
-
-/// ldmatrix_selftest.cu's out[variant][lane][register] (6 x 32 x 4 u32).
-pub fn ldmatrix_selftest() -> Result<Vec<u32>> {
-    let mut out = vec![0xDEAD_BEEFu32; 6 * 32 * 4];
-    let p = k::LdmatrixSelftestParams {
-        out: ptr_mut(&mut out),
-    };
-    launch(
-        Kernel {
-            name: "ldmatrix_selftest_f16",
-            func: super::bertrt_emu_ldmatrix_selftest_f16,
-            params: p,
-        },
-        k::selftest_geometry(32 * k::LDM_SELFTEST_LD * 2),
-    )?;
-    Ok(out)
-}
-
-/// cp_async_selftest.cu: `src` [32 lanes][3 chunks][4] u32; returns
-/// out[lane][point][chunk] (32 x 5 x 3).
-pub fn cp_async_selftest(src: &[u32]) -> Result<Vec<u32>> {
-    assert_eq!(src.len(), 32 * 12);
-    // 16-byte aligned source chunks.
-    let mut words = vec![0u128; 32 * 3];
-    bytemuck::cast_slice_mut::<u128, u32>(&mut words).copy_from_slice(src);
-    let mut out = vec![0xDEAD_BEEFu32; 32 * 15];
-    let p = k::CpAsyncSelftestParams {
-        src: ptr(&words),
-        out: ptr_mut(&mut out),
-    };
-    launch(
-        Kernel {
-            name: "cp_async_selftest_f16",
-            func: super::bertrt_emu_cp_async_selftest_f16,
-            params: p,
-        },
-        k::selftest_geometry(32 * 48),
-    )?;
-    Ok(out)
 }
