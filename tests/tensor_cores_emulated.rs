@@ -52,8 +52,10 @@ fn cp_async_wait_group_completes_the_older_groups_only() {
 // 5.3e-4 .. 6.6e-4 over head_dim 32/64/128, where attention.cu (fp32 P) gives
 // 4.9e-4, half an fp16 ulp in [1, 2): P's rounding adds up to ~1.7e-4. What
 // these tolerances catch (planted once each): the online-softmax rescale of
-// O dropped; keys masked with `key <= len` (one key too many); two lanes'
-// mma fragments swapped in the emulation.
+// O dropped; keys masked with `key <= len` (one key too many); the K/V
+// tile's cp.async.wait_group 1 made 2 (tile used before it landed: NaN from
+// the poisoned shared memory); two lanes' mma fragments swapped in the
+// emulation.
 const TC_ATOL: f32 = 1e-3;
 const TC_RTOL: f32 = 2e-3;
 
