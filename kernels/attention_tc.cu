@@ -7,9 +7,13 @@
 // Work split (docs/perf/attention.md): the host lists the query tiles, 16
 // rows of one sequence each, sequence by sequence ("tiles": [num_tiles] pairs
 // (seq, first row)). Warp w of block b takes tile b * WARPS + w of head
-// blockIdx.y, alone: no block-wide barrier, so a warp past the list or with a
-// short sequence never holds up another, and no block runs rows of nothing
-// but padding (at most 15 padded rows per (sequence, head)).
+// blockIdx.y, so no warp runs rows of nothing but padding (at most 15 padded
+// rows per (sequence, head)). A block whose WARPS tiles all lie in one
+// sequence ("shared" block: most of a long sequence's) streams each K/V tile
+// once for all its warps, every thread copying a share, with __syncthreads.
+// Any other block (tiles of several sequences, or past the end of the list)
+// runs its warps independently, each streaming its own sequence's K/V with
+// only __syncwarp, so a warp of a short sequence never waits for another.
 //
 // Per warp (16 query rows):
 //   Q: 16 x D, cp.async to shared memory, then ldmatrix into registers once.
@@ -23,11 +27,13 @@
 //   O / l, rounded to fp16. l sums the fp16-rounded P that multiplied V, so
 //   each output row stays a convex combination of V rows.
 //
-// Shared memory per warp (dynamic; attention_tc_smem_bytes in
-// src/backend/kernels/attention_tc.rs): stages 0 and 1, each K then V, each
-// [TC_KEYS][D + 8] fp16. The +8 halves (16 bytes) of padding put the 8 rows an
-// ldmatrix reads in 8 different bank groups. Q is staged in stage 1's K
-// buffer, which is free until tile 1 is prefetched.
+// Shared memory (dynamic; attention_tc_smem_bytes in
+// src/backend/kernels/tc.rs): a region per warp, stages 0 and 1, each K then
+// V, each [TC_KEYS][D + 8] fp16. The +8 halves (16 bytes) of padding put the 8
+// rows an ldmatrix reads in 8 different bank groups. An independent warp
+// stages its Q in its stage 1's K buffer, free until tile 1 is prefetched. A
+// shared block streams K/V through warp 0's region and stages warp w's Q at
+// row 16w of warp 1's.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -55,13 +61,14 @@ struct AttentionTcParams {
 BERTRT_PARAMS_SIZE(AttentionTcParams, 48);
 
 // Rows [0, rows) of a [rows][D] slice at `src` (row stride src_ld) into
-// shared memory with stride D + 8, 16 bytes per cp.async; rows >= valid are
-// zero-filled (never read from global memory: they may be past the buffer).
+// shared memory with stride D + 8, 16 bytes per cp.async, shared out among
+// `threads` threads (this one is number `me`); rows >= valid are zero-filled
+// (never read from global memory: they may be past the buffer).
 template <int D>
 __device__ __forceinline__ void stage_rows(__half* dst, const __half* src, size_t src_ld, int valid, int rows,
-                                           int lane) {
+                                           int me, int threads) {
     constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
-    for (int c = lane; c < rows * CHUNKS; c += 32) {
+    for (int c = me; c < rows * CHUNKS; c += threads) {
         const int r = c / CHUNKS, col = (c % CHUNKS) * 8;
         __half* d = dst + r * tc_ld(D) + col;
         if (r < valid) {
@@ -85,8 +92,11 @@ __device__ __forceinline__ void attention_tc(const AttentionTcParams& p) {
     if (blockDim.x != 32 * WARPS || p.head_dim != D) __trap();
 
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int tile = blockIdx.x * WARPS + warp;
-    if (tile >= p.num_tiles) return;  // whole warp; this kernel has no block barrier
+    const int first = blockIdx.x * WARPS, last = first + WARPS - 1;
+    // Block-uniform: every thread reads the same two entries.
+    const bool shared = last < p.num_tiles && p.tiles[2 * first] == p.tiles[2 * last];
+    const int tile = first + warp;
+    if (tile >= p.num_tiles) return;  // whole warp, of an independent block (no block barrier)
     const int head = blockIdx.y;
     const int seq = p.tiles[2 * tile], row0 = p.tiles[2 * tile + 1];
     const int start = p.cu_seqlens[seq];
@@ -98,14 +108,19 @@ __device__ __forceinline__ void attention_tc(const AttentionTcParams& p) {
     const __half* q_g = p.qkv + (size_t)start * qkv_ld + (size_t)head * D;
     const __half* k_g = q_g + H;
     const __half* v_g = q_g + 2 * H;
-    __half* stages = reinterpret_cast<__half*>(dynamic_smem()) + (size_t)warp * 2 * STAGE;
+    __half* smem = reinterpret_cast<__half*>(dynamic_smem());
+    // K/V stages, the Q buffer, and who copies K/V: the block or this warp.
+    __half* stages = smem + (size_t)(shared ? 0 : warp) * 2 * STAGE;
+    __half* q_s = shared ? smem + 2 * STAGE + warp * TC_ROWS * LD : stages + STAGE;
+    const int kv_me = shared ? (int)threadIdx.x : lane;
+    const int kv_threads = shared ? 32 * WARPS : 32;
 
     const int n_tiles = (len + TC_KEYS - 1) / TC_KEYS;
-    // Group 0: Q into stage 1's K buffer. Group 1: K/V tile 0 into stage 0.
-    stage_rows<D>(stages + STAGE, q_g + (size_t)row0 * qkv_ld, qkv_ld, min(TC_ROWS, len - row0), TC_ROWS, lane);
+    // Group 0: Q. Group 1: K/V tile 0 into stage 0.
+    stage_rows<D>(q_s, q_g + (size_t)row0 * qkv_ld, qkv_ld, min(TC_ROWS, len - row0), TC_ROWS, lane, 32);
     cp_async_commit();
-    stage_rows<D>(stages, k_g, qkv_ld, min(TC_KEYS, len), TC_KEYS, lane);
-    stage_rows<D>(stages + TC_KEYS * LD, v_g, qkv_ld, min(TC_KEYS, len), TC_KEYS, lane);
+    stage_rows<D>(stages, k_g, qkv_ld, min(TC_KEYS, len), TC_KEYS, kv_me, kv_threads);
+    stage_rows<D>(stages + TC_KEYS * LD, v_g, qkv_ld, min(TC_KEYS, len), TC_KEYS, kv_me, kv_threads);
     cp_async_commit();
     cp_async_wait<1>();
     __syncwarp();  // every lane's Q chunks visible
@@ -114,8 +129,8 @@ __device__ __forceinline__ void attention_tc(const AttentionTcParams& p) {
     uint32_t q_frag[KS_QK][4];
 #pragma unroll
     for (int kk = 0; kk < KS_QK; ++kk)
-        ldmatrix<4, false>(q_frag[kk], stages + STAGE + (lane % 16) * LD + kk * 16 + (lane / 16) * 8);
-    __syncwarp();  // Q read by every lane before tile 1 overwrites it
+        ldmatrix<4, false>(q_frag[kk], q_s + (lane % 16) * LD + kk * 16 + (lane / 16) * 8);
+    __syncwarp();  // Q read by every lane before tile 1 overwrites it (independent warps)
 
     const int g = lane / 4, t = lane % 4;  // this lane's rows g, g + 8; columns 2t, 2t + 1
     float o[NB_O][4];
@@ -129,12 +144,18 @@ __device__ __forceinline__ void attention_tc(const AttentionTcParams& p) {
         if (j + 1 < n_tiles) {
             __half* next = stages + ((j + 1) & 1) * STAGE;
             const int valid = min(TC_KEYS, len - kt - TC_KEYS);
-            stage_rows<D>(next, k_g + (size_t)(kt + TC_KEYS) * qkv_ld, qkv_ld, valid, TC_KEYS, lane);
-            stage_rows<D>(next + TC_KEYS * LD, v_g + (size_t)(kt + TC_KEYS) * qkv_ld, qkv_ld, valid, TC_KEYS, lane);
+            stage_rows<D>(next, k_g + (size_t)(kt + TC_KEYS) * qkv_ld, qkv_ld, valid, TC_KEYS, kv_me, kv_threads);
+            stage_rows<D>(next + TC_KEYS * LD, v_g + (size_t)(kt + TC_KEYS) * qkv_ld, qkv_ld, valid, TC_KEYS, kv_me,
+                          kv_threads);
         }
         cp_async_commit();  // possibly empty: keeps "all but the newest group" = tile j
         cp_async_wait<1>();
-        __syncwarp();  // tile j from every lane visible
+        // Tile j from every copying thread visible.
+        if (shared) {
+            __syncthreads();
+        } else {
+            __syncwarp();
+        }
         const __half* k_s = stages + (j & 1) * STAGE;
         const __half* v_s = k_s + TC_KEYS * LD;
 
@@ -210,7 +231,12 @@ __device__ __forceinline__ void attention_tc(const AttentionTcParams& p) {
                 mma_m16n8k16(o[nd + 1], p_frag[ks], b[2], b[3]);
             }
         }
-        __syncwarp();  // tile j read by every lane before tile j + 2 overwrites its stage
+        // Tile j read by every thread before tile j + 2 overwrites its stage.
+        if (shared) {
+            __syncthreads();
+        } else {
+            __syncwarp();
+        }
     }
 
     // l: the row sums over the 4 lanes of each row group; then O / l.

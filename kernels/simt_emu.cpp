@@ -425,7 +425,18 @@ void cp_async(void* dst_smem, const void* src, unsigned bytes, const char* file,
                  file, line, where().c_str(), bytes, src, dst_smem);
         fail_fiber(buf);
     }
-    tl_fiber->open_group.push_back({dst_smem, src, bytes});
+    // Even blocks complete each copy at the latest moment PTX allows (the
+    // wait_group that must complete it), exposing reads before the wait; odd
+    // blocks at the earliest (now), exposing a copy issued into a buffer other
+    // warps are still reading.
+    const dim3 g = tl_block.grid_dim;
+    const uint3 b = tl_block.block_idx;
+    const uint64_t linear = b.x + uint64_t(g.x) * (b.y + uint64_t(g.y) * b.z);
+    if (linear & 1) {
+        std::memcpy(dst_smem, src, bytes);
+    } else {
+        tl_fiber->open_group.push_back({dst_smem, src, bytes});
+    }
 }
 
 void cp_async_commit() {

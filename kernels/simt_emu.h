@@ -28,8 +28,9 @@
 // - __trap() ends the block and makes the launch return an error.
 // - mma.sync, ldmatrix and __syncwarp are warp-wide rendezvous too
 //   (warp_allgather); every lane rebuilds what it needs from the documented
-//   lane-to-element layouts. cp.async copies wait in per-thread groups until a
-//   cp.async.wait_group must complete them.
+//   lane-to-element layouts. cp.async copies complete as late as PTX allows
+//   (in per-thread groups, at the cp.async.wait_group that must complete
+//   them) in even blocks, and at once in odd blocks.
 // - __half is IEEE binary16 with round-to-nearest-even conversions.
 #pragma once
 #define BERTRT_EMU 1
@@ -94,10 +95,12 @@ void warp_allgather(const void* mine, unsigned bytes, void* all, const char* wha
 void mma_m16n8k16_f32_f16(float* d, const uint32_t* a, const uint32_t* b, const float* c);
 //   ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 r, [row_addr].
 void ldmatrix_b16(uint32_t* r, unsigned num, bool trans, const void* row_addr);
-// cp.async (.ca/.cg) of `bytes` into dynamic shared memory. The copies are
-// deferred to the cp.async.wait_group that must complete them (the latest
-// moment PTX allows), so a kernel that reads its destination before waiting
-// reads the poisoned or stale bytes.
+// cp.async (.ca/.cg) of `bytes` into dynamic shared memory. In even blocks
+// the copies are deferred to the cp.async.wait_group that must complete them
+// (the latest moment PTX allows), so a kernel that reads its destination
+// before waiting reads the poisoned or stale bytes; in odd blocks they are
+// done at once (the earliest), so a copy into a buffer another warp has not
+// finished reading overwrites it.
 void cp_async(void* dst_smem, const void* src, unsigned bytes, const char* file, int line);
 void cp_async_commit();
 void cp_async_wait(unsigned pending_groups);
