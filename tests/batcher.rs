@@ -92,6 +92,7 @@ fn batched_answers_equal_single_answers() {
             max_batch_tokens: 400,
             max_batch_requests: 8,
             before_forward: Some(hook),
+            after_forward: None,
         },
     )
     .unwrap();
@@ -146,6 +147,7 @@ fn token_budget_holds() {
             max_batch_tokens: 100,
             max_batch_requests: usize::MAX,
             before_forward: Some(counting),
+            after_forward: None,
         },
     )
     .unwrap();

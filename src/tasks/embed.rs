@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::output::ForwardOutput;
 use crate::tokenize::Truncation;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,32 @@ impl EmbedOptions {
                 .map(|n| n as usize);
         }
         Ok(o)
+    }
+}
+
+/// The folder's named prompts (`prompts` in config_sentence_transformers.json),
+/// which sentence-transformers puts before the text for `prompt_name`; empty
+/// when the folder has none.
+pub fn prompts_from_model_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let path = dir.join("config_sentence_transformers.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(BTreeMap::new());
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::config(&path, format!("not valid JSON: {e}")))?;
+    match v.get("prompts") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(name, p)| match p.as_str() {
+                Some(p) => Ok((name.clone(), p.to_string())),
+                None => Err(Error::config(
+                    &path,
+                    format!("prompts.{name} is not a string"),
+                )),
+            })
+            .collect(),
+        Some(_) => Err(Error::config(&path, "`prompts` is not an object")),
     }
 }
 

@@ -1,9 +1,12 @@
 //! `bertrt serve`: a TEI-compatible HTTP server in front of the library's
 //! dynamic batcher. This module holds the command line, start-up, the
 //! middleware (request ids, API key, concurrency limit, logs, counters) and
-//! graceful shutdown; the routes live in `routes.rs` and `openai.rs`.
+//! graceful shutdown; the routes live in `routes.rs`, `embed_routes.rs`,
+//! `task_routes.rs` and `openai.rs`.
 
+mod embed_routes;
 mod error;
+mod metrics;
 mod openai;
 mod routes;
 mod task_routes;
@@ -14,13 +17,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
-use bertrt::tasks::embed::EmbedOptions;
+use bertrt::tasks::embed::{prompts_from_model_dir, EmbedOptions};
 use bertrt::{Device, Engine};
 use error::ApiError;
+use metrics::{Metrics, Work};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 #[derive(clap::Args, Clone)]
@@ -60,6 +64,9 @@ pub struct ServeArgs {
     /// Logs as JSON lines instead of text.
     #[arg(long)]
     json_logs: bool,
+    /// Seconds a request may take before it is answered 408.
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
 }
 
 /// Everything the handlers share.
@@ -71,11 +78,13 @@ pub struct AppState {
     pub max_client_batch_size: usize,
     pub max_concurrent_requests: usize,
     pub auto_truncate: bool,
+    /// The folder's sentence-transformers prompts, by name.
+    pub prompts: BTreeMap<String, String>,
+    pub metrics: Arc<Metrics>,
+    pub request_timeout: Duration,
     api_key: Option<String>,
     slots: Arc<Semaphore>,
     next_request_id: AtomicU64,
-    /// (route, status) -> count.
-    pub responses: Mutex<BTreeMap<(String, u16), u64>>,
 }
 
 impl AppState {
@@ -109,6 +118,7 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         ("--max-client-batch-size", a.max_client_batch_size),
         ("--max-concurrent-requests", a.max_concurrent_requests),
         ("--max-batch-requests", a.max_batch_requests.unwrap_or(1)),
+        ("--request-timeout", a.request_timeout as usize),
     ] {
         if v == 0 {
             return Err(format!("{flag} must be at least 1"));
@@ -119,13 +129,17 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     let embed_defaults = EmbedOptions::from_model_dir(&engine.dir).map_err(|e| e.to_string())?;
+    let prompts = prompts_from_model_dir(&engine.dir).map_err(|e| e.to_string())?;
     let before_forward = fault_hook(&engine)?;
+    let metrics = Arc::new(Metrics::new());
+    let m = metrics.clone();
     let batcher = Batcher::new(
         engine.clone(),
         BatcherConfig {
             max_batch_tokens: a.max_batch_tokens,
             max_batch_requests: a.max_batch_requests.unwrap_or(usize::MAX),
             before_forward,
+            after_forward: Some(Arc::new(move |b| m.observe_batch(b))),
         },
     )
     .map_err(|e| e.to_string())?;
@@ -153,13 +167,19 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
         max_client_batch_size: a.max_client_batch_size,
         max_concurrent_requests: a.max_concurrent_requests,
         auto_truncate: a.auto_truncate,
+        prompts,
+        metrics,
+        request_timeout: Duration::from_secs(a.request_timeout),
         api_key: a.api_key.clone(),
         slots: Arc::new(Semaphore::new(a.max_concurrent_requests)),
         next_request_id: AtomicU64::new(1),
-        responses: Mutex::new(BTreeMap::new()),
         engine,
     });
     let app = routes::router(state.clone())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.request_timeout,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::extract::DefaultBodyLimit::max(a.payload_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -252,46 +272,93 @@ fn keys_match(given: &[u8], expected: &[u8]) -> bool {
     diff == 0
 }
 
-/// Every request passes here: id, API key, concurrency slot, log line, counter.
+/// Every request passes here: id, API key, concurrency slot, a JSON body
+/// for every error, log line, metrics.
 async fn gate(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let id = s.next_request_id.fetch_add(1, Ordering::Relaxed);
-    let route = req.uri().path().to_string();
+    let path = req.uri().path().to_string();
+    let route = routes::route_label(&path);
     let method = req.method().clone();
-    let openai = routes::is_openai_route(&route);
+    let openai = routes::is_openai_route(&path);
     let started = Instant::now();
-    let response = if let Some(r) = refuse(&s, &req, &route) {
-        let r = if openai { r.openai() } else { r };
-        r.into_response()
+    let shaped = |e: ApiError| if openai { e.openai() } else { e };
+    let response = if let Some(r) = refuse(&s, &req, &path) {
+        shaped(r).into_response()
     } else {
         match s.slots.clone().try_acquire_owned() {
             Ok(_permit) => next.run(req).await,
-            Err(_) => {
-                let e = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "model is overloaded: {} requests in flight (--max-concurrent-requests)",
-                        s.max_concurrent_requests
-                    ),
-                );
-                if openai { e.openai() } else { e }.into_response()
-            }
+            Err(_) => shaped(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "model is overloaded: {} requests in flight (--max-concurrent-requests)",
+                    s.max_concurrent_requests
+                ),
+            ))
+            .into_response(),
         }
     };
+    let mut response = json_error_body(response, |status| {
+        let message = match status {
+            StatusCode::METHOD_NOT_ALLOWED => format!("{method} is not allowed on {path}"),
+            StatusCode::REQUEST_TIMEOUT => format!(
+                "the request took longer than {} s (--request-timeout)",
+                s.request_timeout.as_secs()
+            ),
+            other => other
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_string(),
+        };
+        shaped(ApiError::new(status, message))
+    });
     let status = response.status().as_u16();
+    let took = started.elapsed();
+    let work = response
+        .extensions()
+        .get::<Work>()
+        .copied()
+        .unwrap_or_default();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     tracing::info!(
         request_id = id,
         %method,
-        route = %route,
+        route = %path,
         status,
-        ms = started.elapsed().as_secs_f64() * 1e3,
+        tokens = work.tokens,
+        queue_ms = work.queue_time.as_secs_f64() * 1e3,
+        compute_ms = work.compute_time.as_secs_f64() * 1e3,
+        ms = took.as_secs_f64() * 1e3,
         "request"
     );
-    *s.responses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry((route, status))
-        .or_default() += 1;
+    s.metrics.observe_request(route, status, took);
+    if work.tokens > 0 {
+        s.metrics.observe_queue_time(work.queue_time);
+    }
     response
+}
+
+/// Errors made outside the handlers (axum's 405, the timeout layer's 408)
+/// come with no JSON body: give them one.
+fn json_error_body(r: Response, error: impl FnOnce(StatusCode) -> ApiError) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let mut fixed = error(status).into_response();
+    // Keep headers such as `Allow` on a 405.
+    for (k, v) in r.headers() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    fixed
 }
 
 fn refuse(s: &AppState, req: &Request, route: &str) -> Option<ApiError> {
