@@ -5,6 +5,7 @@
 pub mod fp16;
 pub mod record;
 pub mod seam_kernels;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -103,9 +103,11 @@ impl AppState {
     }
 }
 
-/// A test-only fault switch: a forward whose batch holds exactly the tokens
-/// of this text panics, to check that only that batch fails.
+/// Test-only fault switches: a forward whose batch holds exactly the tokens
+/// of the text in the first panics (only that batch must fail); one holding
+/// the text in the second sleeps 3 s first (to see the request timeout).
 const FAULT_ENV: &str = "BERTRT_SERVE_PANIC_ON_TEXT";
+const SLOW_ENV: &str = "BERTRT_SERVE_SLOW_ON_TEXT";
 
 pub fn run(a: ServeArgs) -> Result<(), String> {
     init_logs(a.json_logs);
@@ -221,22 +223,35 @@ fn init_logs(json: bool) {
 }
 
 fn fault_hook(engine: &Engine) -> Result<Option<ForwardHook>, String> {
-    let Ok(text) = std::env::var(FAULT_ENV) else {
-        return Ok(None);
+    let trigger = |env: &str| -> Result<Option<Vec<u32>>, String> {
+        let Ok(text) = std::env::var(env) else {
+            return Ok(None);
+        };
+        tracing::warn!("{env} is set to {text:?} (a test switch)");
+        let e = engine
+            .tokenizer
+            .encode(
+                &text,
+                None,
+                usize::MAX,
+                bertrt::tokenize::Truncation::LongestFirst,
+            )
+            .map_err(|e| format!("{env}: {e}"))?;
+        Ok(Some(e.ids))
     };
-    let ids = engine
-        .tokenizer
-        .encode(
-            &text,
-            None,
-            usize::MAX,
-            bertrt::tokenize::Truncation::LongestFirst,
-        )
-        .map_err(|e| format!("{FAULT_ENV}: {e}"))?
-        .ids;
-    tracing::warn!("{FAULT_ENV} is set: a forward holding {text:?} will panic (a test switch)");
+    let (panic_ids, slow_ids) = (trigger(FAULT_ENV)?, trigger(SLOW_ENV)?);
+    if panic_ids.is_none() && slow_ids.is_none() {
+        return Ok(None);
+    }
     Ok(Some(Arc::new(move |seqs: &[SequenceIds]| {
-        if seqs.iter().any(|s| s.input_ids == ids) {
+        let holds = |ids: &Option<Vec<u32>>| {
+            ids.as_ref()
+                .is_some_and(|ids| seqs.iter().any(|s| &s.input_ids == ids))
+        };
+        if holds(&slow_ids) {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        if holds(&panic_ids) {
             panic!("{FAULT_ENV} trigger");
         }
     })))
