@@ -359,3 +359,45 @@ fn wrong_method_and_timeout_get_json_errors() {
     }
     s.post_ok("/embed", json!({"inputs": "a quick one"}));
 }
+
+#[test]
+fn dtype_and_threads_reach_the_engine() {
+    let s = Server::start(
+        &fixture("bert_mlm"),
+        &["--dtype", "f32", "--threads", "1"],
+        &[],
+    );
+    let info: Value = serde_json::from_str(&s.get("/info").1).unwrap();
+    assert_eq!(info["model_dtype"], "f32", "{info}");
+    let eng = Engine::load_dir(&common::model_dir("bert_mlm"), Device::Cpu).unwrap();
+    let dir = common::model_dir("bert_mlm");
+    let mut opts = EmbedOptions::from_model_dir(&dir).unwrap();
+    opts.normalize = true;
+    let got = s.post_ok("/embed", json!({"inputs": "one thread"}));
+    let want = vector(library_embedding(
+        &eng,
+        "one thread",
+        64,
+        Truncation::LongestFirst,
+        &opts,
+    ));
+    let d = max_abs_diff(&floats(&got[0]), &want);
+    assert!(
+        d <= 1e-6,
+        "--threads 1 answer differs from the library by {d}"
+    );
+    // Bad values are refused at start, naming the flag.
+    for (args, needle) in [
+        (vec!["--threads", "0"], "--threads"),
+        (vec!["--device", "cpu", "--dtype", "f16"], "--dtype"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
+            .args(["serve", "--model", &fixture("bert_mlm"), "--port", "0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(err.contains(needle), "{args:?}: '{err}' lacks {needle}");
+    }
+}

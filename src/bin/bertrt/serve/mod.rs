@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
 use bertrt::tasks::embed::{prompts_from_model_dir, EmbedOptions};
-use bertrt::{Device, Engine};
+use bertrt::Engine;
 use error::ApiError;
 use metrics::{Metrics, Work};
 use std::collections::BTreeMap;
@@ -32,9 +32,8 @@ pub struct ServeArgs {
     /// Model folder, or a hub id found in the HF cache.
     #[arg(long, short = 'm')]
     model: String,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    engine: crate::args::EngineArgs,
     /// Address to listen on (loopback by default).
     #[arg(long, alias = "hostname", default_value = "127.0.0.1")]
     host: String,
@@ -74,6 +73,8 @@ pub struct AppState {
     pub batcher: Batcher,
     pub engine: Arc<Engine>,
     pub model_id: String,
+    /// The number format asked for, or the device's default.
+    pub dtype: String,
     pub embed_defaults: EmbedOptions,
     pub max_client_batch_size: usize,
     pub max_concurrent_requests: usize,
@@ -111,10 +112,7 @@ const SLOW_ENV: &str = "BERTRT_SERVE_SLOW_ON_TEXT";
 
 pub fn run(a: ServeArgs) -> Result<(), String> {
     init_logs(a.json_logs);
-    let device: Device = a
-        .device
-        .parse()
-        .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
+    let options = a.engine.options()?;
     for (flag, v) in [
         ("--max-batch-tokens", a.max_batch_tokens),
         ("--max-client-batch-size", a.max_client_batch_size),
@@ -126,7 +124,8 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
             return Err(format!("{flag} must be at least 1"));
         }
     }
-    let engine = Arc::new(Engine::load(&a.model, device).map_err(|e| format!("--model: {e}"))?);
+    let engine =
+        Arc::new(Engine::load_with(&a.model, &options).map_err(|e| format!("--model: {e}"))?);
     for w in &engine.warnings {
         tracing::warn!("{w}");
     }
@@ -165,6 +164,11 @@ pub fn run(a: ServeArgs) -> Result<(), String> {
     let state = Arc::new(AppState {
         batcher,
         model_id: a.model.clone(),
+        dtype: match options.dtype {
+            Some(d) => d.to_string(),
+            None if engine.backend_name().to_lowercase().contains("cuda") => "f16".into(),
+            None => "f32".into(),
+        },
         embed_defaults,
         max_client_batch_size: a.max_client_batch_size,
         max_concurrent_requests: a.max_concurrent_requests,

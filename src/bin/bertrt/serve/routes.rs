@@ -371,7 +371,7 @@ async fn info(State(s): Shared) -> Json<Value> {
     };
     Json(json!({
         "model_id": s.model_id,
-        "model_dtype": "float32",
+        "model_dtype": s.dtype,
         "model_type": model_type,
         "architecture": c.architecture,
         "head": head_name(c.head),
