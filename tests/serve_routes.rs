@@ -300,6 +300,27 @@ fn metrics_and_logs_count_each_request() {
         "latency histogram of /embed"
     );
     assert_eq!(metric(&after, "bertrt_queue_size "), 0.0);
+    // Task routes go through the batcher too: their forwards are counted.
+    let masked = "the cat [MASK] on the mat";
+    let m = eng
+        .tokenizer
+        .encode(masked, None, 64, Truncation::LongestFirst)
+        .unwrap()
+        .ids
+        .len();
+    s.post_ok("/fill-mask", json!({"inputs": masked}));
+    let last = s.get("/metrics").1;
+    let delta = |p: &str| metric(&last, p) - metric(&after, p);
+    assert_eq!(
+        delta("bertrt_batch_size_count "),
+        1.0,
+        "/fill-mask's forward did not go through the batcher"
+    );
+    assert_eq!(
+        delta("bertrt_tokens_total "),
+        m as f64,
+        "/fill-mask's tokens"
+    );
     // The request's JSON log line: id, route, status, tokens, queue and compute time.
     let log = s.log.lock().unwrap().clone();
     let line: Value = log
