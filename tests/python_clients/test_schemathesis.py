@@ -23,14 +23,14 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_schemathesis(serve, kind):
+def test_schemathesis(serve, kind, tmp_path):
     s = serve(KINDS[kind])
     exe = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     out = subprocess.run(
         [exe, "run", s.base + "/api-doc/openapi.json", "--checks", CHECKS, "--max-examples", "25",
          "--phases", "examples,fuzzing", "--seed", "13", "--no-shrink", "--max-time", "30",
          "--request-timeout", "30", "--warnings", "off"],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)  # its cache goes to tmp_path
     report = out.stdout + out.stderr
     assert out.returncode == 0, "schemathesis on %s (%s):\n%s" % (kind, KINDS[kind], report[-6000:])
     # Every operation was tested (an empty run would also exit 0).
