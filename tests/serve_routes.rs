@@ -161,6 +161,32 @@ fn embed_all_truncation_direction_and_prompts() {
         let msg = v["error"].as_str().unwrap();
         assert!(msg.contains(needle), "{body}: '{msg}' lacks '{needle}'");
     }
+    drop(s);
+    // A Pooling that leaves the prompt out (include_prompt: false) is refused by name.
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        json!({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": true, "include_prompt": false})
+            .to_string(),
+    )
+    .unwrap();
+    let s = Server::start(dir.to_str().unwrap(), &[], &[]);
+    let (st, v) = s.post("/embed", json!({"inputs": text, "prompt_name": "query"}));
+    assert_eq!(st, 422, "include_prompt false: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("include_prompt"),
+        "{v}"
+    );
+    s.post_ok("/embed", json!({"inputs": text}));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -51,8 +51,8 @@ fn with_prompt(s: &AppState, v: &Value, texts: Vec<String>) -> Result<Vec<String
         Some(Value::String(n)) => n,
         Some(_) => return Err(ApiError::field("prompt_name", "must be a string")),
     };
-    let Some(prompt) = s.prompts.get(name) else {
-        let known: Vec<&str> = s.prompts.keys().map(String::as_str).collect();
+    let Some(prompt) = s.prompts.by_name.get(name) else {
+        let known: Vec<&str> = s.prompts.by_name.keys().map(String::as_str).collect();
         return Err(ApiError::field(
             "prompt_name",
             format!(
@@ -65,6 +65,12 @@ fn with_prompt(s: &AppState, v: &Value, texts: Vec<String>) -> Result<Vec<String
             ),
         ));
     };
+    if !s.prompts.pooled {
+        return Err(ApiError::field(
+            "prompt_name",
+            "the folder's Pooling has include_prompt: false (the prompt's tokens left out of the pooling), which bertrt does not support",
+        ));
+    }
     Ok(texts.into_iter().map(|t| format!("{prompt}{t}")).collect())
 }
 

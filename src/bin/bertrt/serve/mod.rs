@@ -17,11 +17,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
-use bertrt::tasks::embed::{prompts_from_model_dir, EmbedOptions};
+use bertrt::tasks::embed::{prompts_from_model_dir, EmbedOptions, Prompts};
 use bertrt::Engine;
 use error::ApiError;
 use metrics::{Metrics, Work};
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,8 +78,8 @@ pub struct AppState {
     pub max_client_batch_size: usize,
     pub max_concurrent_requests: usize,
     pub auto_truncate: bool,
-    /// The folder's sentence-transformers prompts, by name.
-    pub prompts: BTreeMap<String, String>,
+    /// The folder's sentence-transformers prompts.
+    pub prompts: Prompts,
     pub metrics: Arc<Metrics>,
     pub request_timeout: Duration,
     api_key: Option<String>,
