@@ -55,46 +55,39 @@ fn request_tile_permission() -> bool {
     ret == 0
 }
 
-/// One block of C: `c[32 x 32] (+)= a[32 x 2kp] * b[2kp x 32]` with
-/// - `a`: bf16 pairs, 32 rows `lda` pairs apart from `a_off`;
-/// - `b`: `kp` rows of 32 pairs (a bf16 panel 32 columns wide);
-/// - `c`: 32 rows `ldc` apart from `c_off`, loaded first when `accumulate`.
+/// One block of C: `c[32 x 32] = sum over segments of a[32 x 2kp] * b[2kp x 32]`
+/// with
+/// - `a`: bf16 pairs, 32 rows `lda` pairs apart from `a_off`, segment `i`
+///   starting `k_at[i]` pairs further;
+/// - `segments[i]`: `kp_i` rows of 32 pairs (one K block of a bf16 panel
+///   32 columns wide), `kp_i` a multiple of [`PAIRS`];
+/// - `c`: 32 rows `ldc` apart from `c_off`, overwritten.
 ///
-/// `kp` must be a multiple of [`PAIRS`].
+/// The whole K stays in the accumulator tiles: C is written once.
 pub struct Block<'a> {
     pub a: &'a [u32],
     pub a_off: usize,
     pub lda: usize,
-    pub b: &'a [u32],
-    pub kp: usize,
+    pub segments: &'a [(&'a [u32], usize)],
     pub c_off: usize,
     pub ldc: usize,
-    pub accumulate: bool,
 }
 
 /// Runs one [`Block`]. Needs [`available`].
 pub fn block(blk: &Block, c: &mut [f32]) {
     assert!(available(), "amx::block without AMX");
     let rows = 2 * TILE;
-    assert!(
-        blk.kp > 0 && blk.kp % PAIRS == 0,
-        "amx block: {} pairs is not a multiple of {PAIRS}",
-        blk.kp
-    );
-    assert!(blk.lda >= blk.kp && blk.ldc >= rows);
-    assert!(
-        blk.a_off + (rows - 1) * blk.lda + blk.kp <= blk.a.len(),
-        "amx block: a too short"
-    );
-    assert!(blk.b.len() >= blk.kp * rows, "amx block: b too short");
-    assert!(
-        blk.c_off + (rows - 1) * blk.ldc + rows <= c.len(),
-        "amx block: c too short"
-    );
+    for &(seg, k_at) in blk.segments {
+        let kp = seg.len() / rows;
+        assert!(kp > 0 && kp % PAIRS == 0 && seg.len() == kp * rows, "amx block: a segment of {} pairs is not whole tiles", seg.len());
+        assert!(k_at + kp <= blk.lda, "amx block: segment past the row of a");
+    }
+    assert!(blk.a_off + (rows - 1) * blk.lda + blk.lda <= blk.a.len(), "amx block: a too short");
+    assert!(blk.ldc >= rows && blk.c_off + (rows - 1) * blk.ldc + rows <= c.len(), "amx block: c too short");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AMX present and permitted (asserted); the asserts above keep
-    // every tile row the asm loads or stores inside a, b and c; c is the
-    // only mutable borrow.
+    // every tile row the asm loads or stores inside a, the segments and c; c
+    // is the only mutable borrow.
     unsafe {
         block_asm(blk, c)
     }
@@ -121,7 +114,6 @@ unsafe fn block_asm(blk: &Block, c: &mut [f32]) {
     use std::arch::asm;
     let cfg = config();
     let a = blk.a.as_ptr().add(blk.a_off);
-    let b = blk.b.as_ptr();
     let cp = c.as_mut_ptr().add(blk.c_off);
     let lda = (blk.lda * 4) as isize;
     let ldb = (2 * TILE * 4) as isize;
@@ -129,40 +121,26 @@ unsafe fn block_asm(blk: &Block, c: &mut [f32]) {
     let a1 = a.add(TILE * blk.lda);
     let c1 = cp.add(TILE * blk.ldc);
     asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-    if blk.accumulate {
-        asm!(
-            "tileloadd tmm0, [{c0} + {ldc}*1]",
-            "tileloadd tmm1, [{c0} + {ldc}*1 + 64]",
-            "tileloadd tmm2, [{c1} + {ldc}*1]",
-            "tileloadd tmm3, [{c1} + {ldc}*1 + 64]",
-            c0 = in(reg) cp, c1 = in(reg) c1, ldc = in(reg) ldc,
-            options(nostack, readonly),
-        );
-    } else {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
-    }
-    for step in 0..blk.kp / PAIRS {
-        let ak = a.add(step * PAIRS);
-        let a1k = a1.add(step * PAIRS);
-        let bk = b.add(step * PAIRS * 2 * TILE);
-        asm!(
-            "tileloadd tmm4, [{a0} + {lda}*1]",
-            "tileloadd tmm5, [{a1} + {lda}*1]",
-            "tileloadd tmm6, [{b} + {ldb}*1]",
-            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            a0 = in(reg) ak, a1 = in(reg) a1k, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
-            options(nostack, readonly),
-        );
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    for &(seg, k_at) in blk.segments {
+        let b = seg.as_ptr();
+        for step in 0..seg.len() / (2 * TILE) / PAIRS {
+            let ak = a.add(k_at + step * PAIRS);
+            let a1k = a1.add(k_at + step * PAIRS);
+            let bk = b.add(step * PAIRS * 2 * TILE);
+            asm!(
+                "tileloadd tmm4, [{a0} + {lda}*1]",
+                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tileloadd tmm6, [{b} + {ldb}*1]",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) ak, a1 = in(reg) a1k, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
+                options(nostack, readonly),
+            );
+        }
     }
     asm!(
         "tilestored [{c0} + {ldc}*1], tmm0",

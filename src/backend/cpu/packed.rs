@@ -327,40 +327,34 @@ impl PackedLinear {
             padded.resize(m_pad * n, 0f32);
             &mut padded
         };
-        let last = self.w.blocks.len() - 1;
         out.par_chunks_mut(rows * n)
             .zip(xa.par_chunks(rows * kp))
             .for_each(|(yc, xc)| {
                 let mt = xc.len() / kp;
-                for (bi, &(k0, kl)) in self.w.blocks.iter().enumerate() {
-                    let bkp = kl / 2;
-                    for p in 0..n / blk {
-                        let panel = &data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk];
-                        for m0 in (0..mt).step_by(blk) {
-                            let b = amx::Block {
-                                a: xc,
-                                a_off: m0 * kp + k0 / 2,
-                                lda: kp,
-                                b: panel,
-                                kp: bkp,
-                                c_off: m0 * n + p * blk,
-                                ldc: n,
-                                accumulate: bi > 0,
-                            };
-                            amx::block(&b, yc);
-                            if bi == last {
-                                let bias = &self.bias[p * blk..(p + 1) * blk];
-                                simd::bias_gelu_block(
-                                    yc,
-                                    m0 * n + p * blk,
-                                    n,
-                                    blk,
-                                    blk,
-                                    bias,
-                                    gelu,
-                                );
-                            }
-                        }
+                for p in 0..n / blk {
+                    // This panel's K blocks and where each starts in A's rows.
+                    let segments: Vec<(&[u32], usize)> = self
+                        .w
+                        .blocks
+                        .iter()
+                        .enumerate()
+                        .map(|(bi, &(k0, kl))| {
+                            let bkp = kl / 2;
+                            (&data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk], k0 / 2)
+                        })
+                        .collect();
+                    let bias = &self.bias[p * blk..(p + 1) * blk];
+                    for m0 in (0..mt).step_by(blk) {
+                        let b = amx::Block {
+                            a: xc,
+                            a_off: m0 * kp,
+                            lda: kp,
+                            segments: &segments,
+                            c_off: m0 * n + p * blk,
+                            ldc: n,
+                        };
+                        amx::block(&b, yc);
+                        simd::bias_gelu_block(yc, m0 * n + p * blk, n, blk, blk, bias, gelu);
                     }
                 }
             });

@@ -207,6 +207,12 @@ unsafe fn f32_kloop<const R: usize, const NV: usize>(
 ) -> [[__m512; NV]; R] {
     for k in 0..kc {
         let bk = b.add(k * NV * LANES);
+        // Prefetch hints (they never fault, hence wrapping arithmetic): the
+        // panel rows and the A tile 16 k ahead.
+        for v in 0..NV {
+            _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((16 * NV + v) * LANES).cast());
+        }
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 16) * aks).cast());
         let mut bv = [_mm512_setzero_ps(); NV];
         for v in 0..NV {
             bv[v] = _mm512_loadu_ps(bk.add(v * LANES));
