@@ -79,11 +79,21 @@ pub fn block(blk: &Block, c: &mut [f32]) {
     let rows = 2 * TILE;
     for &(seg, k_at) in blk.segments {
         let kp = seg.len() / rows;
-        assert!(kp > 0 && kp % PAIRS == 0 && seg.len() == kp * rows, "amx block: a segment of {} pairs is not whole tiles", seg.len());
+        assert!(
+            kp > 0 && kp % PAIRS == 0 && seg.len() == kp * rows,
+            "amx block: a segment of {} pairs is not whole tiles",
+            seg.len()
+        );
         assert!(k_at + kp <= blk.lda, "amx block: segment past the row of a");
     }
-    assert!(blk.a_off + (rows - 1) * blk.lda + blk.lda <= blk.a.len(), "amx block: a too short");
-    assert!(blk.ldc >= rows && blk.c_off + (rows - 1) * blk.ldc + rows <= c.len(), "amx block: c too short");
+    assert!(
+        blk.a_off + (rows - 1) * blk.lda + blk.lda <= blk.a.len(),
+        "amx block: a too short"
+    );
+    assert!(
+        blk.ldc >= rows && blk.c_off + (rows - 1) * blk.ldc + rows <= c.len(),
+        "amx block: c too short"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AMX present and permitted (asserted); the asserts above keep
     // every tile row the asm loads or stores inside a, the segments and c; c
@@ -121,7 +131,13 @@ unsafe fn block_asm(blk: &Block, c: &mut [f32]) {
     let a1 = a.add(TILE * blk.lda);
     let c1 = cp.add(TILE * blk.ldc);
     asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
     for &(seg, k_at) in blk.segments {
         let b = seg.as_ptr();
         for step in 0..seg.len() / (2 * TILE) / PAIRS {

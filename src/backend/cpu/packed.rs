@@ -153,32 +153,40 @@ impl Packed {
         let w = self.width();
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
-        let mut ap = vec![0f32; m.next_multiple_of(mr) * self.blocks[0].1];
-        for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
-            pack_a(a, a_off + k0, lda, m, kl, mr, &mut ap);
-            for p in 0..self.panels() {
-                let panel = &data[self.block_at[bi] + p * kl * w..][..kl * w];
-                let start = match (bi, bias) {
-                    (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
-                    (0, None) => Start::Zero,
-                    _ => Start::Accumulate,
-                };
-                for m0 in (0..m).step_by(mr) {
-                    let tile = Tile {
-                        a: &ap,
-                        a_off: m0 * kl,
-                        lda: 1,
-                        a_ks: mr,
-                        rows: mr.min(m - m0),
-                        panel,
-                        kc: kl,
-                        cols: w.min(self.n - p * w),
-                        c_off: c_off + m0 * ldc + p * w,
-                        ldc,
-                        start,
-                        gelu: gelu && bi == last,
+        // A packed once for every K block (block bi at m_pad * k0).
+        let m_pad = m.next_multiple_of(mr);
+        let mut ap = vec![0f32; m_pad * self.k];
+        for &(k0, kl) in &self.blocks {
+            pack_a(a, a_off + k0, lda, m, kl, mr, &mut ap[m_pad * k0..]);
+        }
+        // Columns in chunks whose rows of C stay in L2 across the K blocks.
+        let chunk = (CHUNK_COLS / w).max(1);
+        for p0 in (0..self.panels()).step_by(chunk) {
+            for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+                for p in p0..self.panels().min(p0 + chunk) {
+                    let panel = &data[self.block_at[bi] + p * kl * w..][..kl * w];
+                    let start = match (bi, bias) {
+                        (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
+                        (0, None) => Start::Zero,
+                        _ => Start::Accumulate,
                     };
-                    simd::tile_f32(self.nv, tile, c);
+                    for m0 in (0..m).step_by(mr) {
+                        let tile = Tile {
+                            a: &ap,
+                            a_off: m_pad * k0 + m0 * kl,
+                            lda: 1,
+                            a_ks: mr,
+                            rows: mr.min(m - m0),
+                            panel,
+                            kc: kl,
+                            cols: w.min(self.n - p * w),
+                            c_off: c_off + m0 * ldc + p * w,
+                            ldc,
+                            start,
+                            gelu: gelu && bi == last,
+                        };
+                        simd::tile_f32(self.nv, tile, c);
+                    }
                 }
             }
         }
@@ -227,6 +235,10 @@ impl Packed {
     }
 }
 
+/// Columns of C per chunk: 256 rows x 512 columns of f32 (512 KiB) stay in
+/// the 2 MiB L2 while every K block adds to them.
+const CHUNK_COLS: usize = 512;
+
 /// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
 /// rows, each k-major (`mr` values per k, short tiles zero-padded): the
 /// tile's broadcasts then read one sequential stream.
@@ -244,17 +256,15 @@ fn pack_a<T: Copy + Default>(
         .enumerate()
     {
         let rows = mr.min(m - t * mr);
-        for r in 0..mr {
-            if r < rows {
-                let row = &a[off + (t * mr + r) * lda..][..kc];
-                for (k, &v) in row.iter().enumerate() {
-                    tile[k * mr + r] = v;
-                }
-            } else {
-                for k in 0..kc {
-                    tile[k * mr + r] = T::default();
-                }
+        let src: Vec<&[T]> = (0..rows)
+            .map(|r| &a[off + (t * mr + r) * lda..][..kc])
+            .collect();
+        // k outer: the writes are one sequential stream.
+        for (k, dst) in tile.chunks_exact_mut(mr).enumerate() {
+            for (d, row) in dst.iter_mut().zip(&src) {
+                *d = row[k];
             }
+            dst[rows..].fill(T::default());
         }
     }
 }
@@ -316,7 +326,7 @@ impl PackedLinear {
         let blk = 2 * amx::TILE;
         let (kp, m_pad) = (k.div_ceil(2), m.next_multiple_of(blk));
         let mut xa = vec![0u32; m_pad * kp];
-        let rows = rows_per_task(m).next_multiple_of(blk);
+        let rows = rows_per_task(m, blk);
         xa.par_chunks_mut(rows * kp)
             .zip(x.par_chunks(rows * k))
             .for_each(|(d, s)| simd::to_bf16_pairs(s, k, &mut d[..s.len() / k * kp]));
@@ -340,7 +350,10 @@ impl PackedLinear {
                         .enumerate()
                         .map(|(bi, &(k0, kl))| {
                             let bkp = kl / 2;
-                            (&data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk], k0 / 2)
+                            (
+                                &data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk],
+                                k0 / 2,
+                            )
                         })
                         .collect();
                     let bias = &self.bias[p * blk..(p + 1) * blk];
@@ -384,7 +397,7 @@ impl PackedLinear {
         if self.amx {
             return self.forward_amx(x, gelu, y);
         }
-        let rows = rows_per_task(m);
+        let rows = rows_per_task(m, simd::max_rows(self.w.nv));
         if self.w.is_bf16() {
             let kp = k.div_ceil(2);
             let mut xa = vec![0u32; m * kp];
@@ -408,8 +421,8 @@ impl PackedLinear {
 
 /// Rows per task: at least one task per thread, at most about 256 rows each
 /// (that many rows of a K block stay in L2), whole tiles.
-fn rows_per_task(m: usize) -> usize {
+fn rows_per_task(m: usize, mr: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads * m.div_ceil(threads * 256).max(1);
-    m.div_ceil(tasks).next_multiple_of(24)
+    m.div_ceil(tasks).next_multiple_of(mr)
 }

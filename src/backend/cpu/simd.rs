@@ -11,14 +11,14 @@ use std::sync::OnceLock;
 
 /// Lanes of one register.
 pub const LANES: usize = 16;
-/// Most rows of one register tile with `nv` vectors per row: 24
-/// accumulators (8 x 3 or 12 x 2) leave registers for the panel's row and
-/// one broadcast.
+/// Most rows of one register tile with `nv` vectors per row: 24 to 28
+/// accumulators (8 x 3, 14 x 2, 12 x 1) leave registers for the panel's
+/// row and one broadcast.
 pub fn max_rows(nv: usize) -> usize {
-    if nv == 3 {
-        8
-    } else {
-        12
+    match nv {
+        3 => 8,
+        2 => 14,
+        _ => 12,
     }
 }
 
@@ -144,7 +144,7 @@ pub fn tile_f32(nv: usize, t: Tile, c: &mut [f32]) {
         }
         match nv {
             1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
-            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
+            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
             _ => go!(3, 1 2 3 4 5 6 7 8),
         }
     }
@@ -284,7 +284,7 @@ pub fn tile_bf16(nv: usize, t: TileBf16, c: &mut [f32]) {
         }
         match nv {
             1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
-            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12),
+            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
             _ => go!(3, 1 2 3 4 5 6 7 8),
         }
     }
