@@ -51,16 +51,25 @@ pub fn choose_path(want_bf16: bool) -> (GemmPath, Option<String>) {
     let avx512 = f.avx512 && force != "portable";
     let bf16 = f.avx512_bf16 && avx512 && force != "no-bf16";
     let amx = bf16 && force != "no-amx" && super::amx::available();
+    let why = if force.is_empty() {
+        "this CPU has".to_string()
+    } else {
+        format!("with {FORCE_ENV}={force} bertrt uses")
+    };
     match (want_bf16, avx512, bf16) {
         (true, _, true) if amx => (GemmPath::AmxBf16, None),
         (true, _, true) => (GemmPath::Avx512Bf16, None),
         (true, true, false) => (
             GemmPath::Avx512F32,
-            Some("dtype bf16: this CPU has neither AVX512-BF16 nor AMX-BF16; computing in f32".into()),
+            Some(format!(
+                "dtype bf16: {why} neither AVX512-BF16 nor AMX-BF16; computing in f32"
+            )),
         ),
         (true, false, _) => (
             GemmPath::Portable,
-            Some("dtype bf16: this CPU has no AVX512-BF16 or AVX-512; computing in f32 with the portable GEMM".into()),
+            Some(format!(
+                "dtype bf16: {why} no AVX-512 at all; computing in f32 with the portable GEMM"
+            )),
         ),
         (false, true, _) => (GemmPath::Avx512F32, None),
         (false, false, _) => (GemmPath::Portable, None),
