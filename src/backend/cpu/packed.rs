@@ -27,11 +27,40 @@ fn k_blocks(k: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// One cache line: panels start on lines, so no 64-byte load of a panel
+/// row straddles two (malloc only promises 16-byte alignment).
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+/// 4-byte values on 64-byte aligned storage.
+#[derive(Debug)]
+struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Aligned {
+    fn new<T: bytemuck::Pod>(v: &[T]) -> Aligned {
+        assert_eq!(std::mem::size_of::<T>(), 4);
+        let mut lines = vec![Line([0; 16]); v.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<Line, T>(&mut lines)[..v.len()].copy_from_slice(v);
+        Aligned {
+            lines,
+            len: v.len(),
+        }
+    }
+
+    fn get<T: bytemuck::Pod>(&self) -> &[T] {
+        &bytemuck::cast_slice::<Line, T>(&self.lines)[..self.len]
+    }
+}
+
 #[derive(Debug)]
 enum Storage {
-    F32(Vec<f32>),
+    F32(Aligned),
     /// bf16 pairs along K, low half the even k.
-    Bf16(Vec<u32>),
+    Bf16(Aligned),
 }
 
 /// `B [k, n]` packed: for each K block, for each panel of `16 * nv` columns,
@@ -80,7 +109,7 @@ impl Packed {
             nv,
             blocks,
             block_at,
-            data: Storage::F32(data),
+            data: Storage::F32(Aligned::new(&data)),
         }
     }
 
@@ -115,15 +144,14 @@ impl Packed {
             nv,
             blocks,
             block_at,
-            data: Storage::Bf16(data),
+            data: Storage::Bf16(Aligned::new(&data)),
         }
     }
 
     /// Bytes held (for the memory report).
     pub fn bytes(&self) -> usize {
         match &self.data {
-            Storage::F32(d) => d.len() * 4,
-            Storage::Bf16(d) => d.len() * 4,
+            Storage::F32(d) | Storage::Bf16(d) => d.lines.len() * 64,
         }
     }
 
@@ -150,6 +178,7 @@ impl Packed {
         let Storage::F32(data) = &self.data else {
             unreachable!("gemm_rows on bf16 weights: use gemm_rows_bf16")
         };
+        let data: &[f32] = data.get();
         let w = self.width();
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
@@ -198,6 +227,7 @@ impl Packed {
         let Storage::Bf16(data) = &self.data else {
             unreachable!("gemm_rows_bf16 on f32 weights")
         };
+        let data: &[u32] = data.get();
         let (w, lda, ldc) = (self.width(), self.k.div_ceil(2), self.n);
         let m = a.len() / lda;
         let last = self.blocks.len() - 1;
@@ -322,6 +352,7 @@ impl PackedLinear {
         let Storage::Bf16(data) = &self.w.data else {
             unreachable!("AMX on f32 weights")
         };
+        let data: &[u32] = data.get();
         let m = x.len() / k;
         let blk = 2 * amx::TILE;
         let (kp, m_pad) = (k.div_ceil(2), m.next_multiple_of(blk));
