@@ -664,3 +664,36 @@ unsafe fn bias_gelu_row(row: &mut [f32], bias: &[f32], gelu: bool) {
         _mm512_mask_storeu_ps(p, m, if gelu { gelu_ps(v) } else { v });
     }
 }
+
+/// This thread's f32 FMA rate in GFLOP/s, measured: 24 independent FMA
+/// chains (enough to cover the FMA latency on both ports) for `iters`
+/// rounds. It is how the benches get the peak they quote fractions of:
+/// lanes x 2 flops x FMAs per cycle x the clock actually sustained.
+pub fn fma_peak_gflops(iters: usize) -> f64 {
+    assert!(features().avx512, "fma_peak_gflops needs AVX-512");
+    let t = std::time::Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 present (asserted); registers only, no memory.
+    let r = unsafe { fma_chains(iters) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let r = 0.0;
+    std::hint::black_box(r);
+    (iters * 24 * LANES * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains(iters: usize) -> f32 {
+    let mut acc = [_mm512_set1_ps(0.0); 24];
+    let (b, c) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(0.999_999_9));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for a in acc {
+        s = _mm512_add_ps(s, a);
+    }
+    _mm512_reduce_add_ps(s)
+}
