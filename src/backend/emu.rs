@@ -130,7 +130,7 @@ pub fn embeddings_layernorm(
     let width = gamma.len();
     let tokens = ids.len();
     assert!(width > 0 && beta.len() == width);
-    assert!(word.len() % width == 0 && pos.len() % width == 0);
+    assert!(word.len().is_multiple_of(width) && pos.len().is_multiple_of(width));
     assert!(pos_ids.len() == tokens && out.len() == tokens * width);
     if let Some(ty) = ty {
         assert!(ty.len() % width == 0 && type_ids.len() == tokens);
@@ -174,7 +174,7 @@ pub fn add_bias_residual_layernorm(
 ) -> Result<()> {
     let width = bias.len();
     assert!(width > 0 && gamma.len() == width && beta.len() == width);
-    assert!(x.len() % width == 0 && residual.len() == x.len());
+    assert!(x.len().is_multiple_of(width) && residual.len() == x.len());
     let rows = x.len() / width;
     let xp = ptr_mut(x);
     let p = k::AddBiasResidualLayerNormParams {
@@ -203,7 +203,7 @@ pub fn add_bias_residual_layernorm(
 /// bias only.
 pub fn bias_act(x: &mut [f16], bias: &[f16], act: Option<Activation>) -> Result<()> {
     let width = bias.len();
-    assert!(width > 0 && x.len() % width == 0);
+    assert!(width > 0 && x.len().is_multiple_of(width));
     let p = k::BiasActParams {
         x: ptr_mut(x),
         bias: ptr(bias),
@@ -274,7 +274,7 @@ pub fn attention(
 /// out[i] = x[row_ids[i]], rows of width `width`. A row id out of range is an
 /// `Err` (the kernel traps).
 pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) -> Result<()> {
-    assert!(width > 0 && x.len() % width == 0 && out.len() == row_ids.len() * width);
+    assert!(width > 0 && x.len().is_multiple_of(width) && out.len() == row_ids.len() * width);
     let p = k::GatherRowsParams {
         x: ptr(x),
         row_ids: ptr(row_ids),

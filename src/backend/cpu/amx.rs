@@ -80,7 +80,7 @@ pub fn block(blk: &Block, c: &mut [f32]) {
     for &(seg, k_at) in blk.segments {
         let kp = seg.len() / rows;
         assert!(
-            kp > 0 && kp % PAIRS == 0 && seg.len() == kp * rows,
+            kp > 0 && kp.is_multiple_of(PAIRS) && seg.len() == kp * rows,
             "amx block: a segment of {} pairs is not whole tiles",
             seg.len()
         );

@@ -216,7 +216,7 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
     let h = heads * d;
     let h3 = 3 * h;
     let scale = 1.0 / (d as f32).sqrt();
-    let v_nv = if d % 32 == 0 { 2 } else { 1 };
+    let v_nv = if d.is_multiple_of(32) { 2 } else { 1 };
     let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
         .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
         .collect();

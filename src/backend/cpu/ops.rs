@@ -259,7 +259,7 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, y: &mut [f32
     // Real asserts, not debug ones: they are what keeps a short buffer a
     // panic rather than a read or write out of bounds in release.
     assert!(
-        k > 0 && x.len() % k == 0 && w.len() % k == 0,
+        k > 0 && x.len().is_multiple_of(k) && w.len().is_multiple_of(k),
         "linear: x ({}) and w ({}) must be whole rows of k = {k}",
         x.len(),
         w.len()

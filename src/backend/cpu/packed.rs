@@ -326,7 +326,7 @@ impl PackedLinear {
         };
         let mut bias = b.to_vec();
         bias.resize(packed.panels() * packed.width(), 0.0);
-        let fits = n % (2 * amx::TILE) == 0
+        let fits = n.is_multiple_of(2 * amx::TILE)
             && packed.nv * LANES == 2 * amx::TILE
             && packed
                 .blocks
@@ -416,7 +416,7 @@ impl PackedLinear {
     pub fn forward(&self, x: &[f32], gelu: bool, y: &mut [f32]) {
         let (k, n) = (self.w.k, self.w.n);
         assert!(
-            x.len() % k == 0 && y.len() == x.len() / k * n,
+            x.len().is_multiple_of(k) && y.len() == x.len() / k * n,
             "packed linear: x {} / y {} for [{k} -> {n}]",
             x.len(),
             y.len()
