@@ -132,22 +132,10 @@ impl CpuEngine {
         }
         let w = &self.weights;
         let c = &w.config;
-        let (h, e) = (c.hidden_size, c.embedding_size);
+        let h = c.hidden_size;
         let t = batch.num_tokens();
 
-        let mut emb = vec![0f32; t * e];
-        ops::embeddings(
-            &w.embeddings.word,
-            &w.embeddings.position,
-            &w.embeddings.token_type,
-            batch.input_ids(),
-            batch.position_ids(),
-            batch.token_type_ids(),
-            &w.embeddings.ln.gamma,
-            &w.embeddings.ln.beta,
-            c.layer_norm_eps,
-            &mut emb,
-        );
+        let emb = embeddings_of(w, batch);
         let mut x = match &w.embeddings.project {
             Some(p) => linear(&emb, p),
             None => emb,
@@ -245,6 +233,24 @@ impl CpuEngine {
             head,
         })
     }
+}
+
+/// The embedding layer's output `[tokens, E]` for a packed batch.
+pub(super) fn embeddings_of(w: &ModelWeights, batch: &Batch) -> Vec<f32> {
+    let mut emb = vec![0f32; batch.num_tokens() * w.config.embedding_size];
+    ops::embeddings(
+        &w.embeddings.word,
+        &w.embeddings.position,
+        &w.embeddings.token_type,
+        batch.input_ids(),
+        batch.position_ids(),
+        batch.token_type_ids(),
+        &w.embeddings.ln.gamma,
+        &w.embeddings.ln.beta,
+        w.config.layer_norm_eps,
+        &mut emb,
+    );
+    emb
 }
 
 /// Rows of each sequence's first token: `[seqs, H]`.

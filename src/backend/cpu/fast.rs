@@ -151,21 +151,9 @@ impl FastEncoder {
     /// Final hidden states `[tokens, H]`, on the current rayon pool.
     pub fn encode(&self, w: &ModelWeights, batch: &Batch) -> Vec<f32> {
         let c = &w.config;
-        let (h, e) = (c.hidden_size, c.embedding_size);
+        let h = c.hidden_size;
         let t = batch.num_tokens();
-        let mut x = vec![0f32; t * e];
-        ops::embeddings(
-            &w.embeddings.word,
-            &w.embeddings.position,
-            &w.embeddings.token_type,
-            batch.input_ids(),
-            batch.position_ids(),
-            batch.token_type_ids(),
-            &w.embeddings.ln.gamma,
-            &w.embeddings.ln.beta,
-            c.layer_norm_eps,
-            &mut x,
-        );
+        let mut x = super::engine::embeddings_of(w, batch);
         if let Some(p) = &self.project {
             let mut y = vec![0f32; t * h];
             p.forward(&x, false, &mut y);
@@ -217,46 +205,34 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
     let h3 = 3 * h;
     let scale = 1.0 / (d as f32).sqrt();
     let v_nv = if d.is_multiple_of(32) { 2 } else { 1 };
-    let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
-        .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
-        .collect();
-    let results: Vec<Vec<f32>> = items
-        .par_iter()
-        .map(|&(s, hd)| {
-            let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
-            let len = b - a;
-            if len == 0 {
-                return Vec::new();
-            }
-            let q_off = a * h3 + hd * d;
-            let view = |offset, rows, cols, row_stride, col_stride| View {
-                data: qkv,
-                offset,
-                rows,
-                cols,
-                row_stride,
-                col_stride,
-            };
-            let kt = Packed::f32(view(q_off + h, d, len, 1, h3), 3);
-            let v = Packed::f32(view(q_off + 2 * h, len, d, h3, 1), v_nv);
-            let mut o = vec![0f32; len * d];
-            let mut scores = vec![0f32; QUERY_BLOCK.min(len) * len];
-            for q0 in (0..len).step_by(QUERY_BLOCK) {
-                let r = QUERY_BLOCK.min(len - q0);
-                let s = &mut scores[..r * len];
-                kt.gemm_rows(qkv, q_off + q0 * h3, h3, r, None, false, s, 0, len);
-                for row in s.chunks_mut(len) {
-                    simd::softmax_scaled(row, scale);
-                }
-                v.gemm_rows(s, 0, len, r, None, false, &mut o, q0 * d, d);
-            }
-            o
-        })
-        .collect();
-    for (&(s, hd), o) in items.iter().zip(results) {
-        let a = cu_seqlens[s];
-        for (i, oi) in o.chunks(d).enumerate() {
-            out[(a + i) * h + hd * d..][..d].copy_from_slice(oi);
+    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd| {
+        let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
+        let len = b - a;
+        if len == 0 {
+            return Vec::new();
         }
-    }
+        let q_off = a * h3 + hd * d;
+        let view = |offset, rows, cols, row_stride, col_stride| View {
+            data: qkv,
+            offset,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        };
+        let kt = Packed::f32(view(q_off + h, d, len, 1, h3), 3);
+        let v = Packed::f32(view(q_off + 2 * h, len, d, h3, 1), v_nv);
+        let mut o = vec![0f32; len * d];
+        let mut scores = vec![0f32; QUERY_BLOCK.min(len) * len];
+        for q0 in (0..len).step_by(QUERY_BLOCK) {
+            let r = QUERY_BLOCK.min(len - q0);
+            let s = &mut scores[..r * len];
+            kt.gemm_rows(qkv, q_off + q0 * h3, h3, r, None, false, s, 0, len);
+            for row in s.chunks_mut(len) {
+                simd::softmax_scaled(row, scale);
+            }
+            v.gemm_rows(s, 0, len, r, None, false, &mut o, q0 * d, d);
+        }
+        o
+    });
 }

@@ -196,55 +196,66 @@ pub fn attention_packed(
 ) {
     let h = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    per_sequence_head(cu_seqlens, heads, head_dim, out, |s, hd| {
+        let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
+        let len = b - a;
+        if len == 0 {
+            return Vec::new();
+        }
+        let base = a * 3 * h + hd * head_dim;
+        // Q [len, d], K [len, d] and V [len, d] inside qkv, rows 3H apart.
+        let rows = |offset| View {
+            data: qkv,
+            offset,
+            rows: len,
+            cols: head_dim,
+            row_stride: 3 * h,
+            col_stride: 1,
+        };
+        let mut p = vec![0f32; len * len];
+        // S = Q K^T * scale
+        matmul(&mut p, rows(base), rows(base + h).t(), scale, false);
+        // P = softmax(S) per row
+        for row in p.chunks_mut(len) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = (*x - m).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
+        }
+        // O = P V
+        let mut o = vec![0f32; len * head_dim];
+        matmul(
+            &mut o,
+            View::row_major(&p, len, len),
+            rows(base + 2 * h),
+            1.0,
+            false,
+        );
+        o
+    });
+}
+
+/// Runs `head(s, hd)` for every (sequence, head) on rayon's threads, each
+/// returning that head's `[len, head_dim]` output, and scatters the results
+/// into `out` (`[T, heads * head_dim]`): the attention ops' shared frame.
+pub fn per_sequence_head(
+    cu_seqlens: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    head: impl Fn(usize, usize) -> Vec<f32> + Sync,
+) {
+    let h = heads * head_dim;
     let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
         .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
         .collect();
-    let results: Vec<Vec<f32>> = items
-        .par_iter()
-        .map(|&(s, hd)| {
-            let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
-            let len = b - a;
-            if len == 0 {
-                return Vec::new();
-            }
-            let base = a * 3 * h + hd * head_dim;
-            // Q [len, d], K [len, d] and V [len, d] inside qkv, rows 3H apart.
-            let rows = |offset| View {
-                data: qkv,
-                offset,
-                rows: len,
-                cols: head_dim,
-                row_stride: 3 * h,
-                col_stride: 1,
-            };
-            let mut p = vec![0f32; len * len];
-            // S = Q K^T * scale
-            matmul(&mut p, rows(base), rows(base + h).t(), scale, false);
-            // P = softmax(S) per row
-            for row in p.chunks_mut(len) {
-                let m = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = (*x - m).exp();
-                    sum += *x;
-                }
-                let inv = 1.0 / sum;
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
-            }
-            // O = P V
-            let mut o = vec![0f32; len * head_dim];
-            matmul(
-                &mut o,
-                View::row_major(&p, len, len),
-                rows(base + 2 * h),
-                1.0,
-                false,
-            );
-            o
-        })
-        .collect();
+    let results: Vec<Vec<f32>> = items.par_iter().map(|&(s, hd)| head(s, hd)).collect();
     for (&(s, hd), o) in items.iter().zip(results) {
         let a = cu_seqlens[s];
         for (i, oi) in o.chunks(head_dim).enumerate() {

@@ -158,15 +158,19 @@ fn col_masks<const NV: usize>(cols: usize) -> [__mmask16; NV] {
     })
 }
 
+/// A tile's accumulators as `start` says: zero, the bias in every row, or
+/// C's current rows (masked past `cols`).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn f32_tile<const R: usize, const NV: usize>(t: &Tile, c: &mut [f32]) {
-    let masks = col_masks::<NV>(t.cols);
-    let a = t.a.as_ptr().add(t.a_off);
-    let b = t.panel.as_ptr();
-    let cp = c.as_mut_ptr().add(t.c_off);
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn start_acc<const R: usize, const NV: usize>(
+    start: Start,
+    masks: &[__mmask16; NV],
+    cp: *const f32,
+    ldc: usize,
+) -> [[__m512; NV]; R] {
     let mut acc = [[_mm512_setzero_ps(); NV]; R];
-    match t.start {
+    match start {
         Start::Zero => {}
         Start::Bias(bias) => {
             for v in 0..NV {
@@ -179,18 +183,44 @@ unsafe fn f32_tile<const R: usize, const NV: usize>(t: &Tile, c: &mut [f32]) {
         Start::Accumulate => {
             for (r, row) in acc.iter_mut().enumerate() {
                 for v in 0..NV {
-                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * t.ldc + v * LANES));
+                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * ldc + v * LANES));
                 }
             }
         }
     }
-    acc = f32_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kc);
+    acc
+}
+
+/// Stores a tile's accumulators into C (masked past `cols`), through GELU
+/// when asked.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_acc<const R: usize, const NV: usize>(
+    acc: &[[__m512; NV]; R],
+    gelu: bool,
+    masks: &[__mmask16; NV],
+    cp: *mut f32,
+    ldc: usize,
+) {
     for (r, row) in acc.iter().enumerate() {
         for v in 0..NV {
-            let y = if t.gelu { gelu_ps(row[v]) } else { row[v] };
-            _mm512_mask_storeu_ps(cp.add(r * t.ldc + v * LANES), masks[v], y);
+            let y = if gelu { gelu_ps(row[v]) } else { row[v] };
+            _mm512_mask_storeu_ps(cp.add(r * ldc + v * LANES), masks[v], y);
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn f32_tile<const R: usize, const NV: usize>(t: &Tile, c: &mut [f32]) {
+    let masks = col_masks::<NV>(t.cols);
+    let a = t.a.as_ptr().add(t.a_off);
+    let b = t.panel.as_ptr();
+    let cp = c.as_mut_ptr().add(t.c_off);
+    let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
+    acc = f32_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kc);
+    store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
 }
 
 /// The tile's K loop, apart so that its accumulators live in registers.
@@ -300,32 +330,9 @@ unsafe fn bf16_tile<const R: usize, const NV: usize>(t: &TileBf16, c: &mut [f32]
     let a = t.a.as_ptr().add(t.a_off);
     let b = t.panel.as_ptr();
     let cp = c.as_mut_ptr().add(t.c_off);
-    let mut acc = [[_mm512_setzero_ps(); NV]; R];
-    match t.start {
-        Start::Zero => {}
-        Start::Bias(bias) => {
-            for v in 0..NV {
-                let bv = _mm512_loadu_ps(bias.as_ptr().add(v * LANES));
-                for row in acc.iter_mut() {
-                    row[v] = bv;
-                }
-            }
-        }
-        Start::Accumulate => {
-            for (r, row) in acc.iter_mut().enumerate() {
-                for v in 0..NV {
-                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * t.ldc + v * LANES));
-                }
-            }
-        }
-    }
+    let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
     acc = bf16_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kp);
-    for (r, row) in acc.iter().enumerate() {
-        for v in 0..NV {
-            let y = if t.gelu { gelu_ps(row[v]) } else { row[v] };
-            _mm512_mask_storeu_ps(cp.add(r * t.ldc + v * LANES), masks[v], y);
-        }
-    }
+    store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
 }
 
 /// The bf16 tile's K loop (pairs of k), apart as [`f32_kloop`].
