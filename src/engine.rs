@@ -7,6 +7,7 @@ use crate::batch::{Batch, SequenceIds};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{read_dir, ModelWeights, WeightFiles};
+use crate::options::{Dtype, LoadOptions};
 use crate::output::ForwardOutput;
 use crate::tokenize::{Encoded, Tokenizer, Truncation};
 use std::path::{Path, PathBuf};
@@ -73,7 +74,7 @@ impl Backend for CpuEngine {
         CpuEngine::forward(self, batch)
     }
     fn describe(&self) -> String {
-        format!("cpu (f32, {} threads)", rayon::current_num_threads())
+        CpuEngine::describe(self)
     }
     fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>> {
         std::hint::black_box(CpuEngine::encode(self, batch));
@@ -95,16 +96,28 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads a model folder (or cached hub id) onto `device`.
+    /// Loads a model folder (or cached hub id) onto `device`, in the
+    /// device's default dtype.
     pub fn load(model: &str, device: Device) -> Result<Engine> {
+        Self::load_with(model, &LoadOptions::on(device))
+    }
+
+    /// Loads a model folder (or cached hub id) with a dtype and thread count.
+    pub fn load_with(model: &str, opts: &LoadOptions) -> Result<Engine> {
+        opts.validate()?;
         let dir = crate::hub::resolve_model(model)?;
-        Self::load_dir(&dir, device)
+        Self::load_dir_with(&dir, opts)
     }
 
     pub fn load_dir(dir: &Path, device: Device) -> Result<Engine> {
+        Self::load_dir_with(dir, &LoadOptions::on(device))
+    }
+
+    pub fn load_dir_with(dir: &Path, opts: &LoadOptions) -> Result<Engine> {
+        opts.validate()?;
         let (weights, files) = read_dir(dir)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
-        Self::from_weights(dir, weights, files, tokenizer, device)
+        Self::from_weights(dir, weights, files, tokenizer, opts)
     }
 
     /// An engine over weights already read (see [`read_dir`]).
@@ -113,8 +126,9 @@ impl Engine {
         weights: ModelWeights,
         weight_files: WeightFiles,
         tokenizer: Tokenizer,
-        device: Device,
+        opts: &LoadOptions,
     ) -> Result<Engine> {
+        opts.validate()?;
         let mut warnings = Vec::new();
         if !weights.unused_tensors.is_empty() {
             let n = weights.unused_tensors.len();
@@ -135,7 +149,7 @@ impl Engine {
         let config = weights.config.clone();
         let parameter_count = weights.parameter_count();
         let parameter_count_unshared = weights.parameter_count_unshared();
-        let backend = make_backend(weights, device, &mut warnings)?;
+        let backend = make_backend(weights, opts, &mut warnings)?;
         Ok(Engine {
             dir: dir.to_path_buf(),
             config,
@@ -190,14 +204,20 @@ impl Engine {
     }
 }
 
-/// The backend for `device`, with a warning pushed when `Auto` falls back to the CPU.
+/// The backend the options ask for, with a warning pushed when `Auto` falls
+/// back to the CPU.
 pub fn make_backend(
     weights: ModelWeights,
-    device: Device,
+    opts: &LoadOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Box<dyn Backend>> {
-    match device {
-        Device::Cpu => Ok(Box::new(CpuEngine::new(weights))),
+    opts.validate()?;
+    let cpu = |w| -> Result<Box<dyn Backend>> {
+        let dtype = opts.dtype.unwrap_or(Dtype::F32);
+        Ok(Box::new(CpuEngine::with_options(w, dtype, opts.threads)?))
+    };
+    match opts.resolved_device() {
+        Device::Cpu => cpu(weights),
         Device::Cuda(n) => crate::backend::cuda::load(&weights, n),
         // The device copy is made from the host weights, which stay for the
         // CPU fallback: no second host copy either way.
@@ -205,7 +225,7 @@ pub fn make_backend(
             Ok(b) => Ok(b),
             Err(e) => {
                 warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));
-                Ok(Box::new(CpuEngine::new(weights)))
+                cpu(weights)
             }
         },
     }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod hub;
 pub mod input;
 pub mod model;
+pub mod options;
 pub mod output;
 pub mod panic_guard;
 pub mod rng;
@@ -28,3 +29,4 @@ pub mod weights;
 
 pub use engine::{Device, Engine};
 pub use error::{Error, Result};
+pub use options::{Dtype, LoadOptions};

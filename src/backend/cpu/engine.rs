@@ -3,12 +3,16 @@
 use super::ops;
 use crate::batch::Batch;
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{ClassifierHead, HeadWeights, Linear, MlmHead, ModelWeights};
+use crate::options::Dtype;
 use crate::output::{ForwardOutput, HeadOutput};
 
 pub struct CpuEngine {
     pub weights: ModelWeights,
+    /// The engine's own threads when a count was asked for; else rayon's
+    /// global pool (one thread per logical CPU).
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// y = x W^T + b for `[rows, in]` x.
@@ -29,11 +33,59 @@ fn linear_act(x: &[f32], l: &Linear, a: Activation) -> Vec<f32> {
 
 impl CpuEngine {
     pub fn new(weights: ModelWeights) -> Self {
-        CpuEngine { weights }
+        CpuEngine {
+            weights,
+            pool: None,
+        }
+    }
+
+    /// An engine computing in `dtype` (f32 or bf16) on `threads` threads.
+    pub fn with_options(
+        weights: ModelWeights,
+        dtype: Dtype,
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        if dtype != Dtype::F32 {
+            return Err(Error::Input(format!(
+                "dtype {dtype} is not available on device cpu (use f32)"
+            )));
+        }
+        let pool = match threads {
+            None => None,
+            Some(n) => Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .thread_name(|i| format!("bertrt-cpu-{i}"))
+                    .build()
+                    .map_err(|e| Error::Device(format!("cannot start {n} CPU threads: {e}")))?,
+            ),
+        };
+        Ok(CpuEngine { weights, pool })
+    }
+
+    /// Runs `f` on the engine's threads, so every rayon call inside honours
+    /// the thread count.
+    fn on_threads<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.on_threads(rayon::current_num_threads)
+    }
+
+    pub fn describe(&self) -> String {
+        format!("cpu (f32, {} threads)", self.threads())
     }
 
     /// Final hidden states `[tokens, H]` of the encoder.
     pub fn encode(&self, batch: &Batch) -> Vec<f32> {
+        self.on_threads(|| self.encode_here(batch))
+    }
+
+    fn encode_here(&self, batch: &Batch) -> Vec<f32> {
         let w = &self.weights;
         let c = &w.config;
         let (h, e) = (c.hidden_size, c.embedding_size);
@@ -93,9 +145,13 @@ impl CpuEngine {
 
     /// Encoder, pooler and the architecture's head.
     pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        self.on_threads(|| self.forward_here(batch))
+    }
+
+    fn forward_here(&self, batch: &Batch) -> Result<ForwardOutput> {
         let w = &self.weights;
         let h = w.config.hidden_size;
-        let hidden = self.encode(batch);
+        let hidden = self.encode_here(batch);
         let first = first_tokens(&hidden, batch, h);
         let pooled = w
             .pooler

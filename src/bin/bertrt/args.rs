@@ -6,7 +6,7 @@ use crate::bench;
 use crate::input::OnError;
 use bertrt::tasks::embed::Pooling;
 use bertrt::tokenize::Truncation;
-use bertrt::Device;
+use bertrt::LoadOptions;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -30,6 +30,52 @@ pub enum Format {
     Npy,
 }
 
+/// Where and how the engine computes: the same three flags on every command
+/// that loads a model (and on `serve` and `bench`).
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// f32 or bf16 on the CPU (default f32), f16 on CUDA (the default there).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// CPU threads for every parallel part of the forward pass (default: one per logical CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl EngineArgs {
+    /// The library's options, each error naming its flag.
+    pub fn options(&self) -> Result<LoadOptions, String> {
+        let device = self
+            .device
+            .parse()
+            .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
+        let dtype = match &self.dtype {
+            Some(d) => Some(
+                d.parse()
+                    .map_err(|e: bertrt::Error| format!("--dtype: {e}"))?,
+            ),
+            None => None,
+        };
+        let opts = LoadOptions {
+            device,
+            dtype,
+            threads: self.threads,
+        };
+        opts.validate().map_err(|e| match self.threads {
+            Some(0) => format!("--threads: {e}"),
+            _ => format!(
+                "--device {} --dtype {}: {e}",
+                self.device,
+                self.dtype.as_deref().unwrap_or("")
+            ),
+        })?;
+        Ok(opts)
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct Common {
     /// Model folder, or a hub id found in the HF cache.
@@ -39,9 +85,8 @@ pub struct Common {
         default_value = "sentence-transformers/all-MiniLM-L6-v2"
     )]
     pub model: String,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
     /// Refuse inputs longer than the model allows instead of truncating them.
@@ -154,7 +199,7 @@ pub enum Aggregation {
 /// What every model command shares, validated.
 pub struct Run {
     pub model: String,
-    pub device: Device,
+    pub options: LoadOptions,
     pub format: Format,
     pub truncation: Truncation,
 }
@@ -222,16 +267,13 @@ pub enum Job {
 
 fn run_settings(c: Common, embed: bool) -> Result<Run, String> {
     // The library names the thing; the CLI adds which flag gave it.
-    let device = c
-        .device
-        .parse()
-        .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
+    let options = c.engine.options()?;
     if c.format == Format::Npy && !embed {
         return Err("--format npy is only for embed".into());
     }
     Ok(Run {
         model: c.model,
-        device,
+        options,
         format: c.format,
         truncation: if c.no_truncate {
             Truncation::Error

@@ -23,7 +23,6 @@ use bertrt::bench::{
 use bertrt::config::ModelConfig;
 use bertrt::engine::{make_backend, Backend};
 use bertrt::model::{random_weights, ModelWeights};
-use bertrt::Device;
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -58,9 +57,8 @@ pub struct BenchArgs {
     /// Seed of the token ids, lengths and random weights.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    engine: crate::args::EngineArgs,
     #[arg(long, value_enum, default_value = "table")]
     format: BenchFormat,
     /// Also write the JSON report here.
@@ -148,10 +146,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         return Ok(());
     }
     // Validate everything before loading anything.
-    let device: Device = a
-        .device
-        .parse()
-        .map_err(|e: bertrt::Error| format!("--device: {e}"))?;
+    let options = a.engine.options()?;
     let lengths = match a.lengths.as_slice() {
         [kind] => Lengths::parse(kind, None),
         [kind, file] if kind == "real" => Lengths::parse(kind, Some(Path::new(file))),
@@ -175,7 +170,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     let (cfg, weights, source) = load_model(&a.model, a.seed)?;
     let parameters = weights.parameter_count();
     let mut warnings = Vec::new();
-    let backend = make_backend(weights, device, &mut warnings).map_err(|e| e.to_string())?;
+    let backend = make_backend(weights, &options, &mut warnings).map_err(|e| e.to_string())?;
     let on_cpu = backend.describe().starts_with("cpu");
     for w in &warnings {
         eprintln!("bertrt: warning: {w}");

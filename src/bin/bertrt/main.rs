@@ -24,7 +24,7 @@ fn main() {
 
 fn load(r: &Run) -> Result<Engine, String> {
     // The library names the thing; the CLI adds which flag gave it.
-    let engine = Engine::load(&r.model, r.device).map_err(|e| format!("--model: {e}"))?;
+    let engine = Engine::load_with(&r.model, &r.options).map_err(|e| format!("--model: {e}"))?;
     for w in &engine.warnings {
         eprintln!("bertrt: warning: {w}");
     }
