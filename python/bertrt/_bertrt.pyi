@@ -64,8 +64,9 @@ class Engine:
     ``model``: a model folder, or a hub id found in the HF cache (as the CLI's
     ``--model``). ``device``: "auto" (CUDA when present, else the CPU with a
     warning), "cpu", "cuda" or "cuda:N". ``dtype``: None (the device's
-    default), "f32", "bf16" or "f16", as the CLI's ``--dtype``. ``threads``:
-    CPU threads for this engine (None: one per core), as ``--threads``.
+    default), "f32" or "bf16" on the CPU, "f16" on CUDA, as the CLI's
+    ``--dtype``. ``threads``: CPU threads for every parallel part of this
+    engine's forward pass (None: one per logical CPU), as ``--threads``.
 
     Raises FileNotFoundError (no such folder or hub snapshot, or a missing
     config/weights/tokenizer file), ValueError (a bad argument or model
@@ -85,7 +86,11 @@ class Engine:
     def backend(self) -> str:
         """Where it runs, e.g. "cpu (f32, 8 threads)"."""
     @property
-    def dtype(self) -> Optional[str]: ...
+    def dtype(self) -> Optional[str]:
+        """The dtype asked for (None: the device's default)."""
+    @property
+    def threads(self) -> Optional[int]:
+        """The thread count asked for (None: one per logical CPU)."""
     @property
     def warnings(self) -> List[str]:
         """What was warned about at load (unused tensors, device fallback)."""

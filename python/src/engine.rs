@@ -7,7 +7,7 @@ use crate::errors::{load_to_py, to_py};
 use crate::results::{embeddings_to_numpy, first_row, to_python};
 use bertrt::tasks::{classify, detect, embed, fill_mask, qa};
 use bertrt::tokenize::{Tokenized, Truncation};
-use bertrt::{Device, Engine};
+use bertrt::{Dtype, Engine, LoadOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -15,16 +15,10 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 /// Inputs per forward pass when a list is given (the CLI's batch size).
 const BATCH: usize = 32;
 
-/// dtype names the CLI's `--dtype` takes.
-const DTYPES: [&str; 3] = ["f32", "bf16", "f16"];
-
 #[pyclass(frozen, name = "Engine", module = "bertrt._bertrt")]
 pub struct PyEngine {
     engine: Engine,
-    /// `threads=`: a pool of that many threads that every call runs in
-    /// (None: rayon's global pool, one thread per core).
-    pool: Option<rayon::ThreadPool>,
-    dtype: Option<String>,
+    opts: LoadOptions,
 }
 
 /// One string or a list of strings; `single` says which, to shape the result.
@@ -105,12 +99,10 @@ fn one_or_list(py: Python<'_>, single: bool, items: Vec<Py<PyAny>>) -> PyResult<
 }
 
 impl PyEngine {
-    /// Runs `f` without the GIL, inside the engine's thread pool if it has one.
+    /// Runs `f` without the GIL (the engine runs its CPU work on its own
+    /// thread pool, `threads=`).
     fn run<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&Engine) -> T + Send) -> T {
-        py.detach(|| match &self.pool {
-            Some(pool) => pool.install(|| f(&self.engine)),
-            None => f(&self.engine),
-        })
+        py.detach(|| f(&self.engine))
     }
 }
 
@@ -118,8 +110,9 @@ impl PyEngine {
 impl PyEngine {
     /// Loads a model: a folder, or a hub id found in the HF cache (the CLI's
     /// `--model`). `device`: "auto", "cpu", "cuda" or "cuda:N". `dtype`: None
-    /// (the device's default), "f32", "bf16" or "f16". `threads`: CPU threads
-    /// for this engine (None: one per core).
+    /// (the device's default), "f32" or "bf16" on the CPU, "f16" on CUDA.
+    /// `threads`: CPU threads for this engine (None: one per logical CPU).
+    /// The CLI's --device/--dtype/--threads, as the same `LoadOptions`.
     #[new]
     #[pyo3(signature = (model, device = "auto", dtype = None, threads = None))]
     fn new(
@@ -139,57 +132,26 @@ impl PyEngine {
                 model.get_type().name()?
             )));
         };
-        let device: Device = device
-            .parse()
-            .map_err(|e: bertrt::Error| PyValueError::new_err(format!("device: {e}")))?;
-        if let Some(d) = dtype {
-            if !DTYPES.contains(&d) {
-                return Err(PyValueError::new_err(format!(
-                    "dtype '{d}': use None, f32, bf16 or f16"
-                )));
-            }
-            // Until bertrt::LoadOptions lands: the CPU runs f32 and CUDA fp16.
-            let native = match device {
-                Device::Cpu => "f32",
-                Device::Cuda(_) => "f16",
-                Device::Auto => d,
-            };
-            if d != native {
-                return Err(PyValueError::new_err(format!(
-                    "dtype '{d}' is not available on device '{device:?}' in this build (cpu: f32, cuda: f16)"
-                )));
-            }
-        }
-        let pool = match threads {
-            None => None,
-            Some(n) => {
-                let n = at_least_one("threads", n)?;
-                Some(
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(n)
-                        .build()
-                        .map_err(|e| PyValueError::new_err(format!("threads={n}: {e}")))?,
-                )
-            }
+        let opts = LoadOptions {
+            device: device
+                .parse()
+                .map_err(|e: bertrt::Error| PyValueError::new_err(format!("device: {e}")))?,
+            dtype: dtype
+                .map(|d| d.parse::<Dtype>())
+                .transpose()
+                .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            threads: threads.map(|n| at_least_one("threads", n)).transpose()?,
         };
+        opts.validate().map_err(to_py)?;
         let engine = py.detach(|| {
             let dir = bertrt::hub::resolve_model(&model).map_err(|e| (e, None))?;
-            let load = || Engine::load_dir(&dir, device);
-            match &pool {
-                Some(p) => p.install(load),
-                None => load(),
-            }
-            .map_err(|e| (e, Some(dir.clone())))
+            Engine::load_dir_with(&dir, &opts).map_err(|e| (e, Some(dir.clone())))
         });
         let engine = engine.map_err(|(e, dir)| load_to_py(e, &model, dir.as_deref()))?;
         for w in &engine.warnings {
             warn(py, w)?;
         }
-        Ok(PyEngine {
-            engine,
-            pool,
-            dtype: dtype.map(str::to_owned),
-        })
+        Ok(PyEngine { engine, opts })
     }
 
     /// The model folder the engine was loaded from.
@@ -201,15 +163,19 @@ impl PyEngine {
     /// Where it runs, e.g. "cpu (f32, 8 threads)".
     #[getter]
     fn backend(&self) -> String {
-        match &self.pool {
-            Some(p) => p.install(|| self.engine.backend_name()),
-            None => self.engine.backend_name(),
-        }
+        self.engine.backend_name()
     }
 
+    /// The dtype asked for (None: the device's default).
     #[getter]
     fn dtype(&self) -> Option<String> {
-        self.dtype.clone()
+        self.opts.dtype.map(|d| d.to_string())
+    }
+
+    /// The thread count asked for (None: one per logical CPU).
+    #[getter]
+    fn threads(&self) -> Option<usize> {
+        self.opts.threads
     }
 
     /// What the engine warned about at load (unused tensors, device fallback).

@@ -50,6 +50,10 @@ def test_constructor_arguments():
         bertrt.Engine(model_dir("bert_mlm"), device="cpu", threads=0)
     with pytest.raises(ValueError, match="dtype 'f8'"):
         bertrt.Engine(model_dir("bert_mlm"), device="cpu", dtype="f8")
+    with pytest.raises(ValueError, match="dtype f16 is not available on device cpu"):
+        bertrt.Engine(model_dir("bert_mlm"), device="cpu", dtype="f16")
+    with pytest.raises(ValueError, match="dtype bf16 is not available on device cuda:0"):
+        bertrt.Engine(model_dir("bert_mlm"), device="cuda", dtype="bf16")
     with pytest.raises(TypeError):
         bertrt.Engine(model_dir("bert_mlm"), device="cpu", threads="two")
 

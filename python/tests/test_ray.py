@@ -43,8 +43,12 @@ def test_ray_data_example_equals_one_process(tmp_path, minilm):
     rng = np.random.default_rng(3)
     rng.shuffle(ids)  # ids are not row numbers
     texts = corpus(n)
-    src = tmp_path / "corpus.parquet"
-    pq.write_table(pa.table({"id": ids, "text": texts}), src, row_group_size=250)
+    # A corpus in 8 files, as a real one comes: blocks for both workers.
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for k in range(8):
+        part = slice(k * n // 8, (k + 1) * n // 8)
+        pq.write_table(pa.table({"id": ids[part], "text": texts[part]}), src / f"part-{k}.parquet")
     out = tmp_path / "embeddings"
     example = load_example()
 

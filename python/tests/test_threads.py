@@ -75,3 +75,17 @@ def test_gil_released_during_embed(minilm):
     # ~1 tick per ms when the GIL is free; on a loaded machine far fewer, but
     # never zero.
     assert len(inside) >= 20, f"{len(inside)} ticks during a {t1 - t0:.2f} s embed"
+
+
+def test_threads_and_dtype_options():
+    """threads= sizes the engine's own pool (the CLI's --threads); results do
+    not depend on it. dtype="f32" on the CPU is the default made explicit."""
+    import bertrt
+    from conftest import model_dir
+
+    one = bertrt.Engine(model_dir("bert_mlm"), device="cpu", threads=1, dtype="f32")
+    assert one.threads == 1 and one.dtype == "f32"
+    assert "1 threads" in one.backend, one.backend
+    texts = [f"the cat number {i} sat on the mat." for i in range(12)]
+    np.testing.assert_allclose(one.embed(texts), engine("bert_mlm").embed(texts), atol=1e-6)
+    assert one.fill_mask("the [MASK] sat.") == engine("bert_mlm").fill_mask("the [MASK] sat.")
