@@ -15,6 +15,14 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 /// Inputs per forward pass when a list is given (the CLI's batch size).
 const BATCH: usize = 32;
 
+/// Engine(model, device="auto", dtype=None, threads=None)
+///
+/// A loaded model: a folder, or a hub id found in the HF cache (as the CLI's
+/// --model). device: "auto", "cpu", "cuda" or "cuda:N"; dtype: None, "f32"
+/// or "bf16" (CPU), "f16" (CUDA); threads: CPU threads for this engine. Safe
+/// to share between threads; every method releases the GIL while it works.
+/// Raises FileNotFoundError (missing model folder or file), ValueError (bad
+/// values or model files), RuntimeError (the device), TypeError.
 #[pyclass(frozen, name = "Engine", module = "bertrt._bertrt")]
 pub struct PyEngine {
     engine: Engine,
