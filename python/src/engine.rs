@@ -230,6 +230,7 @@ impl PyEngine {
     /// `--normalize`); `truncate=False` refuses over-long inputs (ValueError)
     /// instead of cutting them (with a warning, unless `warn_truncated=False`).
     #[pyo3(signature = (texts, *, pooling = None, normalize = false, truncate = true, batch_size = 32, warn_truncated = true))]
+    #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn embed(
         &self,
         py: Python<'_>,
