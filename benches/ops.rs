@@ -6,7 +6,8 @@
 //! for the element-wise ops (GB/s). Measurement time is kept short so
 //! `cargo bench` finishes in a few minutes on 2 cores.
 
-use bertrt::backend::cpu::ops;
+use bertrt::backend::cpu::packed::PackedLinear;
+use bertrt::backend::cpu::{ops, simd};
 use bertrt::config::Activation;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
@@ -44,8 +45,55 @@ fn linear(c: &mut Criterion) {
         g.bench_function(format!("{name} m{TOKENS} n{n} k{k}"), |bch| {
             bch.iter(|| ops::linear(black_box(&x), &w, Some(&b), k, &mut y))
         });
+        for (dtype, bf16) in [("f32 tiles", false), ("bf16 tiles", true)] {
+            let p = PackedLinear::new(&w, &b, n, k, bf16, true);
+            g.bench_function(format!("{name} m{TOKENS} n{n} k{k} {dtype}"), |bch| {
+                bch.iter(|| p.forward(black_box(&x), false, &mut y))
+            });
+        }
     }
     g.finish();
+    peak_fractions();
+}
+
+/// The f32 tiles' GFLOP/s as a fraction of this CPU's f32 FMA peak, the peak
+/// measured here (every rayon thread running 24 FMA chains: the sustained
+/// clock times 2 FMA ports x 16 lanes x 2 flops), not read from a data sheet.
+fn peak_fractions() {
+    if !simd::features().avx512 {
+        eprintln!("peak fraction: no AVX-512 on this CPU, the tiles do not run here");
+        return;
+    }
+    let peak: f64 = rayon::broadcast(|_| simd::fma_peak_gflops(20_000_000))
+        .iter()
+        .sum();
+    eprintln!(
+        "f32 FMA peak, measured on {} threads: {peak:.0} GFLOP/s",
+        rayon::current_num_threads()
+    );
+    for (name, n, k) in [
+        ("qkv", 3 * H, H),
+        ("attn_out", H, H),
+        ("ffn_up", I, H),
+        ("ffn_down", H, I),
+    ] {
+        let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
+        let mut y = vec![0f32; TOKENS * n];
+        let p = PackedLinear::new(&w, &b, n, k, false, false);
+        p.forward(&x, false, &mut y);
+        let best = (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                p.forward(black_box(&x), false, &mut y);
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min);
+        let gflops = (2 * TOKENS * n * k) as f64 / best / 1e9;
+        eprintln!(
+            "{name} f32 tiles: {gflops:.0} GFLOP/s = {:.0}% of the f32 FMA peak",
+            100.0 * gflops / peak
+        );
+    }
 }
 
 fn attention(c: &mut Criterion) {

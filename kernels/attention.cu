@@ -32,8 +32,8 @@
 // Precision: S, P, the running statistics and O accumulate in fp32; P is not
 // rounded to fp16; O is rounded to fp16 once at the end.
 //
-// Correct-first: no tensor cores (mma.sync) yet; scalar fp32 FMAs from shared
-// memory.
+// Scalar fp32 FMAs from shared memory, no tensor cores: the fallback for head
+// sizes without an attention_tc.cu instance (32, 64, 128 run there).
 // ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 122 regs sm_80/86/89, 124 sm_90; 0 spills, 0 stack.
 // __launch_bounds__(ATTN_THREADS, 4): with the plain bound ptxas picked 64
 // registers on sm_80/86/89 and spilled 4 bytes (o[] is 32 fp32); asking for

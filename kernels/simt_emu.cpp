@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -31,11 +32,20 @@ constexpr unsigned kMaxThreads = 1024;
 
 enum class State { Runnable, AtBarrier, AtWarp, Done, Trapped };
 
+// One cp.async, deferred until a wait_group completes its group.
+struct AsyncCopy {
+    void* dst;
+    const void* src;
+    unsigned bytes;
+};
+
 struct Fiber {
     ucontext_t ctx;
     unsigned char* stack = nullptr;  // mmap'd, guard page at the low end
     ThreadState ts;
     State state = State::Done;
+    std::vector<AsyncCopy> open_group;               // issued, not yet committed
+    std::deque<std::vector<AsyncCopy>> committed;    // oldest first
 };
 
 struct Warp {
@@ -45,6 +55,11 @@ struct Warp {
     uint64_t val[32];
     unsigned src[32];
     uint64_t result[32];
+    // warp_allgather: contributions, and the snapshot every lane reads after
+    // the rendezvous (taken by the last lane to arrive, so a fast lane's next
+    // contribution cannot overwrite what a slow lane has not read yet).
+    unsigned char gather_in[32][32];
+    unsigned char gather_out[32][32];
 };
 
 struct Launch {
@@ -133,6 +148,12 @@ bool run_block(Worker& w, uint64_t linear_block) {
         f.ctx.uc_link = nullptr;
         makecontext(&f.ctx, fiber_main, 0);
         f.state = State::Runnable;
+    }
+    // Apart from the getcontext loop above (a call there makes its counter
+    // look clobbered to the compiler).
+    for (unsigned i = 0; i < n; ++i) {
+        w.fibers[i].open_group.clear();
+        w.fibers[i].committed.clear();
     }
     for (auto& wp : w.warps) wp.arrived = 0;
     w.bar_arrived = 0;
@@ -273,6 +294,163 @@ uint64_t warp_exchange(unsigned mask, uint64_t bits, unsigned src_lane, const ch
     }
     yield_to_scheduler();
     return wp.result[t.lane];
+}
+
+void warp_allgather(const void* mine, unsigned bytes, void* all, const char* what) {
+    Worker& w = *tl_worker;
+    ThreadState& t = *tl_thread;
+    Warp& wp = w.warps[t.warp];
+    if (wp.lanes != 32) fail_fiber(where() + ": " + what + " in a partial warp (it needs all 32 lanes)");
+    if (bytes > sizeof wp.gather_in[0]) fail_fiber(where() + ": " + what + ": warp_allgather of too many bytes");
+    if (wp.arrived == 0) {
+        wp.what = what;
+    } else if (std::strcmp(wp.what, what) != 0) {
+        fail_fiber(where() + ": divergent warp collectives: " + what + " vs " + wp.what);
+    }
+    if (bytes) std::memcpy(wp.gather_in[t.lane], mine, bytes);
+    tl_fiber->state = State::AtWarp;
+    if (++wp.arrived == wp.lanes) {
+        wp.arrived = 0;
+        std::memcpy(wp.gather_out, wp.gather_in, sizeof wp.gather_out);
+        for (unsigned l = 0; l < wp.lanes; ++l) w.fibers[t.warp * 32 + l].state = State::Runnable;
+    }
+    yield_to_scheduler();
+    for (unsigned l = 0; l < 32 && bytes; ++l)
+        std::memcpy(static_cast<unsigned char*>(all) + l * bytes, wp.gather_out[l], bytes);
+}
+
+namespace {
+
+// Element `i` of a run of packed 16-bit values: element 2k is the low half of
+// register k (the .f16x2 / .b16 packing).
+uint16_t half_at(const uint32_t* regs, unsigned i) {
+    return (uint16_t)(regs[i / 2] >> (16 * (i % 2)));
+}
+
+float f16_bits_to_float(uint16_t bits) {
+    __half h;
+    h.bits_ = bits;
+    return __half2float(h);
+}
+
+bool in_dynamic_smem(const void* p, size_t bytes) {
+    const unsigned char* b = tl_block.dyn_smem;
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    return b && q >= b && q + bytes <= b + tl_worker->launch->dyn_smem;
+}
+
+}  // namespace
+
+// Fragment layouts of mma.m16n8k16 with .f16 A/B and .f32 C/D, as the PTX ISA
+// documents them, with g = lane >> 2 and t = lane % 4:
+//   A (16x16, row): element i (0..7) of the 4 registers is at
+//       row g for i in {0,1,4,5}, else g + 8;  col 2t + (i & 1), + 8 for i >= 4.
+//   B (16x8, col):  element i (0..3) of the 2 registers is at
+//       k 2t + (i & 1), + 8 for i >= 2;        n g.
+//   C, D (16x8):    element i (0..3) is at row g for i < 2, else g + 8; col 2t + (i & 1).
+void mma_m16n8k16_f32_f16(float* d, const uint32_t* a, const uint32_t* b, const float* c) {
+    struct Frag {
+        uint32_t a[4];
+        uint32_t b[2];
+    };
+    Frag mine;
+    std::memcpy(mine.a, a, sizeof mine.a);
+    std::memcpy(mine.b, b, sizeof mine.b);
+    Frag all[32];
+    warp_allgather(&mine, sizeof mine, all, "mma.sync.aligned.m16n8k16");
+    float A[16][16], B[16][8];
+    for (unsigned lane = 0; lane < 32; ++lane) {
+        const unsigned g = lane >> 2, t = lane % 4;
+        for (unsigned i = 0; i < 8; ++i) {
+            const unsigned row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+            const unsigned col = 2 * t + (i & 1) + (i >= 4 ? 8 : 0);
+            A[row][col] = f16_bits_to_float(half_at(all[lane].a, i));
+        }
+        for (unsigned i = 0; i < 4; ++i) {
+            const unsigned k = 2 * t + (i & 1) + (i >= 2 ? 8 : 0);
+            B[k][g] = f16_bits_to_float(half_at(all[lane].b, i));
+        }
+    }
+    const unsigned g = tl_thread->lane >> 2, t = tl_thread->lane % 4;
+    float out[4];
+    for (unsigned i = 0; i < 4; ++i) {
+        const unsigned row = i < 2 ? g : g + 8, col = 2 * t + (i & 1);
+        // fp16 products are exact in fp32; accumulate in fp32 from C.
+        float acc = c[i];
+        for (unsigned k = 0; k < 16; ++k) acc += A[row][k] * B[k][col];
+        out[i] = acc;
+    }
+    std::memcpy(d, out, sizeof out);  // d may alias c
+}
+
+// ldmatrix .m8n8 .b16: matrix m's eight rows (16 bytes each) are addressed by
+// lanes 8m..8m+7 (row j by lane 8m + j); the addresses of the other lanes are
+// ignored. Register m of lane l holds, with g = l >> 2 and t = l % 4,
+//   row g, columns 2t and 2t + 1 (low half first);
+//   with .trans: rows 2t and 2t + 1 of column g.
+void ldmatrix_b16(uint32_t* r, unsigned num, bool trans, const void* row_addr) {
+    if (num != 1 && num != 2 && num != 4) fail_fiber(where() + ": ldmatrix with .x" + std::to_string(num));
+    const void* addrs[32];
+    warp_allgather(&row_addr, sizeof row_addr, addrs,
+                   trans ? "ldmatrix.sync.aligned.m8n8.trans.b16" : "ldmatrix.sync.aligned.m8n8.b16");
+    for (unsigned l = 0; l < 8 * num; ++l) {
+        if (reinterpret_cast<uintptr_t>(addrs[l]) % 16 != 0 || !in_dynamic_smem(addrs[l], 16)) {
+            char buf[128];
+            snprintf(buf, sizeof buf, ": ldmatrix row address %p of lane %u is not 16 aligned in shared memory",
+                     addrs[l], l);
+            fail_fiber(where() + buf);
+        }
+    }
+    const unsigned g = tl_thread->lane >> 2, t = tl_thread->lane % 4;
+    auto elem = [&](unsigned m, unsigned row, unsigned col) {
+        uint16_t v;
+        std::memcpy(&v, static_cast<const unsigned char*>(addrs[8 * m + row]) + 2 * col, 2);
+        return (uint32_t)v;
+    };
+    for (unsigned m = 0; m < num; ++m) {
+        const uint32_t lo = trans ? elem(m, 2 * t, g) : elem(m, g, 2 * t);
+        const uint32_t hi = trans ? elem(m, 2 * t + 1, g) : elem(m, g, 2 * t + 1);
+        r[m] = lo | (hi << 16);
+    }
+}
+
+void cp_async(void* dst_smem, const void* src, unsigned bytes, const char* file, int line) {
+    char buf[512];
+    const bool size_ok = bytes == 4 || bytes == 8 || bytes == 16;
+    const bool aligned = reinterpret_cast<uintptr_t>(dst_smem) % bytes == 0 && reinterpret_cast<uintptr_t>(src) % bytes == 0;
+    if (!size_ok || !aligned || !in_dynamic_smem(dst_smem, bytes)) {
+        snprintf(buf, sizeof buf,
+                 "cp.async at %s:%d in %s: %u bytes from %p to %p (needs 4, 8 or 16 bytes, both addresses aligned "
+                 "to the size, the destination in the block's dynamic shared memory)",
+                 file, line, where().c_str(), bytes, src, dst_smem);
+        fail_fiber(buf);
+    }
+    // Even blocks complete each copy at the latest moment PTX allows (the
+    // wait_group that must complete it), exposing reads before the wait; odd
+    // blocks at the earliest (now), exposing a copy issued into a buffer other
+    // warps are still reading.
+    const dim3 g = tl_block.grid_dim;
+    const uint3 b = tl_block.block_idx;
+    const uint64_t linear = b.x + uint64_t(g.x) * (b.y + uint64_t(g.y) * b.z);
+    if (linear & 1) {
+        std::memcpy(dst_smem, src, bytes);
+    } else {
+        tl_fiber->open_group.push_back({dst_smem, src, bytes});
+    }
+}
+
+void cp_async_commit() {
+    Fiber& f = *tl_fiber;
+    f.committed.push_back(std::move(f.open_group));
+    f.open_group.clear();
+}
+
+void cp_async_wait(unsigned pending_groups) {
+    Fiber& f = *tl_fiber;
+    while (f.committed.size() > pending_groups) {
+        for (const AsyncCopy& c : f.committed.front()) std::memcpy(c.dst, c.src, c.bytes);
+        f.committed.pop_front();
+    }
 }
 
 [[noreturn]] void trap(const char* file, int line) {

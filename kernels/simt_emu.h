@@ -26,6 +26,11 @@
 //   worker thread, so per block (blocks on a worker run one after another).
 //   Dynamic shared memory is a per-block buffer returned by dynamic_smem().
 // - __trap() ends the block and makes the launch return an error.
+// - mma.sync, ldmatrix and __syncwarp are warp-wide rendezvous too
+//   (warp_allgather); every lane rebuilds what it needs from the documented
+//   lane-to-element layouts. cp.async copies complete as late as PTX allows
+//   (in per-thread groups, at the cp.async.wait_group that must complete
+//   them) in even blocks, and at once in odd blocks.
 // - __half is IEEE binary16 with round-to-nearest-even conversions.
 #pragma once
 #define BERTRT_EMU 1
@@ -48,6 +53,10 @@
 struct uint3 {
     unsigned x, y, z;
 };
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
@@ -75,6 +84,27 @@ void syncthreads(const char* file, int line);
 uint64_t warp_exchange(unsigned mask, uint64_t bits, unsigned src_lane, const char* what);
 [[noreturn]] void trap(const char* file, int line);
 
+// Warp-wide all-gather (full warps only): every lane contributes `bytes`
+// (<= 32) and receives every lane's contribution, lane-major, in `all`
+// ([32][bytes]). The rendezvous behind __syncwarp, mma.sync and ldmatrix.
+void warp_allgather(const void* mine, unsigned bytes, void* all, const char* what);
+
+// Tensor-core and async-copy instructions (PTX ISA fragment layouts; see
+// simt_emu.cpp). kernels/mma.cuh calls these under BERTRT_EMU.
+//   d = a * b + c for mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32.
+void mma_m16n8k16_f32_f16(float* d, const uint32_t* a, const uint32_t* b, const float* c);
+//   ldmatrix.sync.aligned.m8n8.x{num}{.trans}.shared.b16 r, [row_addr].
+void ldmatrix_b16(uint32_t* r, unsigned num, bool trans, const void* row_addr);
+// cp.async (.ca/.cg) of `bytes` into dynamic shared memory. In even blocks
+// the copies are deferred to the cp.async.wait_group that must complete them
+// (the latest moment PTX allows), so a kernel that reads its destination
+// before waiting reads the poisoned or stale bytes; in odd blocks they are
+// done at once (the earliest), so a copy into a buffer another warp has not
+// finished reading overwrites it.
+void cp_async(void* dst_smem, const void* src, unsigned bytes, const char* file, int line);
+void cp_async_commit();
+void cp_async_wait(unsigned pending_groups);
+
 template <class T>
 __forceinline__ T shfl(unsigned mask, T v, unsigned src, const char* what) {
     static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of a large type");
@@ -94,6 +124,11 @@ __forceinline__ T shfl(unsigned mask, T v, unsigned src, const char* what) {
 #define gridDim (::bertrt_emu::tl_block.grid_dim)
 #define warpSize 32
 #define __syncthreads() ::bertrt_emu::syncthreads(__FILE__, __LINE__)
+// Full-warp masks only (as bertrt's kernels use it): a warp rendezvous.
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+    (void)mask;
+    ::bertrt_emu::warp_allgather(nullptr, 0, nullptr, "__syncwarp");
+}
 #define __trap() ::bertrt_emu::trap(__FILE__, __LINE__)
 
 inline unsigned char* bertrt_emu_dynamic_smem() { return ::bertrt_emu::tl_block.dyn_smem; }

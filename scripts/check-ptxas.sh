@@ -4,6 +4,11 @@
 # and fail if any kernel spills. Same flags as build.rs (-O3 -lineinfo, no
 # fast math). nvcc: $NVCC, else $CUDA_HOME/bin/nvcc, else nvcc on PATH, else a
 # pip-installed nvidia-cuda-nvcc.
+#
+# Tensor cores: for sm_80 and sm_90 the SASS of every attention_tc kernel
+# (cuobjdump -sass, cuobjdump/nvdisasm beside nvcc, from
+# scripts/install-nvcc.sh) must hold HMMA instructions; the script fails if
+# one does not, or if cuobjdump is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +29,7 @@ for arch in 80 86 89 90; do
   "$nvcc" -cubin -O3 -lineinfo -std=c++17 -arch=sm_$arch -Ikernels -Xptxas -v \
     -o "$tmp/k.cubin" "$tmp/all.cu" 2> "$tmp/log_$arch" || { cat "$tmp/log_$arch"; exit 1; }
   # ptxas prints: Compiling entry function 'name' / spill line / Used N registers ...
+  if [[ $arch == 80 || $arch == 90 ]]; then cp "$tmp/k.cubin" "$tmp/k_$arch.cubin"; fi
   awk -v arch="sm_$arch" '
     /Compiling entry function/ { match($0, /'"'"'[^'"'"']+'"'"'/); fn = substr($0, RSTART+1, RLENGTH-2) }
     /spill stores/ { st = $5; ld = $9 }
@@ -38,4 +44,27 @@ if awk '$4 != "0" || $5 != "0" { bad = 1 } END { exit !bad }' "$tmp/table"; then
   echo "check-ptxas: SPILLS found (see table)" >&2
   status=1
 fi
+
+# HMMA in the tensor-core kernels' SASS.
+cuobjdump="$(dirname "$nvcc")/cuobjdump"
+[[ -x "$cuobjdump" ]] || cuobjdump="$(command -v cuobjdump || true)"
+if [[ -z "$cuobjdump" ]]; then
+  echo "check-ptxas: cuobjdump not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm; see scripts/install-nvcc.sh)" >&2
+  exit 1
+fi
+tc_kernels=$(awk '$1 ~ /^attention_tc_/ { print $1 }' "$tmp/table" | sort -u)
+[[ -n "$tc_kernels" ]] || { echo "check-ptxas: no attention_tc kernel compiled" >&2; exit 1; }
+for arch in 80 90; do
+  PATH="$(dirname "$cuobjdump"):$PATH" "$cuobjdump" -sass "$tmp/k_$arch.cubin" > "$tmp/sass_$arch" \
+    || { echo "check-ptxas: cuobjdump -sass failed for sm_$arch" >&2; exit 1; }
+  for fn in $tc_kernels; do
+    # The function's SASS runs from its "Function : name" header to the next one.
+    n=$(awk -v fn="$fn" '/Function : / { on = ($3 == fn) } on && /HMMA/ { n++ } END { print n + 0 }' "$tmp/sass_$arch")
+    printf 'sass %-30s sm_%s  %4d HMMA\n' "$fn" "$arch" "$n"
+    if [[ $n -eq 0 ]]; then
+      echo "check-ptxas: $fn has no HMMA in its sm_$arch SASS (not on tensor cores)" >&2
+      status=1
+    fi
+  done
+done
 exit $status

@@ -1080,6 +1080,56 @@ def run_minilm():
 
 
 # --------------------------------------------------------------------------------------------
+# A num_labels=1 cross-encoder (reranker) with sentence-transformers' CrossEncoder as the golden
+# --------------------------------------------------------------------------------------------
+
+RERANK_QUERY = "Where is the cat?"
+RERANK_DOCS = [
+    "The cat sat on the mat in the kitchen.",
+    "Paris is the capital of France.",
+    "The old dog followed the young cat near the lake in the morning.",
+    "A small boat crossed the lake at sunrise.",
+]
+
+
+def build_cross_encoder(tok_folders, vs):
+    """models/bert_rerank: BertForSequenceClassification with one label, as cross-encoder rerankers are.
+    golden/rerank.json: CrossEncoder.predict over (query, doc) pairs, with its default activation for
+    num_labels=1 (sigmoid) as `scores`, and with activation_fn=Identity (the raw logit) as `raw_scores`;
+    `rank` is CrossEncoder.rank (indices sorted by score, best first)."""
+    from sentence_transformers import CrossEncoder
+
+    name = "bert_rerank"
+    spec = dict(cls=BertForSequenceClassification, cfg=bert_cfg(vs["wordpiece"], num_labels=1), tok="wordpiece")
+    folder = build_model(name, spec, tok_folders, seed=3000)
+    ce = CrossEncoder(folder, device="cpu")
+    pairs = [(RERANK_QUERY, d) for d in RERANK_DOCS]
+    activation = type(ce.activation_fn).__name__
+    scores = ce.predict(pairs, convert_to_numpy=True)
+    rank = ce.rank(RERANK_QUERY, RERANK_DOCS)
+    # predict(activation_fn=...) replaces the model's activation for later calls too: run it last
+    raw = ce.predict(pairs, convert_to_numpy=True, activation_fn=torch.nn.Identity())
+    assert activation == "Sigmoid", activation
+    out = {
+        "sentence_transformers_version": __import__("sentence_transformers").__version__,
+        "activation": activation,
+        "query": RERANK_QUERY,
+        "documents": RERANK_DOCS,
+        "scores": [float(x) for x in scores],
+        "raw_scores": [float(x) for x in raw],
+        "rank": [{"index": int(r["corpus_id"]), "score": float(r["score"])} for r in rank],
+    }
+    write_json(os.path.join(GOLDEN_DIR, "rerank.json"), out)
+    log("  golden/rerank.json: activation=%s scores=%s" % (out["activation"], out["scores"]))
+
+
+def main_only_cross_encoder():
+    tok_folders = {n: os.path.join(TOK_DIR, n) for n in sorted(os.listdir(TOK_DIR))}
+    vs = {k: len(AutoTokenizer.from_pretrained(v)) for k, v in tok_folders.items()}
+    build_cross_encoder(tok_folders, vs)
+
+
+# --------------------------------------------------------------------------------------------
 
 def main_only_legacy():
     tok_folders = {n: os.path.join(TOK_DIR, n) for n in sorted(os.listdir(TOK_DIR))}
@@ -1091,6 +1141,8 @@ def main_only_legacy():
 def main():
     if sys.argv[1:] == ["--only-legacy"]:
         return main_only_legacy()
+    if sys.argv[1:] == ["--only-cross-encoder"]:
+        return main_only_cross_encoder()
     for d in (TOK_DIR, TOKENIZE_DIR, MODELS_DIR, GOLDEN_DIR):
         shutil.rmtree(d, ignore_errors=True)
         os.makedirs(d)
@@ -1109,6 +1161,9 @@ def main():
 
     log("[2b] legacy torch.save checkpoints")
     build_legacy_models(tok_folders, vs)
+
+    log("[2c] cross-encoder")
+    build_cross_encoder(tok_folders, vs)
 
     log("[3] pipelines")
     run_pipelines(model_folders)

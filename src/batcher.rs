@@ -15,10 +15,23 @@ use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Called with each packed batch just before its forward, inside the panic
 /// guard; tests use it to inject faults.
 pub type ForwardHook = Arc<dyn Fn(&[SequenceIds]) + Send + Sync>;
+
+/// Called after each packed forward (metrics).
+pub type BatchObserver = Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
+/// What one packed forward held and took.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReport {
+    pub requests: usize,
+    pub tokens: usize,
+    pub forward_time: Duration,
+    pub ok: bool,
+}
 
 #[derive(Clone)]
 pub struct BatcherConfig {
@@ -27,6 +40,7 @@ pub struct BatcherConfig {
     /// Most requests in one forward.
     pub max_batch_requests: usize,
     pub before_forward: Option<ForwardHook>,
+    pub after_forward: Option<BatchObserver>,
 }
 
 impl Default for BatcherConfig {
@@ -35,6 +49,7 @@ impl Default for BatcherConfig {
             max_batch_tokens: 16384,
             max_batch_requests: usize::MAX,
             before_forward: None,
+            after_forward: None,
         }
     }
 }
@@ -46,6 +61,10 @@ impl Default for BatcherConfig {
 pub struct RequestOutput {
     pub batch: Batch,
     pub output: ForwardOutput,
+    /// From submission to the start of its forward.
+    pub queue_time: Duration,
+    /// The whole packed forward this request was part of.
+    pub forward_time: Duration,
 }
 
 /// Counters for metrics and tests.
@@ -67,6 +86,7 @@ enum Job {
         seqs: Vec<SequenceIds>,
         own_batch: Batch,
         reply: Reply,
+        queued_at: Instant,
     },
     /// Work that needs the engine to itself (task helpers that run their own
     /// forwards); runs between batches, so forwards never overlap.
@@ -155,6 +175,7 @@ impl Batcher {
             seqs,
             own_batch,
             reply,
+            queued_at: Instant::now(),
         });
         drop(q);
         self.shared.wake.notify_one();
@@ -172,6 +193,28 @@ impl Batcher {
         )?;
         rx.recv()
             .map_err(|_| Error::Internal("the batcher dropped a request".into()))?
+    }
+
+    /// Runs `batch`'s sequences as one request (blocking): a
+    /// [`crate::tasks::RunForward`] for the task helpers, so their forwards
+    /// share batches with other callers.
+    pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        self.forward_timed(batch).map(|r| r.output)
+    }
+
+    /// [`Batcher::forward`] with the request's times.
+    pub fn forward_timed(&self, batch: &Batch) -> Result<RequestOutput> {
+        let (ids, types) = (batch.input_ids(), batch.token_type_ids());
+        let seqs = (0..batch.num_seqs())
+            .map(|s| {
+                let r = batch.seq_range(s);
+                SequenceIds {
+                    input_ids: ids[r.clone()].to_vec(),
+                    token_type_ids: types[r].to_vec(),
+                }
+            })
+            .collect();
+        self.run(seqs)
     }
 
     /// Queues `work` to run alone on the engine between batches; `work`'s
@@ -252,8 +295,11 @@ fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
     ))
 }
 
+/// A request taken for a forward: its sequences, own batch, reply, and when it was queued.
+type Taken = (Vec<SequenceIds>, Batch, Reply, Instant);
+
 enum Next {
-    Batch(Vec<(Vec<SequenceIds>, Batch, Reply)>),
+    Batch(Vec<Taken>),
     Exclusive(Exclusive),
     Stop,
 }
@@ -290,12 +336,13 @@ fn take_next(shared: &Shared, config: &BatcherConfig) -> Next {
             seqs,
             own_batch,
             reply,
+            queued_at,
         }) = q.jobs.pop_front()
         else {
             unreachable!("front was checked to be a request")
         };
         tokens += own_batch.num_tokens();
-        taken.push((seqs, own_batch, reply));
+        taken.push((seqs, own_batch, reply, queued_at));
     }
     q.queued_tokens -= tokens;
     Next::Batch(taken)
@@ -313,8 +360,9 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
         };
         let all: Vec<SequenceIds> = requests
             .iter()
-            .flat_map(|(s, _, _)| s.iter().cloned())
+            .flat_map(|(s, _, _, _)| s.iter().cloned())
             .collect();
+        let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Some(hook) = &config.before_forward {
                 hook(&all);
@@ -325,15 +373,22 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
             engine.forward(&batch)
         }))
         .unwrap_or_else(|p| Err(panic_error(p.as_ref())));
+        let forward_time = started.elapsed();
+        let batch_tokens: usize = requests.iter().map(|(_, b, _, _)| b.num_tokens()).sum();
+        if let Some(observe) = &config.after_forward {
+            observe(&BatchReport {
+                requests: requests.len(),
+                tokens: batch_tokens,
+                forward_time,
+                ok: result.is_ok(),
+            });
+        }
         {
             let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             let s = &mut q.stats;
             s.batches += 1;
             s.requests += requests.len() as u64;
-            s.tokens += requests
-                .iter()
-                .map(|(_, b, _)| b.num_tokens() as u64)
-                .sum::<u64>();
+            s.tokens += batch_tokens as u64;
             s.max_requests_in_batch = s.max_requests_in_batch.max(requests.len() as u64);
             s.failed_batches += result.is_err() as u64;
         }
@@ -341,7 +396,7 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
             Ok(out) => {
                 let (mut first_seq, mut first_tok) = (0, 0);
                 let total = (all.len(), out.hidden.len() / engine.config.hidden_size);
-                for (_, own_batch, reply) in requests {
+                for (_, own_batch, reply, queued_at) in requests {
                     let (n_seqs, n_toks) = (own_batch.num_seqs(), own_batch.num_tokens());
                     let output = slice_output(&out, total, first_seq..first_seq + n_seqs, {
                         first_tok..first_tok + n_toks
@@ -351,12 +406,14 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
                     reply(Ok(RequestOutput {
                         batch: own_batch,
                         output,
+                        queue_time: started.saturating_duration_since(queued_at),
+                        forward_time,
                     }));
                 }
             }
             Err(e) => {
                 let msg = e.to_string();
-                for (_, _, reply) in requests {
+                for (_, _, reply, _) in requests {
                     reply(Err(Error::Internal(format!("batch failed: {msg}"))));
                 }
             }

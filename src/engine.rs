@@ -44,6 +44,10 @@ pub trait Backend: Send + Sync {
     fn forward(&self, batch: &Batch) -> Result<ForwardOutput>;
     /// e.g. "cpu (f32)" or "cuda:0 NVIDIA H100 (fp16)".
     fn describe(&self) -> String;
+    /// The format the forward pass really computes in (after any fallback).
+    fn dtype(&self) -> Dtype {
+        Dtype::F16
+    }
 
     /// NVTX ranges per layer and op, for Nsight Systems (CUDA only).
     fn set_nvtx(&self, _on: bool) -> Result<()> {
@@ -75,6 +79,9 @@ impl Backend for CpuEngine {
     }
     fn describe(&self) -> String {
         CpuEngine::describe(self)
+    }
+    fn dtype(&self) -> Dtype {
+        CpuEngine::dtype(self)
     }
     fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>> {
         std::hint::black_box(CpuEngine::encode(self, batch));
@@ -166,6 +173,11 @@ impl Engine {
         self.backend.describe()
     }
 
+    /// The format the forward pass computes in.
+    pub fn dtype(&self) -> Dtype {
+        self.backend.dtype()
+    }
+
     /// Runs a packed batch.
     pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
         self.backend.forward(batch)
@@ -212,12 +224,14 @@ pub fn make_backend(
     warnings: &mut Vec<String>,
 ) -> Result<Box<dyn Backend>> {
     opts.validate()?;
-    let cpu = |w| -> Result<Box<dyn Backend>> {
+    let cpu = |w, warnings: &mut Vec<String>| -> Result<Box<dyn Backend>> {
         let dtype = opts.dtype.unwrap_or(Dtype::F32);
-        Ok(Box::new(CpuEngine::with_options(w, dtype, opts.threads)?))
+        let engine = CpuEngine::with_options(w, dtype, opts.threads)?;
+        warnings.extend(engine.note.clone());
+        Ok(Box::new(engine))
     };
     match opts.resolved_device() {
-        Device::Cpu => cpu(weights),
+        Device::Cpu => cpu(weights, warnings),
         Device::Cuda(n) => crate::backend::cuda::load(&weights, n),
         // The device copy is made from the host weights, which stay for the
         // CPU fallback: no second host copy either way.
@@ -225,7 +239,7 @@ pub fn make_backend(
             Ok(b) => Ok(b),
             Err(e) => {
                 warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));
-                cpu(weights)
+                cpu(weights, warnings)
             }
         },
     }

@@ -92,6 +92,7 @@ fn batched_answers_equal_single_answers() {
             max_batch_tokens: 400,
             max_batch_requests: 8,
             before_forward: Some(hook),
+            after_forward: None,
         },
     )
     .unwrap();
@@ -146,6 +147,7 @@ fn token_budget_holds() {
             max_batch_tokens: 100,
             max_batch_requests: usize::MAX,
             before_forward: Some(counting),
+            after_forward: None,
         },
     )
     .unwrap();
@@ -266,4 +268,41 @@ fn drop_finishes_queued_requests() {
     drop(tx);
     let answered: Vec<bool> = rx.iter().collect();
     assert_eq!(answered, vec![true; 7], "requests lost at shutdown");
+}
+
+/// `Batcher::forward` (the RunForward the server gives the task helpers)
+/// answers as the engine does, with the request's times filled in.
+#[test]
+fn task_helpers_through_the_batcher_equal_direct_calls() {
+    use bertrt::tasks::qa;
+    let eng = Arc::new(Engine::load_dir(&common::model_dir("bert_qa"), Device::Cpu).unwrap());
+    let b = Batcher::new(eng.clone(), BatcherConfig::default()).unwrap();
+    let items = [
+        ("where is the cat", "the cat sat on the mat in paris"),
+        ("who sat", "the old dog sat near the lake"),
+    ];
+    let opts = qa::QaOptions {
+        top_k: 3,
+        ..qa::QaOptions::hf_defaults(&eng)
+    };
+    let direct = qa::qa_many(&eng, &items, &opts).unwrap();
+    let batched = qa::qa_many_via(&eng, &items, &opts, &|x| b.forward(x)).unwrap();
+    assert_eq!(batched, direct, "QA through the batcher differs");
+    let (_, batch) = eng
+        .encode_batch(
+            &[("a b c", Some("d e")), ("f", None)],
+            None,
+            Truncation::LongestFirst,
+        )
+        .unwrap();
+    let r = b.forward_timed(&batch).unwrap();
+    assert_eq!(
+        r.batch, batch,
+        "the request's own batch is not the one sent"
+    );
+    assert_eq!(r.output.hidden, eng.forward(&batch).unwrap().hidden);
+    assert!(
+        r.forward_time > std::time::Duration::ZERO,
+        "forward time not set"
+    );
 }

@@ -483,3 +483,91 @@ fn tokenizer_json_that_panics_tokenizers_fails_cleanly() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `bertrt info` on the CPU with a dtype and an optional forced fallback:
+/// (backend line, stderr).
+fn cpu_backend(dtype: &str, force: Option<&str>) -> (String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bertrt"));
+    cmd.args([
+        "info",
+        "--device",
+        "cpu",
+        "--dtype",
+        dtype,
+        "--threads",
+        "2",
+        "-m",
+        &model("bert_mlm"),
+    ]);
+    cmd.env_remove("BERTRT_CPU_FORCE");
+    if let Some(f) = force {
+        cmd.env("BERTRT_CPU_FORCE", f);
+    }
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "info --dtype {dtype} failed: {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("backend"))
+        .unwrap_or_else(|| panic!("no backend line in {stdout}"))
+        .to_string();
+    (line, stderr)
+}
+
+#[test]
+fn the_cpu_path_is_reported_and_bf16_falls_back_with_a_message() {
+    // This machine class (Sapphire Rapids) has AMX: bf16 must run there.
+    let (line, err) = cpu_backend("bf16", None);
+    assert!(
+        line.contains("bf16, amx tiles") && line.contains("2 threads"),
+        "{line}"
+    );
+    assert!(err.is_empty(), "unexpected stderr: {err}");
+    let (line, _) = cpu_backend("bf16", Some("no-amx"));
+    assert!(line.contains("bf16, avx512-bf16 tiles"), "{line}");
+    let (line, err) = cpu_backend("bf16", Some("no-bf16"));
+    assert!(line.contains("f32, avx512 tiles"), "{line}");
+    assert!(
+        err.contains("dtype bf16")
+            && err.contains("BERTRT_CPU_FORCE=no-bf16")
+            && err.contains("computing in f32"),
+        "{err}"
+    );
+    let (line, err) = cpu_backend("bf16", Some("portable"));
+    assert!(line.contains("f32, portable gemm"), "{line}");
+    assert!(err.contains("no AVX-512"), "{err}");
+    let (line, _) = cpu_backend("f32", None);
+    assert!(line.contains("f32, avx512 tiles"), "{line}");
+}
+
+#[test]
+fn dtype_and_device_pairings_are_refused_naming_both() {
+    let out = bertrt(&[
+        "embed",
+        "--device",
+        "cpu",
+        "--dtype",
+        "f16",
+        "-m",
+        &model("bert_mlm"),
+        "hi",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("f16") && err.contains("cpu"),
+        "{err}"
+    );
+    let out = bertrt(&["embed", "--dtype", "int8", "-m", &model("bert_mlm"), "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--dtype") && err.contains("int8"),
+        "{err}"
+    );
+    let out = bertrt(&["embed", "--threads", "0", "-m", &model("bert_mlm"), "hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--threads"), "{err}");
+}

@@ -129,3 +129,102 @@ fn tied_decoder_is_held_and_uploaded_once() {
     let model = Fp16Model::new(EmuSeam::new(), &w).unwrap();
     assert_eq!(model.weight_bytes, 2 * host_values);
 }
+
+/// Records the name of every kernel launched, then launches it on the emulation.
+struct NamingSeam {
+    inner: EmuSeam,
+    /// Shared with the test (the model owns the seam).
+    launched: std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl bertrt::backend::fp16::Seam for NamingSeam {
+    fn alloc(&self, bytes: usize) -> bertrt::Result<u64> {
+        self.inner.alloc(bytes)
+    }
+    fn free(&self, ptr: u64) -> bertrt::Result<()> {
+        self.inner.free(ptr)
+    }
+    fn upload(&self, dst: u64, src: &[u8]) -> bertrt::Result<()> {
+        self.inner.upload(dst, src)
+    }
+    fn download(&self, src: u64, dst: &mut [u8]) -> bertrt::Result<()> {
+        self.inner.download(src, dst)
+    }
+    fn launch<P: bertrt::backend::fp16::Launch>(
+        &self,
+        params: P,
+        geometry: bertrt::backend::kernels::Geometry,
+    ) -> bertrt::Result<()> {
+        self.launched.lock().unwrap().push(P::NAME);
+        self.inner.launch(params, geometry)
+    }
+    fn gemm(&self, x: u64, w: u64, y: u64, m: usize, n: usize, k: usize) -> bertrt::Result<()> {
+        self.inner.gemm(x, w, y, m, n, k)
+    }
+    fn synchronize(&self) -> bertrt::Result<()> {
+        self.inner.synchronize()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+/// Head sizes 32, 64 and 128 run attention on tensor cores (attention_tc.cu),
+/// others on attention.cu; either way the model matches the CPU engine.
+/// Random weights (attention scaled up), two layers, the awkward batch up
+/// to 96 tokens.
+#[test]
+fn tensor_core_attention_is_selected_by_head_size_and_matches_the_cpu_engine() {
+    for (hidden, heads, kernel) in [
+        (64, 2, "attention_tc_d32_f16"),
+        (128, 2, "attention_tc_d64_f16"),
+        (256, 2, "attention_tc_d128_f16"),
+        (48, 2, "attention_f16"), // head_dim 24: the fallback
+    ] {
+        let cfg = bertrt::config::ModelConfig::from_json_str(
+            &format!(
+                r#"{{"model_type":"bert","hidden_size":{hidden},"num_attention_heads":{heads},"num_hidden_layers":2,
+                "intermediate_size":{},"max_position_embeddings":96,"vocab_size":200,"type_vocab_size":2}}"#,
+                hidden * 2
+            ),
+            std::path::Path::new("inline"),
+        )
+        .unwrap();
+        let mut w = bertrt::model::random_weights(&cfg, 5).unwrap();
+        // Sharper attention than the 0.02-std init gives (scores of order 1),
+        // and a context projection as large as the residual, so the attention
+        // output weighs in the hidden states.
+        for a in &mut w.attention {
+            a.qkv.w.iter_mut().for_each(|v| *v *= 6.0);
+            a.out.w.iter_mut().for_each(|v| *v *= 6.0);
+        }
+        let batch = awkward_batch(&w.config);
+        let launched = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seam = NamingSeam {
+            inner: EmuSeam::new(),
+            launched: launched.clone(),
+        };
+        let model = Fp16Model::new(seam, &w).unwrap();
+        let out = model.forward(&batch).unwrap();
+        compare_forward(
+            &format!("bert h{hidden} heads{heads} ({kernel})"),
+            &w,
+            &batch,
+            &out,
+            MIN_COS,
+            ATOL,
+        );
+        let attention: Vec<&str> = launched
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|n| n.starts_with("attention"))
+            .collect();
+        assert_eq!(
+            attention,
+            vec![kernel; 2],
+            "hidden {hidden}, heads {heads}: attention launches"
+        );
+    }
+}

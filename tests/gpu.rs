@@ -147,3 +147,19 @@ fn failed_open_in_a_fresh_process() {
         seam.describe()
     );
 }
+
+/// mma.sync, ldmatrix and cp.async on the GPU behave as the PTX ISA documents
+/// and the emulation assumes (tests/common/seam_tensor_cores.rs).
+#[test]
+#[ignore = "needs CUDA"]
+fn tensor_core_instructions_match_the_documented_layouts_on_gpu() {
+    require_gpu();
+    let s = CudaSeam::open(0).unwrap();
+    for line in [
+        common::seam_tensor_cores::mma_equals_a_plain_product(&s),
+        common::seam_tensor_cores::ldmatrix_moves_the_documented_elements(&s),
+        common::seam_tensor_cores::cp_async_wait_group_completes_the_older_groups(&s, false),
+    ] {
+        common::record::figure(&line);
+    }
+}

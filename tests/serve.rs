@@ -8,174 +8,10 @@ mod common;
 use bertrt::tasks::embed::{embed, EmbedOptions, Embedding};
 use bertrt::tasks::{classify, detect, fill_mask, qa};
 use bertrt::{Device, Engine};
+use common::server::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
-
-struct Server {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<String>>,
-}
-
-impl Server {
-    /// Starts `bertrt serve` on port 0 and reads the bound address from its log.
-    fn start(model: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bertrt"));
-        cmd.args(["serve", "--model", model, "--device", "cpu", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start bertrt serve");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log2 = log.clone();
-        // Keeps draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("on http://") {
-                    let _ = tx.send(line[i + 3..].trim().to_string());
-                }
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(b) => b,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        let s = Server { child, base, log };
-        let (status, _) = s.get("/health");
-        assert_eq!(status, 200, "/health after start");
-        s
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        answer(agent().get(&self.url(path)).call())
-    }
-
-    fn post_raw(&self, path: &str, body: &str, key: Option<&str>) -> (u16, String) {
-        let mut r = agent()
-            .post(&self.url(path))
-            .set("content-type", "application/json");
-        if let Some(k) = key {
-            r = r.set("authorization", &format!("Bearer {k}"));
-        }
-        answer(r.send_string(body))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let (status, text) = self.post_raw(path, &body.to_string(), None);
-        let v = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{path}: answer is not JSON ({e}): {text}"));
-        (status, v)
-    }
-
-    fn post_ok(&self, path: &str, body: Value) -> Value {
-        let (status, v) = self.post(path, body.clone());
-        assert_eq!(status, 200, "{path} {body}: {v}");
-        v
-    }
-
-    fn sigterm(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
-    }
-
-    /// Waits (bounded) for the process to exit and returns its code.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(60) {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("server did not exit within 60 s of SIGTERM");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(120))
-        .build()
-}
-
-fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, String) {
-    match r {
-        Ok(r) => (r.status(), r.into_string().unwrap()),
-        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap()),
-        Err(e) => panic!("transport error: {e}"),
-    }
-}
-
-fn fixture(name: &str) -> String {
-    common::model_dir(name).to_string_lossy().into_owned()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-/// Equal JSON, numbers compared as the f32 they were serialised from.
-fn assert_same(got: &Value, want: &Value, ctx: &str) {
-    match (got, want) {
-        (Value::Number(a), Value::Number(b)) => {
-            let (a, b) = (a.as_f64().unwrap() as f32, b.as_f64().unwrap() as f32);
-            assert_eq!(a, b, "{ctx}: number differs");
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            assert_eq!(a.len(), b.len(), "{ctx}: lengths differ: {got} vs {want}");
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                assert_same(x, y, &format!("{ctx}[{i}]"));
-            }
-        }
-        (Value::Object(a), Value::Object(b)) => {
-            assert_eq!(a.len(), b.len(), "{ctx}: keys differ: {got} vs {want}");
-            for (k, x) in a {
-                assert_same(x, b.get(k).unwrap_or(&Value::Null), &format!("{ctx}.{k}"));
-            }
-        }
-        _ => assert_eq!(got, want, "{ctx}"),
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 /// The library's answer for one text, with the server's default normalize.
 fn library_embedding(eng: &Engine, text: &str) -> Vec<f32> {
@@ -336,21 +172,11 @@ fn embed_routes_equal_library() {
     let (st, doc) = s.get("/api-doc/openapi.json");
     assert_eq!(st, 200);
     let doc: Value = serde_json::from_str(&doc).expect("OpenAPI document is JSON");
-    for p in [
-        "/health",
-        "/info",
-        "/metrics",
-        "/embed",
-        "/v1/embeddings",
-        "/embeddings",
-        "/predict",
-        "/tokenize",
-        "/decode",
-        "/fill-mask",
-        "/question-answering",
-        "/token-classification",
-        "/detect",
-    ] {
+    // Every route the server has (one list: the router's metrics labels).
+    let routes = "/health /info /metrics /api-doc/openapi.json / /embed /embed_all /v1/embeddings \
+        /embeddings /predict /rerank /tokenize /decode /fill-mask /question-answering \
+        /token-classification /detect";
+    for p in routes.split_whitespace() {
         assert!(doc["paths"][p].is_object(), "OpenAPI document lacks {p}");
     }
     let (st, m) = s.get("/metrics");
@@ -521,6 +347,18 @@ fn bad_inputs_get_json_4xx_and_server_stays_healthy() {
             422,
             "parameters.top_k",
         ),
+        (
+            "/rerank",
+            json!({"query": "a", "texts": ["b"]}).to_string(),
+            400,
+            "masked-LM head",
+        ),
+        (
+            "/embed_all",
+            json!({"inputs": []}).to_string(),
+            422,
+            "`inputs`: must not be empty",
+        ),
         ("/nope", "{}".into(), 404, "no such route"),
     ];
     for (path, body, want, needle) in &cases {
@@ -600,27 +438,32 @@ fn oversized_body_of_64_mib_is_refused() {
 fn concurrent_clients_get_their_single_request_answers() {
     let s = Arc::new(Server::start(MINILM, &[], &[]));
     let eng = Engine::load(MINILM, Device::Cpu).unwrap();
-    let texts = Arc::new(varied_texts(128));
+    // 400 requests of 1 to 120 words from 32 clients, each taking the next.
+    let texts = Arc::new(varied_texts(400));
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handles: Vec<_> = (0..32)
-        .map(|c| {
-            let (s, texts) = (s.clone(), texts.clone());
+        .map(|_| {
+            let (s, texts, next) = (s.clone(), texts.clone(), next.clone());
             std::thread::spawn(move || {
-                (0..4)
-                    .map(|r| {
-                        let i = c * 4 + r;
-                        let v = s.post_ok("/embed", json!({"inputs": texts[i]}));
-                        (i, floats(&v[0]))
-                    })
-                    .collect::<Vec<_>>()
+                let mut got = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= texts.len() {
+                        return got;
+                    }
+                    let v = s.post_ok("/embed", json!({"inputs": texts[i]}));
+                    got.push((i, floats(&v[0])));
+                }
             })
         })
         .collect();
-    let mut answered = 0;
+    let mut answered = vec![false; texts.len()];
     let mut worst = 0f32;
     for h in handles {
         for (i, got) in h.join().unwrap() {
             worst = worst.max(max_abs_diff(&got, &library_embedding(&eng, &texts[i])));
-            answered += 1;
+            assert!(!answered[i], "request {i} answered twice");
+            answered[i] = true;
         }
     }
     let (_, m) = s.get("/metrics");
@@ -630,8 +473,9 @@ fn concurrent_clients_get_their_single_request_answers() {
         .unwrap()
         .parse()
         .unwrap();
-    eprintln!("128 requests from 32 clients: max |diff| {worst:e}, up to {max_in_batch} requests per forward");
-    assert_eq!(answered, 128, "requests lost");
+    eprintln!("400 requests from 32 clients: max |diff| {worst:e}, up to {max_in_batch} requests per forward");
+    let lost: Vec<usize> = (0..texts.len()).filter(|&i| !answered[i]).collect();
+    assert!(lost.is_empty(), "requests lost: {lost:?}");
     assert!(
         worst <= 1e-6,
         "a batched answer differs from its single answer by {worst}"

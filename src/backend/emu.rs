@@ -38,7 +38,16 @@ extern "C" {
     pub(crate) fn bertrt_emu_attention_f16(p: k::AttentionParams);
     pub(crate) fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
     pub(crate) fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
+    pub(crate) fn bertrt_emu_attention_tc_d32_f16(p: k::AttentionTcParams<32>);
+    pub(crate) fn bertrt_emu_attention_tc_d64_f16(p: k::AttentionTcParams<64>);
+    pub(crate) fn bertrt_emu_attention_tc_d128_f16(p: k::AttentionTcParams<128>);
+    pub(crate) fn bertrt_emu_mma_selftest_f16(p: k::MmaSelftestParams);
+    pub(crate) fn bertrt_emu_ldmatrix_selftest_f16(p: k::LdmatrixSelftestParams);
+    pub(crate) fn bertrt_emu_cp_async_selftest_f16(p: k::CpAsyncSelftestParams);
 }
+
+mod tc;
+pub use tc::*;
 
 /// What the per-thread entry needs: which kernel, with which params.
 struct Kernel<P: Copy> {
@@ -315,8 +324,9 @@ use std::sync::Mutex;
 /// plain f32-accumulating loop over fp16 inputs, standing in for cuBLAS.
 #[derive(Default)]
 pub struct EmuSeam {
-    /// Start address -> the allocation (u64 words keep 8-byte alignment).
-    allocations: Mutex<BTreeMap<u64, Box<[u64]>>>,
+    /// Start address -> the allocation (u128 words: 16-byte alignment, which
+    /// cp.async's 16-byte copies need, as cudaMalloc's 256 gives on the GPU).
+    allocations: Mutex<BTreeMap<u64, Box<[u128]>>>,
     /// A pretend device size, to exercise out-of-memory handling.
     limit: Option<usize>,
 }
@@ -339,7 +349,7 @@ impl EmuSeam {
             .lock()
             .unwrap()
             .values()
-            .map(|b| b.len() * 8)
+            .map(|b| b.len() * 16)
             .sum()
     }
 
@@ -349,7 +359,7 @@ impl EmuSeam {
         let ok = map
             .range(..=ptr)
             .next_back()
-            .is_some_and(|(&start, buf)| ptr + len as u64 <= start + (buf.len() * 8) as u64);
+            .is_some_and(|(&start, buf)| ptr + len as u64 <= start + (buf.len() * 16) as u64);
         if ok {
             Ok(())
         } else {
@@ -371,7 +381,7 @@ impl Seam for EmuSeam {
                 )));
             }
         }
-        let buf = vec![0u64; bytes.div_ceil(8).max(1)].into_boxed_slice();
+        let buf = vec![0u128; bytes.div_ceil(16).max(1)].into_boxed_slice();
         let p = buf.as_ptr() as u64;
         self.allocations.lock().unwrap().insert(p, buf);
         Ok(p)

@@ -9,6 +9,9 @@
 use crate::backend::fp16::Launch;
 use crate::config::Activation;
 
+mod tc;
+pub use tc::*;
+
 /// Each kernel declared once: params struct => exported name in the fatbin,
 /// and the same kernel compiled for the host (SIMT emulation, tests only).
 /// The CUDA loader and the emulator both dispatch through [`Launch`].
@@ -33,6 +36,12 @@ kernels! {
     AttentionParams => "attention_f16", bertrt_emu_attention_f16;
     GatherRowsParams => "gather_rows_f16", bertrt_emu_gather_rows_f16;
     CastF32Params => "cast_f32_f16", bertrt_emu_cast_f32_f16;
+    AttentionTcParams<32> => "attention_tc_d32_f16", bertrt_emu_attention_tc_d32_f16;
+    AttentionTcParams<64> => "attention_tc_d64_f16", bertrt_emu_attention_tc_d64_f16;
+    AttentionTcParams<128> => "attention_tc_d128_f16", bertrt_emu_attention_tc_d128_f16;
+    MmaSelftestParams => "mma_selftest_f16", bertrt_emu_mma_selftest_f16;
+    LdmatrixSelftestParams => "ldmatrix_selftest_f16", bertrt_emu_ldmatrix_selftest_f16;
+    CpAsyncSelftestParams => "cp_async_selftest_f16", bertrt_emu_cp_async_selftest_f16;
 }
 
 /// Grid and block dimensions plus dynamic shared memory, as given to a launch.

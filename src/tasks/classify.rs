@@ -2,7 +2,7 @@
 //! classification (token-classification pipeline, aggregation "none" and
 //! "simple").
 
-use super::{sigmoid, softmax};
+use super::{sigmoid, softmax, RunForward};
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -36,6 +36,18 @@ fn empty_check(text: &str) -> Result<()> {
 /// Every label with its score, best first. Softmax, or sigmoid for
 /// multi-label and single-logit models, plain logits for regression, as HF.
 pub fn classify(engine: &Engine, text: &str, pair: Option<&str>) -> Result<Vec<LabelScore>> {
+    let mut all = classify_many_via(engine, &[(text, pair)], false, &|b| engine.forward(b))?;
+    Ok(all.remove(0))
+}
+
+/// [`classify`] for many (text, pair) inputs in one forward run by `run`;
+/// with `raw_scores` the scores are the logits themselves (TEI's `raw_scores`).
+pub fn classify_many_via(
+    engine: &Engine,
+    items: &[(&str, Option<&str>)],
+    raw_scores: bool,
+    run: RunForward,
+) -> Result<Vec<Vec<LabelScore>>> {
     let c = &engine.config;
     if c.head != Head::SequenceClassification {
         return Err(Error::Input(format!(
@@ -43,36 +55,54 @@ pub fn classify(engine: &Engine, text: &str, pair: Option<&str>) -> Result<Vec<L
             c.architecture
         )));
     }
-    empty_check(text)?;
-    let (_, batch) = engine.encode_batch(&[(text, pair)], None, Truncation::LongestFirst)?;
-    let out = engine.forward(&batch)?;
-    let HeadOutput::SequenceLogits(logits) = &out.head else {
+    for (text, _) in items {
+        empty_check(text)?;
+    }
+    let (_, batch) = engine.encode_batch(items, None, Truncation::LongestFirst)?;
+    let out = run(&batch)?;
+    let HeadOutput::SequenceLogits(all_logits) = &out.head else {
         return Err(Error::Internal(
             "the classifier produced no sequence logits".into(),
         ));
     };
-    let scores = match c.problem_type.as_deref() {
-        Some("regression") => logits.clone(),
-        Some("multi_label_classification") => logits.iter().map(|&x| sigmoid(x)).collect(),
-        _ if c.num_labels == 1 => logits.iter().map(|&x| sigmoid(x)).collect(),
-        _ => softmax(logits),
-    };
-    let mut res: Vec<LabelScore> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| LabelScore {
-            label: c.label(i),
-            score: s,
-        })
-        .collect();
-    res.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let n = c.num_labels;
+    let mut res = Vec::with_capacity(items.len());
+    for logits in all_logits.chunks_exact(n) {
+        let scores = match c.problem_type.as_deref() {
+            _ if raw_scores => logits.to_vec(),
+            Some("regression") => logits.to_vec(),
+            Some("multi_label_classification") => logits.iter().map(|&x| sigmoid(x)).collect(),
+            _ if n == 1 => logits.iter().map(|&x| sigmoid(x)).collect(),
+            _ => softmax(logits),
+        };
+        let mut labelled: Vec<LabelScore> = scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| LabelScore {
+                label: c.label(i),
+                score: s,
+            })
+            .collect();
+        labelled.sort_by(|a, b| b.score.total_cmp(&a.score));
+        res.push(labelled);
+    }
     Ok(res)
 }
 
 /// Per-token labels (argmax of softmax), special tokens and `ignore` labels
 /// left out, as the token-classification pipeline without aggregation.
 pub fn classify_tokens(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<TokenLabel>> {
-    let mut all = token_labels(engine, text)?;
+    classify_tokens_via(engine, text, ignore, &|b| engine.forward(b))
+}
+
+/// [`classify_tokens`] with its forward run by `run`.
+pub fn classify_tokens_via(
+    engine: &Engine,
+    text: &str,
+    ignore: &[&str],
+    run: RunForward,
+) -> Result<Vec<TokenLabel>> {
+    let mut all = token_labels(engine, text, run)?;
     all.retain(|t| !ignore.contains(&t.entity.as_str()));
     Ok(all)
 }
@@ -82,7 +112,17 @@ pub fn classify_tokens(engine: &Engine, text: &str, ignore: &[&str]) -> Result<V
 /// the mean, the word is the tokens joined by the tokenizer's decoder. Groups
 /// whose type is in `ignore` are dropped after grouping (as HF does).
 pub fn classify_entities(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<EntityGroup>> {
-    let tokens = token_labels(engine, text)?;
+    classify_entities_via(engine, text, ignore, &|b| engine.forward(b))
+}
+
+/// [`classify_entities`] with its forward run by `run`.
+pub fn classify_entities_via(
+    engine: &Engine,
+    text: &str,
+    ignore: &[&str],
+    run: RunForward,
+) -> Result<Vec<EntityGroup>> {
+    let tokens = token_labels(engine, text, run)?;
     let tag = |e: &str| -> (bool, String) {
         match e.strip_prefix("B-") {
             Some(t) => (true, t.to_string()),
@@ -125,7 +165,7 @@ pub struct EntityGroup {
 }
 
 /// Every non-special token with its best label.
-fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
+fn token_labels(engine: &Engine, text: &str, run: RunForward) -> Result<Vec<TokenLabel>> {
     let c = &engine.config;
     if c.head != Head::TokenClassification {
         return Err(Error::Input(format!(
@@ -135,7 +175,7 @@ fn token_labels(engine: &Engine, text: &str) -> Result<Vec<TokenLabel>> {
     }
     empty_check(text)?;
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
-    let out = engine.forward(&batch)?;
+    let out = run(&batch)?;
     let HeadOutput::TokenLogits(logits) = &out.head else {
         return Err(Error::Internal(
             "the token classifier produced no token logits".into(),

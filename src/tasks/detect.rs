@@ -1,7 +1,7 @@
 //! Replaced-token detection with an ELECTRA discriminator: each token's
 //! probability of having been replaced, sigmoid of its logit.
 
-use super::sigmoid;
+use super::{sigmoid, RunForward};
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -21,6 +21,11 @@ pub struct TokenScore {
 
 /// Scores every non-special token of `text`.
 pub fn detect(engine: &Engine, text: &str) -> Result<Vec<TokenScore>> {
+    detect_via(engine, text, &|b| engine.forward(b))
+}
+
+/// [`detect`] with its forward run by `run`.
+pub fn detect_via(engine: &Engine, text: &str, run: RunForward) -> Result<Vec<TokenScore>> {
     if engine.config.head != Head::Discriminator {
         return Err(Error::Input(format!(
             "detect needs an ELECTRA discriminator (ElectraForPreTraining); got {}",
@@ -31,7 +36,7 @@ pub fn detect(engine: &Engine, text: &str) -> Result<Vec<TokenScore>> {
         return Err(Error::Input("empty text".into()));
     }
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
-    let out = engine.forward(&batch)?;
+    let out = run(&batch)?;
     let HeadOutput::TokenLogits(logits) = &out.head else {
         return Err(Error::Internal(
             "the discriminator produced no token logits".into(),

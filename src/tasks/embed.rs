@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::output::ForwardOutput;
 use crate::tokenize::Truncation;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,74 @@ impl EmbedOptions {
         }
         Ok(o)
     }
+}
+
+/// A sentence-transformers folder's prompts, which it puts before the text
+/// for `prompt_name`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Prompts {
+    /// `prompts` in config_sentence_transformers.json, by name.
+    pub by_name: BTreeMap<String, String>,
+    /// The Pooling module's `include_prompt` (default true); when false
+    /// sentence-transformers leaves the prompt's tokens out of the pooling.
+    pub pooled: bool,
+}
+
+/// The folder's [`Prompts`]; none when it has no
+/// config_sentence_transformers.json.
+pub fn prompts_from_model_dir(dir: &Path) -> Result<Prompts> {
+    let mut prompts = Prompts {
+        by_name: BTreeMap::new(),
+        pooled: true,
+    };
+    if let Some(pooling) = pooling_config_path(dir)? {
+        prompts.pooled = read_json(&pooling)?
+            .get("include_prompt")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+    }
+    let path = dir.join("config_sentence_transformers.json");
+    if !path.is_file() {
+        return Ok(prompts);
+    }
+    prompts.by_name = match read_json(&path)?.get("prompts") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(name, p)| match p.as_str() {
+                Some(p) => Ok((name.clone(), p.to_string())),
+                None => Err(Error::config(
+                    &path,
+                    format!("prompts.{name} is not a string"),
+                )),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(Error::config(&path, "`prompts` is not an object")),
+    };
+    Ok(prompts)
+}
+
+/// The Pooling module's config.json named by modules.json, if any.
+fn pooling_config_path(dir: &Path) -> Result<Option<std::path::PathBuf>> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.is_file() {
+        return Ok(None);
+    }
+    let modules = read_json(&modules_path)?;
+    let pooling = modules.as_array().into_iter().flatten().find(|m| {
+        m.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.ends_with(".Pooling"))
+    });
+    Ok(pooling.map(|m| {
+        dir.join(m.get("path").and_then(Value::as_str).unwrap_or(""))
+            .join("config.json")
+    }))
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::config(path, format!("not valid JSON: {e}")))
 }
 
 fn pooling_from_config(path: &Path) -> Result<Pooling> {

@@ -1,7 +1,7 @@
 //! Fill-mask, as HF's fill-mask pipeline: softmax over the vocabulary at each
 //! mask position, top-k, and the sequence with that one mask filled.
 
-use super::{softmax, top_k};
+use super::{softmax, top_k, RunForward};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::output::HeadOutput;
@@ -18,6 +18,16 @@ pub struct MaskPrediction {
 
 /// Predictions for every mask in `text`, one list per mask, in order.
 pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPrediction>>> {
+    fill_mask_via(engine, text, k, &|b| engine.forward(b))
+}
+
+/// [`fill_mask`] with its forward run by `run`.
+pub fn fill_mask_via(
+    engine: &Engine,
+    text: &str,
+    k: usize,
+    run: RunForward,
+) -> Result<Vec<Vec<MaskPrediction>>> {
     // The head first: no tokenizing or forward for a model that cannot answer.
     if !matches!(
         engine.config.head,
@@ -46,7 +56,7 @@ pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPr
             "no mask token in {text:?}; put {mask} where a word should be predicted"
         )));
     }
-    let out = engine.forward(&batch)?;
+    let out = run(&batch)?;
     let (HeadOutput::TokenLogits(logits) | HeadOutput::PreTraining { mlm: logits, .. }) = &out.head
     else {
         return Err(Error::Internal(format!(

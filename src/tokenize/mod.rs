@@ -42,6 +42,9 @@ impl TokenizerKind {
 pub enum Truncation {
     /// Cut the longest sequence first, as HF's `truncation=True`.
     LongestFirst,
+    /// The same, cutting tokens from the start of the text instead of its
+    /// end (HF's `truncation_side="left"`, TEI's `truncation_direction`).
+    LongestFirstLeft,
     /// Refuse the input.
     Error,
 }
@@ -90,8 +93,8 @@ pub struct Tokenizer {
     pub mask_token: Option<String>,
     /// What tokenizer_config.json (& co) say, read once at load.
     pub settings: TokenizerSettings,
-    /// Truncating copies of `inner`, one per limit asked for.
-    truncating: Mutex<HashMap<usize, tokenizers::Tokenizer>>,
+    /// Truncating copies of `inner`, one per limit and side asked for.
+    truncating: Mutex<HashMap<(usize, bool), tokenizers::Tokenizer>>,
 }
 
 impl Tokenizer {
@@ -231,8 +234,9 @@ impl Tokenizer {
                 full.ids.len()
             )));
         }
+        let left = truncation == Truncation::LongestFirstLeft;
         let mut cache = self.truncating.lock().unwrap_or_else(|p| p.into_inner());
-        let t = match cache.entry(max_len) {
+        let t = match cache.entry((max_len, left)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let mut t = self.inner.clone();
@@ -240,7 +244,11 @@ impl Tokenizer {
                     max_length: max_len,
                     strategy: TruncationStrategy::LongestFirst,
                     stride: 0,
-                    direction: TruncationDirection::Right,
+                    direction: if left {
+                        TruncationDirection::Left
+                    } else {
+                        TruncationDirection::Right
+                    },
                 }))
                 .map_err(|e| Error::Input(format!("cannot truncate to {max_len} tokens: {e}")))?;
                 v.insert(t)

@@ -5,6 +5,8 @@
 pub mod fp16;
 pub mod record;
 pub mod seam_kernels;
+pub mod seam_tensor_cores;
+pub mod server;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -24,7 +24,7 @@ fn rand(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
+pub fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
     let b: Vec<u8> = x
         .iter()
         .flat_map(|v| f16::from_f32(*v).to_le_bytes())
@@ -34,7 +34,7 @@ fn put_f16<S: Seam>(s: &S, x: &[f32]) -> DevPtr {
     p
 }
 
-fn put_u32<S: Seam>(s: &S, x: &[u32]) -> DevPtr {
+pub fn put_u32<S: Seam>(s: &S, x: &[u32]) -> DevPtr {
     let p = s.alloc((x.len() * 4).max(4)).unwrap();
     s.upload(p, bytemuck::cast_slice(x)).unwrap();
     p
@@ -220,6 +220,43 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
         let e = check("attention", &get_f16(s, out, total * h), &want);
         report.push(format!(
             "attention lens {lens:?} heads {heads} d {d}: max |err| {e:.2e}"
+        ));
+    }
+
+    // tensor-core attention, one case per instance (same inputs and reference
+    // as above; the work list from the host, as the model uploads it)
+    for (lens, heads, d) in [
+        (vec![5usize, 130], 2, 64),
+        (vec![17, 1, 40], 2, 32),
+        (vec![33, 9], 2, 128),
+    ] {
+        let h = heads * d;
+        let total: usize = lens.iter().sum();
+        let mut cus = vec![0usize];
+        for l in &lens {
+            cus.push(cus.last().unwrap() + l);
+        }
+        let cu: Vec<u32> = cus.iter().map(|&c| c as u32).collect();
+        let tiles: Vec<u32> = k::attention_tc_tiles(&cus)
+            .iter()
+            .map(|&t| t as u32)
+            .collect();
+        let n = tiles.len() / 2;
+        let qkv = rand(&mut rng, total * 3 * h, 1.0);
+        let out = poisoned(s, total * h);
+        let (q, c, t) = (put_f16(s, &qkv), put_u32(s, &cu), put_u32(s, &tiles));
+        let g = k::attention_tc_geometry(n, heads, d);
+        match d {
+            32 => s.launch(k::AttentionTcParams::<32>::new(q, c, t, out, n, heads), g),
+            64 => s.launch(k::AttentionTcParams::<64>::new(q, c, t, out, n, heads), g),
+            _ => s.launch(k::AttentionTcParams::<128>::new(q, c, t, out, n, heads), g),
+        }
+        .unwrap();
+        let mut want = vec![0f32; total * h];
+        ops::attention_packed(&qkv, &cus, heads, d, &mut want);
+        let e = check("attention_tc", &get_f16(s, out, total * h), &want);
+        report.push(format!(
+            "attention_tc lens {lens:?} heads {heads} d {d}: max |err| {e:.2e}"
         ));
     }
 

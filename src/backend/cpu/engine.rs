@@ -1,5 +1,6 @@
 //! The f32 CPU forward pass over a packed batch, op by op in data-flow order.
 
+use super::fast::{choose_path, FastEncoder, GemmPath};
 use super::ops;
 use crate::batch::Batch;
 use crate::config::Activation;
@@ -13,6 +14,11 @@ pub struct CpuEngine {
     /// The engine's own threads when a count was asked for; else rayon's
     /// global pool (one thread per logical CPU).
     pool: Option<rayon::ThreadPool>,
+    /// The encoder on AVX-512 tiles; None on the portable path.
+    fast: Option<FastEncoder>,
+    path: GemmPath,
+    /// Why the path differs from what was asked, when it does.
+    pub note: Option<String>,
 }
 
 /// y = x W^T + b for `[rows, in]` x.
@@ -32,10 +38,20 @@ fn linear_act(x: &[f32], l: &Linear, a: Activation) -> Vec<f32> {
 }
 
 impl CpuEngine {
+    /// f32 on the fastest path this CPU has, on rayon's global pool.
     pub fn new(weights: ModelWeights) -> Self {
+        Self::build(weights, Dtype::F32, None).expect("f32 on the global pool cannot fail")
+    }
+
+    /// f32 on the portable path: the plain `ops` forward, the reference the
+    /// fast paths are tested against.
+    pub fn reference(weights: ModelWeights) -> Self {
         CpuEngine {
             weights,
             pool: None,
+            fast: None,
+            path: GemmPath::Portable,
+            note: None,
         }
     }
 
@@ -45,9 +61,13 @@ impl CpuEngine {
         dtype: Dtype,
         threads: Option<usize>,
     ) -> Result<Self> {
-        if dtype != Dtype::F32 {
+        Self::build(weights, dtype, threads)
+    }
+
+    fn build(mut weights: ModelWeights, dtype: Dtype, threads: Option<usize>) -> Result<Self> {
+        if !dtype.on_cpu() {
             return Err(Error::Input(format!(
-                "dtype {dtype} is not available on device cpu (use f32)"
+                "dtype {dtype} is not available on device cpu (use f32 or bf16)"
             )));
         }
         let pool = match threads {
@@ -60,7 +80,28 @@ impl CpuEngine {
                     .map_err(|e| Error::Device(format!("cannot start {n} CPU threads: {e}")))?,
             ),
         };
-        Ok(CpuEngine { weights, pool })
+        let (path, note) = choose_path(dtype == Dtype::Bf16);
+        let fast = (path != GemmPath::Portable).then(|| FastEncoder::take(&mut weights, path));
+        Ok(CpuEngine {
+            weights,
+            pool,
+            fast,
+            path,
+            note,
+        })
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        if matches!(self.path, GemmPath::Avx512Bf16 | GemmPath::AmxBf16) {
+            Dtype::Bf16
+        } else {
+            Dtype::F32
+        }
+    }
+
+    /// The GEMM code this engine runs.
+    pub fn path(&self) -> GemmPath {
+        self.path
     }
 
     /// Runs `f` on the engine's threads, so every rayon call inside honours
@@ -77,7 +118,7 @@ impl CpuEngine {
     }
 
     pub fn describe(&self) -> String {
-        format!("cpu (f32, {} threads)", self.threads())
+        format!("cpu ({}, {} threads)", self.path, self.threads())
     }
 
     /// Final hidden states `[tokens, H]` of the encoder.
@@ -86,6 +127,9 @@ impl CpuEngine {
     }
 
     fn encode_here(&self, batch: &Batch) -> Vec<f32> {
+        if let Some(f) = &self.fast {
+            return f.encode(&self.weights, batch);
+        }
         let w = &self.weights;
         let c = &w.config;
         let (h, e) = (c.hidden_size, c.embedding_size);

@@ -1,7 +1,11 @@
 //! The f32 CPU engine: the reference every CUDA kernel is checked against and
 //! the fallback where no GPU exists.
+pub mod amx;
 mod engine;
+pub mod fast;
 mod native;
 pub mod ops;
+pub mod packed;
+pub mod simd;
 
 pub use engine::CpuEngine;

@@ -29,6 +29,11 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Element (i, j) (bounds-checked).
+    pub fn get(&self, i: usize, j: usize) -> f32 {
+        self.data[self.offset + i * self.row_stride + j * self.col_stride]
+    }
+
     /// The same elements read as the transpose.
     pub fn t(self) -> View<'a> {
         View {

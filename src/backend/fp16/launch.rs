@@ -2,7 +2,7 @@
 //! params struct and geometry (see `backend/kernels.rs`).
 
 use super::workspace::{Buf, Workspace};
-use super::{DevPtr, Fp16Model, Seam};
+use super::{AttnWork, DevPtr, Fp16Model, Seam};
 use crate::backend::kernels as k;
 use crate::config::Activation;
 use crate::error::Result;
@@ -85,23 +85,51 @@ impl<S: Seam> Fp16Model<S> {
         )
     }
 
+    /// Whether attention runs on tensor cores (attention_tc.cu): head sizes
+    /// with an instance; attention.cu for the rest.
+    pub(super) fn tensor_core_attention(&self) -> bool {
+        k::TC_HEAD_DIMS.contains(&self.w.config.head_dim)
+    }
+
     /// AttnContext = softmax(Q K^T / sqrt(d)) V per sequence and head.
-    pub(super) fn attention(&self, ws: &Workspace, s: usize, max_len: usize) -> Result<()> {
+    pub(super) fn attention(&self, ws: &Workspace, a: AttnWork) -> Result<()> {
         let c = &self.w.config;
-        self.seam.launch(
-            k::AttentionParams {
-                qkv: ws[Buf::Qkv],
-                cu_seqlens: ws[Buf::CuSeqlens],
-                out: ws[Buf::AttnContext],
-                num_seqs: s as i32,
-                heads: c.num_heads as i32,
-                head_dim: c.head_dim as i32,
-                ld: k::attention_smem_ld(c.head_dim) as i32,
-                scale: 1.0 / (c.head_dim as f32).sqrt(),
-                _pad: 0,
-            },
-            k::attention_geometry(s, c.num_heads, c.head_dim, max_len),
-        )
+        let (qkv, cu, tiles, out) = (
+            ws[Buf::Qkv],
+            ws[Buf::CuSeqlens],
+            ws[Buf::AttnTiles],
+            ws[Buf::AttnContext],
+        );
+        let tc = k::attention_tc_geometry(a.tiles, c.num_heads, c.head_dim);
+        let heads = c.num_heads;
+        match c.head_dim {
+            32 => self.seam.launch(
+                k::AttentionTcParams::<32>::new(qkv, cu, tiles, out, a.tiles, heads),
+                tc,
+            ),
+            64 => self.seam.launch(
+                k::AttentionTcParams::<64>::new(qkv, cu, tiles, out, a.tiles, heads),
+                tc,
+            ),
+            128 => self.seam.launch(
+                k::AttentionTcParams::<128>::new(qkv, cu, tiles, out, a.tiles, heads),
+                tc,
+            ),
+            d => self.seam.launch(
+                k::AttentionParams {
+                    qkv,
+                    cu_seqlens: cu,
+                    out,
+                    num_seqs: a.seqs as i32,
+                    heads: heads as i32,
+                    head_dim: d as i32,
+                    ld: k::attention_smem_ld(d) as i32,
+                    scale: 1.0 / (d as f32).sqrt(),
+                    _pad: 0,
+                },
+                k::attention_geometry(a.seqs, heads, d, a.max_len),
+            ),
+        }
     }
 
     /// FirstTokens = the first token's row of each sequence of `Hidden`.

@@ -131,12 +131,25 @@ impl<S: Seam> Fp16Model<S> {
         self.upload_u32(ws[Buf::TokenTypeIds], batch.token_type_ids())?;
         self.upload_u32(ws[Buf::CuSeqlens], &cu)?;
         self.upload_u32(ws[Buf::FirstRows], &cu[..s])?;
+        let attn_tiles = if self.tensor_core_attention() {
+            let tiles = k::attention_tc_tiles(batch.cu_seqlens());
+            self.seam
+                .upload(ws[Buf::AttnTiles], bytemuck::cast_slice(&tiles))?;
+            tiles.len() / 2
+        } else {
+            0
+        };
 
         self.op("embeddings", || self.embeddings(ws, t))?;
         let max_len = batch.max_seq_len();
         for (layer, &(ai, fi)) in self.w.schedule.iter().enumerate() {
             self.seam.range_push(&format!("layer {layer}"));
-            let r = self.layer(ws, &self.w.attention[ai], &self.w.ffn[fi], t, s, max_len);
+            let attn = AttnWork {
+                seqs: s,
+                max_len,
+                tiles: attn_tiles,
+            };
+            let r = self.layer(ws, &self.w.attention[ai], &self.w.ffn[fi], t, attn);
             self.seam.range_pop();
             r?;
         }
@@ -187,8 +200,7 @@ impl<S: Seam> Fp16Model<S> {
         att: &AttentionBlock<DevPtr>,
         ffn: &FfnBlock<DevPtr>,
         t: usize,
-        s: usize,
-        max_len: usize,
+        attn: AttnWork,
     ) -> Result<()> {
         let c = &self.w.config;
         let h = c.hidden_size;
@@ -196,7 +208,7 @@ impl<S: Seam> Fp16Model<S> {
         // qkv = x Wqkv^T + b
         self.op("qkv", || self.linear(x, &att.qkv, ws[Buf::Qkv], t, None))?;
         // ctx = softmax(Q K^T / sqrt(d)) V per sequence and head
-        self.op("attention", || self.attention(ws, s, max_len))?;
+        self.op("attention", || self.attention(ws, attn))?;
         // y = LN(ctx Wo^T + bo + x)
         self.op("out-proj", || {
             self.gemm(ws[Buf::AttnContext], &att.out, y, t)
@@ -213,6 +225,16 @@ impl<S: Seam> Fp16Model<S> {
             self.add_bias_residual_layernorm(x, ffn.down.b, y, &ffn.ln, x, t, h)
         })
     }
+}
+
+/// What a layer's attention launch needs to know about the batch.
+#[derive(Clone, Copy)]
+struct AttnWork {
+    seqs: usize,
+    max_len: usize,
+    /// attention_tc's query tiles (uploaded to `AttnTiles`); 0 when the
+    /// head size has no tensor-core instance.
+    tiles: usize,
 }
 
 /// Fails with the geometry's problem before a launch would.

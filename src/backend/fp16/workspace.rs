@@ -16,6 +16,8 @@ pub(super) enum Buf {
     /// Per sequence (u32): packed-batch bounds, and each sequence's first row.
     CuSeqlens,
     FirstRows,
+    /// [query tiles][2] (i32): attention_tc's work list.
+    AttnTiles,
     /// [tokens, E]: embeddings before the E -> H projection.
     Embedded,
     /// [tokens, H]: a layer's input and output (the last hidden states at the end).
@@ -39,12 +41,13 @@ pub(super) enum Buf {
     Zeros,
 }
 
-const ALL: [Buf; 18] = [
+const ALL: [Buf; 19] = [
     Buf::InputIds,
     Buf::PositionIds,
     Buf::TokenTypeIds,
     Buf::CuSeqlens,
     Buf::FirstRows,
+    Buf::AttnTiles,
     Buf::Embedded,
     Buf::Hidden,
     Buf::Qkv,
@@ -96,6 +99,9 @@ impl Buf {
             Buf::InputIds | Buf::PositionIds | Buf::TokenTypeIds => tokens * U32,
             Buf::CuSeqlens => (seqs + 1) * U32,
             Buf::FirstRows => seqs * U32,
+            Buf::AttnTiles => {
+                crate::backend::kernels::attention_tc_max_tiles(tokens, seqs) * 2 * U32
+            }
             Buf::Embedded => tokens * w.embed * HALF,
             Buf::Hidden | Buf::AttnContext | Buf::AttnOut => tokens * w.hidden * HALF,
             Buf::Qkv => tokens * 3 * w.hidden * HALF,

@@ -210,8 +210,11 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         machine: Machine::detect(!on_cpu),
         model: ModelInfo::new(&a.model, source, &cfg, parameters),
         backend: backend.describe(),
-        // The CPU backend is f32 throughout; the CUDA backend is fp16.
-        dtype: if on_cpu { "f32" } else { "fp16" },
+        dtype: match backend.dtype() {
+            bertrt::Dtype::F32 => "f32",
+            bertrt::Dtype::Bf16 => "bf16",
+            bertrt::Dtype::F16 => "fp16",
+        },
         timer: if on_cpu {
             Timer::WallClock
         } else {

@@ -126,6 +126,16 @@ pub fn qa_many(
     items: &[(&str, &str)],
     opts: &QaOptions,
 ) -> Result<Vec<Vec<Answer>>> {
+    qa_many_via(engine, items, opts, &|b| engine.forward(b))
+}
+
+/// [`qa_many`] with its forward run by `run`.
+pub fn qa_many_via(
+    engine: &Engine,
+    items: &[(&str, &str)],
+    opts: &QaOptions,
+    run: super::RunForward,
+) -> Result<Vec<Vec<Answer>>> {
     let c = &engine.config;
     if c.head != Head::QuestionAnswering {
         return Err(Error::Input(format!(
@@ -274,7 +284,7 @@ pub fn qa_many(
         })
         .collect();
     let batch = Batch::pack(&seqs, c)?;
-    let out = engine.forward(&batch)?;
+    let out = run(&batch)?;
     let HeadOutput::StartEnd { start, end } = &out.head else {
         return Err(Error::Internal(
             "the QA head produced no start/end logits".into(),

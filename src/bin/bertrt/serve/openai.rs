@@ -4,12 +4,15 @@
 //! OpenAI's shape.
 
 use super::error::ApiError;
-use super::routes::{embed_seqs, parse_body, string_list, tokenize_texts, too_many, Body, Shared};
+use super::routes::{
+    embed_seqs, parse_body, string_list, tokenize_texts, too_many, vectors, with_work, Body, Shared,
+};
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use base64::Engine as _;
 use bertrt::batch::SequenceIds;
+use bertrt::tokenize::Truncation;
 use serde_json::{json, Value};
 
 /// Typed (not json!) so floats print as the f32 they are.
@@ -59,12 +62,21 @@ pub async fn embeddings(State(s): Shared, body: Body) -> Result<Response, ApiErr
             Some(seqs) => seqs,
             None => {
                 let texts = string_list(v.get("input"), "input", s.max_client_batch_size)?;
-                tokenize_texts(&s, texts, s.auto_truncate, "input").await?
+                tokenize_texts(
+                    &s,
+                    texts,
+                    s.auto_truncate,
+                    Truncation::LongestFirst,
+                    "input",
+                )
+                .await?
             }
         };
         let tokens: usize = seqs.iter().map(|q| q.input_ids.len()).sum();
-        let vectors = embed_seqs(&s, seqs, true).await?;
-        let data: Vec<Item> = vectors
+        let mut opts = s.embed_defaults.clone();
+        opts.normalize = true;
+        let (embeddings, work) = embed_seqs(&s, seqs, &opts).await?;
+        let data: Vec<Item> = vectors(embeddings)?
             .into_iter()
             .enumerate()
             .map(|(index, e)| Item {
@@ -82,13 +94,13 @@ pub async fn embeddings(State(s): Shared, body: Body) -> Result<Response, ApiErr
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or(&s.model_id);
-        Ok(Json(List {
+        let list = List {
             object: "list",
             data,
             model: model.to_string(),
             usage: json!({"prompt_tokens": tokens, "total_tokens": tokens}),
-        })
-        .into_response())
+        };
+        Ok(with_work(Json(list), work))
     };
     inner.await.map_err(ApiError::openai)
 }

@@ -4,6 +4,7 @@
 //! threads, and runs the model through the shared batcher.
 
 use super::error::ApiError;
+use super::metrics::Work;
 use super::{openai, task_routes, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -12,29 +13,53 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bertrt::batch::SequenceIds;
+use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::Head;
-use bertrt::tasks::classify;
-use bertrt::tasks::embed::{pool_embeddings, Embedding, Pooling};
+use bertrt::tasks::embed::{pool_embeddings, EmbedOptions, Embedding};
+use bertrt::tasks::RunForward;
 use bertrt::tokenize::Truncation;
 use bertrt::Engine;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub type Shared = State<Arc<AppState>>;
 pub type Body = Result<Bytes, BytesRejection>;
 
+/// Every route: (path, label for metrics). Anything else is counted as "other".
+pub const ROUTES: &[&str] = &[
+    "/health",
+    "/info",
+    "/metrics",
+    "/api-doc/openapi.json",
+    "/",
+    "/embed",
+    "/embed_all",
+    "/v1/embeddings",
+    "/embeddings",
+    "/predict",
+    "/rerank",
+    "/tokenize",
+    "/decode",
+    "/fill-mask",
+    "/question-answering",
+    "/token-classification",
+    "/detect",
+];
+
 pub fn router(state: Arc<AppState>) -> Router {
+    use super::embed_routes as er;
     Router::new()
         .route("/health", get(health))
         .route("/info", get(info))
         .route("/metrics", get(metrics))
         .route("/api-doc/openapi.json", get(openapi_doc))
-        .route("/", post(root))
-        .route("/embed", post(embed))
+        .route("/", post(er::root))
+        .route("/embed", post(er::embed))
+        .route("/embed_all", post(er::embed_all))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/embeddings", post(openai::embeddings))
-        .route("/predict", post(predict))
+        .route("/predict", post(er::predict))
+        .route("/rerank", post(er::rerank))
         .route("/tokenize", post(tokenize))
         .route("/decode", post(decode))
         .route("/fill-mask", post(task_routes::fill_mask_route))
@@ -46,6 +71,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/detect", post(task_routes::detect_route))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see GET /info") })
         .with_state(state)
+}
+
+/// The path as a metrics label: a known route, else "other" (so unknown
+/// paths cannot grow the label set).
+pub fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|r| **r == path)
+        .copied()
+        .unwrap_or("other")
 }
 
 pub fn is_openai_route(path: &str) -> bool {
@@ -132,12 +167,14 @@ pub fn opt_usize(v: &Value, key: &str, name: &str) -> Result<Option<usize>, ApiE
     }
 }
 
-/// Tokenizes `texts` (on a blocking thread) within the input limit: cut when
-/// `truncate`, else 413 naming the limit. Returns the sequences and their tokens.
+/// Tokenizes `texts` (on a blocking thread) within the input limit: cut
+/// (from the end, or the start with `TruncationDirection::Left`) when
+/// `truncate`, else 413 naming the limit.
 pub async fn tokenize_texts(
     s: &Arc<AppState>,
     texts: Vec<String>,
     truncate: bool,
+    side: Truncation,
     field: &'static str,
 ) -> Result<Vec<SequenceIds>, ApiError> {
     let s = s.clone();
@@ -148,7 +185,7 @@ pub async fn tokenize_texts(
             let e = s
                 .engine
                 .tokenizer
-                .encode(t, None, limit, Truncation::LongestFirst)
+                .encode(t, None, limit, side)
                 .map_err(ApiError::from_lib)?;
             if e.truncated_tokens > 0 {
                 if !truncate {
@@ -175,7 +212,7 @@ pub async fn tokenize_texts(
     .await
 }
 
-async fn blocking<T: Send + 'static>(
+pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -184,20 +221,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Runs each sequence as its own batcher request (so they can share
-/// forwards with other clients' requests) and pools them.
+/// forwards with other clients' requests) and pools them with `opts`.
 pub async fn embed_seqs(
     s: &Arc<AppState>,
     seqs: Vec<SequenceIds>,
-    normalize: bool,
-) -> Result<Vec<Vec<f32>>, ApiError> {
-    let mut opts = s.embed_defaults.clone();
-    opts.normalize = normalize;
-    if opts.pooling == Pooling::None {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "the model folder's pooling is per-token; /embed_all is not served yet",
-        ));
-    }
+    opts: &EmbedOptions,
+) -> Result<(Vec<Embedding>, Work), ApiError> {
     let mut pending = Vec::with_capacity(seqs.len());
     for seq in seqs {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -212,6 +241,7 @@ pub async fn embed_seqs(
         pending.push(rx);
     }
     let mut out = Vec::with_capacity(pending.len());
+    let mut work = Work::default();
     for rx in pending {
         let r = rx
             .await
@@ -222,41 +252,53 @@ pub async fn embed_seqs(
                 )
             })?
             .map_err(ApiError::from_lib)?;
-        match pool_embeddings(&s.engine.config, &r.batch, &r.output, &opts)
-            .map_err(ApiError::from_lib)?
-            .pop()
-        {
-            Some(Embedding::Vector(v)) => out.push(v),
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "pooling gave no vector",
-                ))
-            }
-        }
+        work.add(&r);
+        let mut pooled = pool_embeddings(&s.engine.config, &r.batch, &r.output, opts)
+            .map_err(ApiError::from_lib)?;
+        out.append(&mut pooled);
     }
-    Ok(out)
+    Ok((out, work))
 }
 
-/// Runs a task helper alone on the engine (between batches).
-pub async fn exclusive<T: Send + 'static>(
-    s: &Arc<AppState>,
-    work: impl FnOnce(&Engine) -> bertrt::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    s.batcher
-        .submit_exclusive(work, move |r| {
-            let _ = tx.send(r);
+/// Pooled vectors, or 400 when the folder's pooling is per-token.
+pub fn vectors(embeddings: Vec<Embedding>) -> Result<Vec<Vec<f32>>, ApiError> {
+    embeddings
+        .into_iter()
+        .map(|e| match e {
+            Embedding::Vector(v) => Ok(v),
+            Embedding::Tokens(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the model folder's pooling is per-token: use /embed_all",
+            )),
         })
-        .map_err(ApiError::from_lib)?;
-    rx.await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the batcher dropped a request",
-            )
-        })?
-        .map_err(ApiError::from_lib)
+        .collect()
+}
+
+/// Runs a library task helper on a blocking thread with its forwards going
+/// through the shared batcher, so they pack with other clients' requests.
+pub async fn via_batcher<T: Send + 'static>(
+    s: &Arc<AppState>,
+    task: impl FnOnce(&Engine, RunForward) -> bertrt::Result<T> + Send + 'static,
+) -> Result<(T, Work), ApiError> {
+    let s = s.clone();
+    blocking(move || {
+        let work = Mutex::new(Work::default());
+        let run = |b: &Batch| {
+            let r = s.batcher.forward_timed(b)?;
+            work.lock().unwrap_or_else(|p| p.into_inner()).add(&r);
+            Ok(r.output)
+        };
+        let out = task(&s.engine, &run).map_err(ApiError::from_lib)?;
+        Ok((out, work.into_inner().unwrap_or_else(|p| p.into_inner())))
+    })
+    .await
+}
+
+/// `r` with `w` attached for the request's log line.
+pub fn with_work(r: impl IntoResponse, w: Work) -> Response {
+    let mut r = r.into_response();
+    r.extensions_mut().insert(w);
+    r
 }
 
 fn head_name(h: Head) -> &'static str {
@@ -297,6 +339,23 @@ async fn openapi_doc() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
+async fn metrics(State(s): Shared) -> Response {
+    let m = &s.metrics;
+    let st = s.batcher.stats();
+    m.queue_size.set(s.batcher.queue_len() as i64);
+    m.queue_tokens.set(s.batcher.queued_tokens() as i64);
+    m.in_flight.set(s.requests_in_flight() as i64);
+    m.max_requests_in_batch.set(st.max_requests_in_batch as i64);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
+}
+
 async fn health() -> StatusCode {
     // The server listens only after the model loaded and a warm-up forward ran.
     StatusCode::OK
@@ -312,7 +371,7 @@ async fn info(State(s): Shared) -> Json<Value> {
     };
     Json(json!({
         "model_id": s.model_id,
-        "model_dtype": "float32",
+        "model_dtype": s.dtype,
         "model_type": model_type,
         "architecture": c.architecture,
         "head": head_name(c.head),
@@ -327,148 +386,6 @@ async fn info(State(s): Shared) -> Json<Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "sha": option_env!("BERTRT_GIT_COMMIT"),
     }))
-}
-
-async fn metrics(State(s): Shared) -> Response {
-    let st = s.batcher.stats();
-    let mut t = String::new();
-    t.push_str("# TYPE bertrt_requests_total counter\n");
-    for ((route, status), n) in s.responses.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        t.push_str(&format!(
-            "bertrt_requests_total{{route={route:?},status=\"{status}\"}} {n}\n"
-        ));
-    }
-    for (name, kind, v) in [
-        ("bertrt_batches_total", "counter", st.batches),
-        ("bertrt_batched_requests_total", "counter", st.requests),
-        ("bertrt_tokens_total", "counter", st.tokens),
-        ("bertrt_failed_batches_total", "counter", st.failed_batches),
-        (
-            "bertrt_max_requests_in_batch",
-            "gauge",
-            st.max_requests_in_batch,
-        ),
-        ("bertrt_queue_size", "gauge", s.batcher.queue_len() as u64),
-        (
-            "bertrt_queue_tokens",
-            "gauge",
-            s.batcher.queued_tokens() as u64,
-        ),
-        (
-            "bertrt_requests_in_flight",
-            "gauge",
-            s.requests_in_flight() as u64,
-        ),
-    ] {
-        t.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
-    }
-    ([("content-type", "text/plain; version=0.0.4")], t).into_response()
-}
-
-/// TEI's `/`: embed for encoders, predict for classifiers.
-async fn root(st: Shared, body: Body) -> Result<Response, ApiError> {
-    if st.0.engine.config.head == Head::SequenceClassification {
-        predict(st, body).await
-    } else {
-        embed(st, body).await
-    }
-}
-
-async fn embed(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    let v = parse_body(body)?;
-    let texts = string_list(v.get("inputs"), "inputs", s.max_client_batch_size)?;
-    let normalize = opt_bool(&v, "normalize")?.unwrap_or(true);
-    let truncate = opt_bool(&v, "truncate")?.unwrap_or(s.auto_truncate);
-    match v.get("truncation_direction").and_then(Value::as_str) {
-        None | Some("right") | Some("Right") => {}
-        Some(d) => {
-            return Err(ApiError::field(
-                "truncation_direction",
-                format!("'{d}' is not supported; only right"),
-            ))
-        }
-    }
-    if !matches!(v.get("prompt_name"), None | Some(Value::Null)) {
-        return Err(ApiError::field(
-            "prompt_name",
-            "not supported: bertrt does not read prompts from the model folder",
-        ));
-    }
-    let seqs = tokenize_texts(&s, texts, truncate, "inputs").await?;
-    Ok(Json(embed_seqs(&s, seqs, normalize).await?).into_response())
-}
-
-/// A text and its optional pair.
-type TextPair = (String, Option<String>);
-
-/// TEI's predict input: a text, a [text, pair], or a list of those; true
-/// when it was a single item.
-fn predict_items(v: Option<&Value>, max: usize) -> Result<(Vec<TextPair>, bool), ApiError> {
-    let one = |x: &Value, f: &str| -> Result<TextPair, ApiError> {
-        match x {
-            Value::String(t) if !t.trim().is_empty() => Ok((t.clone(), None)),
-            Value::Array(p)
-                if p.len() == 2
-                    && p.iter()
-                        .all(|q| q.as_str().is_some_and(|q| !q.trim().is_empty())) =>
-            {
-                Ok((
-                    p[0].as_str().unwrap_or_default().into(),
-                    p[1].as_str().map(String::from),
-                ))
-            }
-            _ => Err(ApiError::field(
-                f,
-                "must be a non-empty string or a [text, text_pair] list",
-            )),
-        }
-    };
-    match v {
-        None | Some(Value::Null) => Err(ApiError::field("inputs", "missing")),
-        Some(x @ Value::String(_)) => Ok((vec![one(x, "inputs")?], true)),
-        Some(pair @ Value::Array(a)) if a.len() == 2 && a.iter().all(Value::is_string) => {
-            Ok((vec![one(pair, "inputs")?], true))
-        }
-        Some(Value::Array(a)) if !a.is_empty() => {
-            too_many("inputs", a.len(), max)?;
-            let items = a
-                .iter()
-                .enumerate()
-                .map(|(i, x)| one(x, &format!("inputs[{i}]")))
-                .collect::<Result<_, _>>()?;
-            Ok((items, false))
-        }
-        Some(Value::Array(_)) => Err(ApiError::field("inputs", "must not be empty")),
-        Some(_) => Err(ApiError::field(
-            "inputs",
-            "must be a string, a [text, text_pair] list, or a list of those",
-        )),
-    }
-}
-
-async fn predict(State(s): Shared, body: Body) -> Result<Response, ApiError> {
-    need_head(&s, "/predict", &[Head::SequenceClassification])?;
-    let v = parse_body(body)?;
-    let (items, single) = predict_items(v.get("inputs"), s.max_client_batch_size)?;
-    if opt_bool(&v, "raw_scores")? == Some(true) {
-        return Err(ApiError::field(
-            "raw_scores",
-            "true is not supported yet (scores are softmax/sigmoid, as HF's pipeline)",
-        ));
-    }
-    let res = exclusive(&s, move |e| {
-        items
-            .iter()
-            .map(|(t, p)| classify::classify(e, t, p.as_deref()))
-            .collect::<bertrt::Result<Vec<_>>>()
-    })
-    .await?;
-    // Typed (not json!) so scores print as the f32 they are.
-    Ok(if single {
-        Json(&res[0]).into_response()
-    } else {
-        Json(&res).into_response()
-    })
 }
 
 async fn tokenize(State(s): Shared, body: Body) -> Result<Response, ApiError> {

@@ -1,12 +1,12 @@
 //! bertrt's task routes with HF Inference-API payloads
 //! (`{"inputs": ..., "parameters": {...}}`): each runs the library's task
-//! helper alone on the engine, between the batcher's forwards, so answers
-//! equal the CLI's.
+//! helper (so answers equal the CLI's) with its forwards going through the
+//! shared batcher.
 
 use super::error::ApiError;
-use super::routes::{exclusive, need_head, opt_usize, parse_body, Body, Shared};
+use super::routes::{need_head, opt_usize, parse_body, via_batcher, with_work, Body, Shared};
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use bertrt::config::Head;
 use bertrt::tasks::{classify, detect, fill_mask, qa};
@@ -35,12 +35,15 @@ pub async fn fill_mask_route(State(s): Shared, body: Body) -> Result<Response, A
     let v = parse_body(body)?;
     let text = one_text(&v)?;
     let top_k = opt_usize(&params(&v)?, "top_k", "parameters.top_k")?.unwrap_or(5);
-    let mut res = exclusive(&s, move |e| fill_mask::fill_mask(e, &text, top_k)).await?;
+    let (mut res, work) = via_batcher(&s, move |e, run| {
+        fill_mask::fill_mask_via(e, &text, top_k, run)
+    })
+    .await?;
     // As the HF pipeline: one mask gives a flat list.
     Ok(if res.len() == 1 {
-        Json(res.remove(0)).into_response()
+        with_work(Json(res.remove(0)), work)
     } else {
-        Json(res).into_response()
+        with_work(Json(res), work)
     })
 }
 
@@ -82,11 +85,15 @@ pub async fn question_answering(State(s): Shared, body: Body) -> Result<Response
         ..defaults
     };
     let top_k = opts.top_k;
-    let mut res = exclusive(&s, move |e| qa::qa(e, &question, &context, &opts)).await?;
+    let (mut res, work) = via_batcher(&s, move |e, run| {
+        qa::qa_many_via(e, &[(&question, &context)], &opts, run)
+    })
+    .await?;
+    let mut res = res.remove(0);
     Ok(if top_k == 1 && res.len() == 1 {
-        Json(res.remove(0)).into_response()
+        with_work(Json(res.remove(0)), work)
     } else {
-        Json(res).into_response()
+        with_work(Json(res), work)
     })
 }
 
@@ -107,11 +114,17 @@ pub async fn token_classification(State(s): Shared, body: Body) -> Result<Respon
         }
     };
     Ok(if simple {
-        let r = exclusive(&s, move |e| classify::classify_entities(e, &text, &["O"])).await?;
-        Json(r).into_response()
+        let (r, work) = via_batcher(&s, move |e, run| {
+            classify::classify_entities_via(e, &text, &["O"], run)
+        })
+        .await?;
+        with_work(Json(r), work)
     } else {
-        let r = exclusive(&s, move |e| classify::classify_tokens(e, &text, &["O"])).await?;
-        Json(r).into_response()
+        let (r, work) = via_batcher(&s, move |e, run| {
+            classify::classify_tokens_via(e, &text, &["O"], run)
+        })
+        .await?;
+        with_work(Json(r), work)
     })
 }
 
@@ -119,6 +132,6 @@ pub async fn detect_route(State(s): Shared, body: Body) -> Result<Response, ApiE
     need_head(&s, "/detect", &[Head::Discriminator])?;
     let v = parse_body(body)?;
     let text = one_text(&v)?;
-    let res = exclusive(&s, move |e| detect::detect(e, &text)).await?;
-    Ok(Json(res).into_response())
+    let (res, work) = via_batcher(&s, move |e, run| detect::detect_via(e, &text, run)).await?;
+    Ok(with_work(Json(res), work))
 }

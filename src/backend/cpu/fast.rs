@@ -1,0 +1,262 @@
+//! The CPU engine's encoder on AVX-512: weights packed once at load (f32, or
+//! bf16 for `--dtype bf16`), bias and GELU fused into the GEMM tiles,
+//! residual + LayerNorm in one pass per row, and attention blocked over
+//! queries on the same tiles. `ops` stays the plain reference it is checked
+//! against.
+
+use super::native::View;
+use super::ops;
+use super::packed::{Packed, PackedLinear};
+use super::simd::{self, features};
+use crate::batch::Batch;
+use crate::config::Activation;
+use crate::model::{Linear, ModelWeights};
+use rayon::prelude::*;
+
+/// Which GEMM code the CPU engine runs, for the log and the tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmPath {
+    /// AVX-512 f32 FMA tiles on packed weights.
+    Avx512F32,
+    /// AVX512-BF16 `vdpbf16ps` tiles on bf16 weights, f32 accumulation.
+    Avx512Bf16,
+    /// AMX `tdpbf16ps` tiles on bf16 weights (the AVX512-BF16 tiles for
+    /// shapes AMX tiles do not fit), f32 accumulation.
+    AmxBf16,
+    /// The `gemm` crate on the original weights (no AVX-512 here).
+    Portable,
+}
+
+impl std::fmt::Display for GemmPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GemmPath::Avx512F32 => "f32, avx512 tiles",
+            GemmPath::Avx512Bf16 => "bf16, avx512-bf16 tiles",
+            GemmPath::AmxBf16 => "bf16, amx tiles",
+            GemmPath::Portable => "f32, portable gemm",
+        })
+    }
+}
+
+/// Set to `portable` to refuse every AVX-512 path (as on a CPU without
+/// it), `no-bf16` to refuse the bf16 instructions, or `no-amx` to refuse
+/// only AMX: how the fallbacks are tested on a machine that has them all.
+pub const FORCE_ENV: &str = "BERTRT_CPU_FORCE";
+
+/// The path for a wish for bf16 or not on this CPU, and why it differs
+/// when it does.
+pub fn choose_path(want_bf16: bool) -> (GemmPath, Option<String>) {
+    let force = std::env::var(FORCE_ENV).unwrap_or_default();
+    let f = features();
+    let avx512 = f.avx512 && force != "portable";
+    let bf16 = f.avx512_bf16 && avx512 && force != "no-bf16";
+    let amx = bf16 && force != "no-amx" && super::amx::available();
+    let why = if force.is_empty() {
+        "this CPU has".to_string()
+    } else {
+        format!("with {FORCE_ENV}={force} bertrt uses")
+    };
+    match (want_bf16, avx512, bf16) {
+        (true, _, true) if amx => (GemmPath::AmxBf16, None),
+        (true, _, true) => (GemmPath::Avx512Bf16, None),
+        (true, true, false) => (
+            GemmPath::Avx512F32,
+            Some(format!(
+                "dtype bf16: {why} neither AVX512-BF16 nor AMX-BF16; computing in f32"
+            )),
+        ),
+        (true, false, _) => (
+            GemmPath::Portable,
+            Some(format!(
+                "dtype bf16: {why} no AVX-512 at all; computing in f32 with the portable GEMM"
+            )),
+        ),
+        (false, true, _) => (GemmPath::Avx512F32, None),
+        (false, false, _) => (GemmPath::Portable, None),
+    }
+}
+
+struct FastAttention {
+    qkv: PackedLinear,
+    out: PackedLinear,
+}
+
+struct FastFfn {
+    up: PackedLinear,
+    down: PackedLinear,
+}
+
+/// The encoder's linears packed for the tiles (ALBERT's shared blocks once).
+pub struct FastEncoder {
+    pub path: GemmPath,
+    project: Option<PackedLinear>,
+    attention: Vec<FastAttention>,
+    ffn: Vec<FastFfn>,
+}
+
+fn pack(l: &Linear, path: GemmPath) -> PackedLinear {
+    let bf16 = matches!(path, GemmPath::Avx512Bf16 | GemmPath::AmxBf16);
+    PackedLinear::new(
+        &l.w,
+        &l.b,
+        l.out_dim,
+        l.in_dim,
+        bf16,
+        path == GemmPath::AmxBf16,
+    )
+}
+
+impl FastEncoder {
+    /// Packs the encoder's weights and frees their f32 originals (the heads
+    /// keep theirs): one copy of each weight stays in memory.
+    pub fn take(w: &mut ModelWeights, path: GemmPath) -> FastEncoder {
+        let mut packed = |l: &mut Linear| {
+            let p = pack(l, path);
+            l.w = Vec::new();
+            p
+        };
+        FastEncoder {
+            path,
+            project: w.embeddings.project.as_mut().map(&mut packed),
+            attention: w
+                .attention
+                .iter_mut()
+                .map(|a| FastAttention {
+                    qkv: packed(&mut a.qkv),
+                    out: packed(&mut a.out),
+                })
+                .collect(),
+            ffn: w
+                .ffn
+                .iter_mut()
+                .map(|f| FastFfn {
+                    up: packed(&mut f.up),
+                    down: packed(&mut f.down),
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes of packed weights.
+    pub fn bytes(&self) -> usize {
+        let a: usize = self
+            .attention
+            .iter()
+            .map(|a| a.qkv.bytes() + a.out.bytes())
+            .sum();
+        let f: usize = self.ffn.iter().map(|f| f.up.bytes() + f.down.bytes()).sum();
+        a + f + self.project.as_ref().map_or(0, |p| p.bytes())
+    }
+
+    /// Final hidden states `[tokens, H]`, on the current rayon pool.
+    pub fn encode(&self, w: &ModelWeights, batch: &Batch) -> Vec<f32> {
+        let c = &w.config;
+        let (h, e) = (c.hidden_size, c.embedding_size);
+        let t = batch.num_tokens();
+        let mut x = vec![0f32; t * e];
+        ops::embeddings(
+            &w.embeddings.word,
+            &w.embeddings.position,
+            &w.embeddings.token_type,
+            batch.input_ids(),
+            batch.position_ids(),
+            batch.token_type_ids(),
+            &w.embeddings.ln.gamma,
+            &w.embeddings.ln.beta,
+            c.layer_norm_eps,
+            &mut x,
+        );
+        if let Some(p) = &self.project {
+            let mut y = vec![0f32; t * h];
+            p.forward(&x, false, &mut y);
+            x = y;
+        }
+        let gelu = c.act == Activation::Gelu;
+        let mut qkv = vec![0f32; t * 3 * h];
+        let mut ctx = vec![0f32; t * h];
+        let mut y = vec![0f32; t * h];
+        let inter = w.ffn.iter().map(|f| f.up.out_dim).max().unwrap_or(0);
+        let mut u_buf = vec![0f32; t * inter];
+        for &(ai, fi) in &w.schedule {
+            let (fa, ff) = (&self.attention[ai], &self.ffn[fi]);
+            let (la, lf) = (&w.attention[ai].ln, &w.ffn[fi].ln);
+            fa.qkv.forward(&x, false, &mut qkv);
+            attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
+            fa.out.forward(&ctx, false, &mut y);
+            residual_layernorm(&mut y, &x, &la.gamma, &la.beta, c.layer_norm_eps);
+            let u = &mut u_buf[..t * w.ffn[fi].up.out_dim];
+            ff.up.forward(&y, gelu, u);
+            if !gelu {
+                u.par_iter_mut().for_each(|v| *v = ops::act(*v, c.act));
+            }
+            ff.down.forward(u, false, &mut x);
+            residual_layernorm(&mut x, &y, &lf.gamma, &lf.beta, c.layer_norm_eps);
+        }
+        x
+    }
+}
+
+/// In place per row: x = LN(x + residual).
+fn residual_layernorm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let w = gamma.len();
+    x.par_chunks_mut(w)
+        .zip(residual.par_chunks(w))
+        .for_each(|(row, r)| simd::residual_layernorm(row, None, Some(r), gamma, beta, eps));
+}
+
+/// Query rows per block: the scores of 16 queries against up to 512 keys
+/// (32 KiB) stay in L1; nothing `[len, len]` is materialised.
+const QUERY_BLOCK: usize = 16;
+
+/// Multi-head self-attention over packed sequences, as
+/// [`ops::attention_packed`] computes it, on the tiles: per (sequence,
+/// head), K^T and V packed once, then per block of queries S = Q K^T,
+/// softmax(S / sqrt(d)) in place and O = P V.
+pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out: &mut [f32]) {
+    let h = heads * d;
+    let h3 = 3 * h;
+    let scale = 1.0 / (d as f32).sqrt();
+    let v_nv = if d % 32 == 0 { 2 } else { 1 };
+    let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
+        .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
+        .collect();
+    let results: Vec<Vec<f32>> = items
+        .par_iter()
+        .map(|&(s, hd)| {
+            let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
+            let len = b - a;
+            if len == 0 {
+                return Vec::new();
+            }
+            let q_off = a * h3 + hd * d;
+            let view = |offset, rows, cols, row_stride, col_stride| View {
+                data: qkv,
+                offset,
+                rows,
+                cols,
+                row_stride,
+                col_stride,
+            };
+            let kt = Packed::f32(view(q_off + h, d, len, 1, h3), 3);
+            let v = Packed::f32(view(q_off + 2 * h, len, d, h3, 1), v_nv);
+            let mut o = vec![0f32; len * d];
+            let mut scores = vec![0f32; QUERY_BLOCK.min(len) * len];
+            for q0 in (0..len).step_by(QUERY_BLOCK) {
+                let r = QUERY_BLOCK.min(len - q0);
+                let s = &mut scores[..r * len];
+                kt.gemm_rows(qkv, q_off + q0 * h3, h3, r, None, false, s, 0, len);
+                for row in s.chunks_mut(len) {
+                    simd::softmax_scaled(row, scale);
+                }
+                v.gemm_rows(s, 0, len, r, None, false, &mut o, q0 * d, d);
+            }
+            o
+        })
+        .collect();
+    for (&(s, hd), o) in items.iter().zip(results) {
+        let a = cu_seqlens[s];
+        for (i, oi) in o.chunks(d).enumerate() {
+            out[(a + i) * h + hd * d..][..d].copy_from_slice(oi);
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! GEMMs on the AVX-512 register tiles of `simd`: a matrix is packed once
+//! (weights at load, K and V per attention head) into panels of 16*nv
+//! columns, K split into blocks that stay in L1/L2, and rows of the
+//! activations split across the engine's threads.
+//!
+//! Every output row is computed by the same instructions in the same order
+//! whatever its neighbours or the thread count: a sequence's result does not
+//! depend on its batch.
+
+use super::amx;
+use super::native::View;
+use super::simd::{self, Start, Tile, TileBf16, LANES};
+use rayon::prelude::*;
+
+/// K block: a tile's panel (256 x 48 f32 = 48 KiB) fits L1 beside its rows
+/// of A; measured against 128 and 512 on a 2-core Sapphire Rapids.
+pub const KC: usize = 256;
+
+/// K blocks `(k0, len)` of near-equal length, each but the last even (bf16
+/// pairs must not straddle two blocks).
+fn k_blocks(k: usize) -> Vec<(usize, usize)> {
+    let nb = k.div_ceil(KC).max(1);
+    let len = k.div_ceil(nb).next_multiple_of(2);
+    (0..k)
+        .step_by(len)
+        .map(|k0| (k0, len.min(k - k0)))
+        .collect()
+}
+
+/// One cache line: panels start on lines, so no 64-byte load of a panel
+/// row straddles two (malloc only promises 16-byte alignment).
+#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(64))]
+struct Line([u32; 16]);
+
+/// 4-byte values on 64-byte aligned storage.
+#[derive(Debug)]
+struct Aligned {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Aligned {
+    fn new<T: bytemuck::Pod>(v: &[T]) -> Aligned {
+        assert_eq!(std::mem::size_of::<T>(), 4);
+        let mut lines = vec![Line([0; 16]); v.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<Line, T>(&mut lines)[..v.len()].copy_from_slice(v);
+        Aligned {
+            lines,
+            len: v.len(),
+        }
+    }
+
+    fn get<T: bytemuck::Pod>(&self) -> &[T] {
+        &bytemuck::cast_slice::<Line, T>(&self.lines)[..self.len]
+    }
+}
+
+#[derive(Debug)]
+enum Storage {
+    F32(Aligned),
+    /// bf16 pairs along K, low half the even k.
+    Bf16(Aligned),
+}
+
+/// `B [k, n]` packed: for each K block, for each panel of `16 * nv` columns,
+/// the block's rows of that panel (zero-padded past `n`).
+#[derive(Debug)]
+pub struct Packed {
+    pub k: usize,
+    pub n: usize,
+    nv: usize,
+    blocks: Vec<(usize, usize)>,
+    /// Where each block's panels start in `data`.
+    block_at: Vec<usize>,
+    data: Storage,
+}
+
+impl Packed {
+    fn width(&self) -> usize {
+        LANES * self.nv
+    }
+
+    fn panels(&self) -> usize {
+        self.n.div_ceil(self.width())
+    }
+
+    /// Packs `b` (`[k, n]`, any strides) in f32.
+    pub fn f32(b: View, nv: usize) -> Packed {
+        let (k, n) = (b.rows, b.cols);
+        let w = LANES * nv;
+        let np = n.div_ceil(w);
+        let blocks = k_blocks(k);
+        let mut data = Vec::with_capacity(k * np * w);
+        let mut block_at = Vec::new();
+        for &(k0, kl) in &blocks {
+            block_at.push(data.len());
+            for p in 0..np {
+                for kk in k0..k0 + kl {
+                    for j in p * w..(p + 1) * w {
+                        data.push(if j < n { b.get(kk, j) } else { 0.0 });
+                    }
+                }
+            }
+        }
+        Packed {
+            k,
+            n,
+            nv,
+            blocks,
+            block_at,
+            data: Storage::F32(Aligned::new(&data)),
+        }
+    }
+
+    /// Packs `b` in bf16 (round to nearest even), pairs along K.
+    pub fn bf16(b: View, nv: usize) -> Packed {
+        let (k, n) = (b.rows, b.cols);
+        let w = LANES * nv;
+        let np = n.div_ceil(w);
+        let blocks = k_blocks(k);
+        let bf = |kk: usize, j: usize| -> u32 {
+            if kk < k && j < n {
+                half::bf16::from_f32(b.get(kk, j)).to_bits() as u32
+            } else {
+                0
+            }
+        };
+        let mut data = Vec::with_capacity(k.div_ceil(2) * np * w);
+        let mut block_at = Vec::new();
+        for &(k0, kl) in &blocks {
+            block_at.push(data.len());
+            for p in 0..np {
+                for kk in (k0..k0 + kl).step_by(2) {
+                    for j in p * w..(p + 1) * w {
+                        data.push(bf(kk, j) | (bf(kk + 1, j) << 16));
+                    }
+                }
+            }
+        }
+        Packed {
+            k,
+            n,
+            nv,
+            blocks,
+            block_at,
+            data: Storage::Bf16(Aligned::new(&data)),
+        }
+    }
+
+    /// Bytes held (for the memory report).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Storage::F32(d) | Storage::Bf16(d) => d.lines.len() * 64,
+        }
+    }
+
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.data, Storage::Bf16(_))
+    }
+
+    /// `c[m, n] = act(a[m, k] * B + bias)` on this thread, `a` rows `lda`
+    /// apart starting at `a_off`, `c` rows `ldc` apart from `c_off`. `bias`
+    /// (when given) is padded to whole panels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_rows(
+        &self,
+        a: &[f32],
+        a_off: usize,
+        lda: usize,
+        m: usize,
+        bias: Option<&[f32]>,
+        gelu: bool,
+        c: &mut [f32],
+        c_off: usize,
+        ldc: usize,
+    ) {
+        let Storage::F32(data) = &self.data else {
+            unreachable!("gemm_rows on bf16 weights: use gemm_rows_bf16")
+        };
+        let data: &[f32] = data.get();
+        let w = self.width();
+        let last = self.blocks.len() - 1;
+        let mr = simd::max_rows(self.nv);
+        // A packed once for every K block (block bi at m_pad * k0).
+        let m_pad = m.next_multiple_of(mr);
+        let mut ap = vec![0f32; m_pad * self.k];
+        for &(k0, kl) in &self.blocks {
+            pack_a(a, a_off + k0, lda, m, kl, mr, &mut ap[m_pad * k0..]);
+        }
+        // Columns in chunks whose rows of C stay in L2 across the K blocks.
+        let chunk = (CHUNK_COLS / w).max(1);
+        for p0 in (0..self.panels()).step_by(chunk) {
+            for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+                for p in p0..self.panels().min(p0 + chunk) {
+                    let panel = &data[self.block_at[bi] + p * kl * w..][..kl * w];
+                    let start = match (bi, bias) {
+                        (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
+                        (0, None) => Start::Zero,
+                        _ => Start::Accumulate,
+                    };
+                    for m0 in (0..m).step_by(mr) {
+                        let tile = Tile {
+                            a: &ap,
+                            a_off: m_pad * k0 + m0 * kl,
+                            lda: 1,
+                            a_ks: mr,
+                            rows: mr.min(m - m0),
+                            panel,
+                            kc: kl,
+                            cols: w.min(self.n - p * w),
+                            c_off: c_off + m0 * ldc + p * w,
+                            ldc,
+                            start,
+                            gelu: gelu && bi == last,
+                        };
+                        simd::tile_f32(self.nv, tile, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// As [`Packed::gemm_rows`] for bf16 weights, `a` already in bf16 pairs
+    /// (`[m, k.div_ceil(2)]`, dense).
+    fn gemm_rows_bf16(&self, a: &[u32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
+        let Storage::Bf16(data) = &self.data else {
+            unreachable!("gemm_rows_bf16 on f32 weights")
+        };
+        let data: &[u32] = data.get();
+        let (w, lda, ldc) = (self.width(), self.k.div_ceil(2), self.n);
+        let m = a.len() / lda;
+        let last = self.blocks.len() - 1;
+        let mr = simd::max_rows(self.nv);
+        let mut ap = vec![0u32; m.next_multiple_of(mr) * self.blocks[0].1.div_ceil(2)];
+        for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+            let kp = kl.div_ceil(2);
+            pack_a(a, k0 / 2, lda, m, kp, mr, &mut ap);
+            for p in 0..self.panels() {
+                let panel = &data[self.block_at[bi] + p * kp * w..][..kp * w];
+                let start = match (bi, bias) {
+                    (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
+                    (0, None) => Start::Zero,
+                    _ => Start::Accumulate,
+                };
+                for m0 in (0..m).step_by(mr) {
+                    let tile = TileBf16 {
+                        a: &ap,
+                        a_off: m0 * kp,
+                        lda: 1,
+                        a_ks: mr,
+                        rows: mr.min(m - m0),
+                        panel,
+                        kp,
+                        cols: w.min(self.n - p * w),
+                        c_off: m0 * ldc + p * w,
+                        ldc,
+                        start,
+                        gelu: gelu && bi == last,
+                    };
+                    simd::tile_bf16(self.nv, tile, c);
+                }
+            }
+        }
+    }
+}
+
+/// Columns of C per chunk: 256 rows x 512 columns of f32 (512 KiB) stay in
+/// the 2 MiB L2 while every K block adds to them.
+const CHUNK_COLS: usize = 512;
+
+/// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
+/// rows, each k-major (`mr` values per k, short tiles zero-padded): the
+/// tile's broadcasts then read one sequential stream.
+fn pack_a<T: Copy + Default>(
+    a: &[T],
+    off: usize,
+    lda: usize,
+    m: usize,
+    kc: usize,
+    mr: usize,
+    ap: &mut [T],
+) {
+    for (t, tile) in ap[..m.next_multiple_of(mr) * kc]
+        .chunks_mut(mr * kc)
+        .enumerate()
+    {
+        let rows = mr.min(m - t * mr);
+        let src: Vec<&[T]> = (0..rows)
+            .map(|r| &a[off + (t * mr + r) * lda..][..kc])
+            .collect();
+        // k outer: the writes are one sequential stream.
+        for (k, dst) in tile.chunks_exact_mut(mr).enumerate() {
+            for (d, row) in dst.iter_mut().zip(&src) {
+                *d = row[k];
+            }
+            dst[rows..].fill(T::default());
+        }
+    }
+}
+
+/// An nn.Linear packed for the tiles: `y = act(x W^T + b)`.
+#[derive(Debug)]
+pub struct PackedLinear {
+    w: Packed,
+    /// b padded to whole panels.
+    bias: Vec<f32>,
+    /// bf16 on AMX tiles (the shape fits them and AMX was asked for).
+    amx: bool,
+}
+
+/// Panel width of the weights: 48 columns (3 registers), which divides every
+/// BERT-family width (384, 768, 1024, 1152, 1536, 2304, 3072, 4096).
+const WEIGHT_NV: usize = 2;
+
+impl PackedLinear {
+    /// `w` is `[n, k]` as nn.Linear stores it.
+    /// bf16 with `amx`: on AMX tiles where the shape fits them (N a multiple
+    /// of 32, each K block a multiple of 32), else on the AVX512-BF16 tiles.
+    pub fn new(w: &[f32], b: &[f32], n: usize, k: usize, bf16: bool, amx: bool) -> PackedLinear {
+        let wt = View::row_major(w, n, k).t();
+        let packed = if bf16 {
+            Packed::bf16(wt, WEIGHT_NV)
+        } else {
+            Packed::f32(wt, WEIGHT_NV)
+        };
+        let mut bias = b.to_vec();
+        bias.resize(packed.panels() * packed.width(), 0.0);
+        let fits = n % (2 * amx::TILE) == 0
+            && packed.nv * LANES == 2 * amx::TILE
+            && packed
+                .blocks
+                .iter()
+                .all(|&(_, kl)| kl % (2 * amx::PAIRS) == 0);
+        PackedLinear {
+            amx: bf16 && amx && fits && amx::available(),
+            w: packed,
+            bias,
+        }
+    }
+
+    /// Whether this linear runs on AMX tiles.
+    pub fn on_amx(&self) -> bool {
+        self.amx
+    }
+
+    /// The AMX forward: A converted to bf16 pairs with rows padded to whole
+    /// 32-row blocks, blocks of 32 x 32 over K blocks, then bias and GELU on
+    /// each finished block.
+    fn forward_amx(&self, x: &[f32], gelu: bool, y: &mut [f32]) {
+        let (k, n) = (self.w.k, self.w.n);
+        let Storage::Bf16(data) = &self.w.data else {
+            unreachable!("AMX on f32 weights")
+        };
+        let data: &[u32] = data.get();
+        let m = x.len() / k;
+        let blk = 2 * amx::TILE;
+        let (kp, m_pad) = (k.div_ceil(2), m.next_multiple_of(blk));
+        let mut xa = vec![0u32; m_pad * kp];
+        let rows = rows_per_task(m, blk);
+        xa.par_chunks_mut(rows * kp)
+            .zip(x.par_chunks(rows * k))
+            .for_each(|(d, s)| simd::to_bf16_pairs(s, k, &mut d[..s.len() / k * kp]));
+        let mut padded = Vec::new();
+        let out: &mut [f32] = if m_pad == m {
+            &mut *y
+        } else {
+            padded.resize(m_pad * n, 0f32);
+            &mut padded
+        };
+        out.par_chunks_mut(rows * n)
+            .zip(xa.par_chunks(rows * kp))
+            .for_each(|(yc, xc)| {
+                let mt = xc.len() / kp;
+                for p in 0..n / blk {
+                    // This panel's K blocks and where each starts in A's rows.
+                    let segments: Vec<(&[u32], usize)> = self
+                        .w
+                        .blocks
+                        .iter()
+                        .enumerate()
+                        .map(|(bi, &(k0, kl))| {
+                            let bkp = kl / 2;
+                            (
+                                &data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk],
+                                k0 / 2,
+                            )
+                        })
+                        .collect();
+                    let bias = &self.bias[p * blk..(p + 1) * blk];
+                    for m0 in (0..mt).step_by(blk) {
+                        let b = amx::Block {
+                            a: xc,
+                            a_off: m0 * kp,
+                            lda: kp,
+                            segments: &segments,
+                            c_off: m0 * n + p * blk,
+                            ldc: n,
+                        };
+                        amx::block(&b, yc);
+                        simd::bias_gelu_block(yc, m0 * n + p * blk, n, blk, blk, bias, gelu);
+                    }
+                }
+            });
+        if m_pad != m {
+            y.copy_from_slice(&padded[..m * n]);
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.w.bytes() + self.bias.len() * 4
+    }
+
+    /// `y [m, n] = act(x [m, k] W^T + b)`, rows split across the current
+    /// rayon pool.
+    pub fn forward(&self, x: &[f32], gelu: bool, y: &mut [f32]) {
+        let (k, n) = (self.w.k, self.w.n);
+        assert!(
+            x.len() % k == 0 && y.len() == x.len() / k * n,
+            "packed linear: x {} / y {} for [{k} -> {n}]",
+            x.len(),
+            y.len()
+        );
+        let m = x.len() / k;
+        if m == 0 {
+            return;
+        }
+        if self.amx {
+            return self.forward_amx(x, gelu, y);
+        }
+        let rows = rows_per_task(m, simd::max_rows(self.w.nv));
+        if self.w.is_bf16() {
+            let kp = k.div_ceil(2);
+            let mut xa = vec![0u32; m * kp];
+            xa.par_chunks_mut(rows * kp)
+                .zip(x.par_chunks(rows * k))
+                .for_each(|(d, s)| simd::to_bf16_pairs(s, k, d));
+            y.par_chunks_mut(rows * n)
+                .zip(xa.par_chunks(rows * kp))
+                .for_each(|(yc, xc)| self.w.gemm_rows_bf16(xc, Some(&self.bias), gelu, yc));
+        } else {
+            y.par_chunks_mut(rows * n)
+                .zip(x.par_chunks(rows * k))
+                .for_each(|(yc, xc)| {
+                    let mc = xc.len() / k;
+                    self.w
+                        .gemm_rows(xc, 0, k, mc, Some(&self.bias), gelu, yc, 0, n)
+                });
+        }
+    }
+}
+
+/// Rows per task: at least one task per thread, at most about 256 rows each
+/// (that many rows of a K block stay in L2), whole tiles.
+fn rows_per_task(m: usize, mr: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let tasks = threads * m.div_ceil(threads * 256).max(1);
+    m.div_ceil(tasks).next_multiple_of(mr)
+}

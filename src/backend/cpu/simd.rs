@@ -1,0 +1,699 @@
+//! The fast CPU path's one module with `unsafe`: AVX-512 register tiles for
+//! the GEMMs (f32 FMA and bf16 `vdpbf16ps`), and vector exp, GELU and
+//! LayerNorm. Every entry point is a safe function that checks the slices it
+//! is given cover what the tile touches before any raw pointer is made, and
+//! that is only reachable once [`avx512`] said the CPU has the features.
+#![allow(unsafe_code)]
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Lanes of one register.
+pub const LANES: usize = 16;
+/// Most rows of one register tile with `nv` vectors per row: 24 to 28
+/// accumulators (8 x 3, 14 x 2, 12 x 1) leave registers for the panel's
+/// row and one broadcast.
+pub fn max_rows(nv: usize) -> usize {
+    match nv {
+        3 => 8,
+        2 => 14,
+        _ => 12,
+    }
+}
+
+/// What this CPU can run, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    pub avx512: bool,
+    pub avx512_bf16: bool,
+}
+
+pub fn features() -> Features {
+    static F: OnceLock<Features> = OnceLock::new();
+    *F.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl");
+            Features {
+                avx512,
+                avx512_bf16: avx512 && is_x86_feature_detected!("avx512bf16"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Features {
+            avx512: false,
+            avx512_bf16: false,
+        }
+    })
+}
+
+/// How a tile's accumulators start.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    Zero,
+    /// The panel's bias, `16 * nv` values.
+    Bias(&'a [f32]),
+    /// Continue from what `c` holds (a later K block).
+    Accumulate,
+}
+
+/// One register tile's job: `c[r, j] (+)= sum_k a[r, k] * panel[k, j]` for
+/// `r < rows`, `j < cols`, `k < kc`, then optionally GELU (erf form).
+pub struct Tile<'a> {
+    pub a: &'a [f32],
+    pub a_off: usize,
+    /// Distance between rows of `a`, and between its consecutive k.
+    pub lda: usize,
+    pub a_ks: usize,
+    pub rows: usize,
+    /// `kc` rows of `16 * nv` values: the packed weights of one panel.
+    pub panel: &'a [f32],
+    pub kc: usize,
+    pub cols: usize,
+    pub c_off: usize,
+    pub ldc: usize,
+    pub start: Start<'a>,
+    pub gelu: bool,
+}
+
+/// Panics unless rows `r < rows` of width `w` at `off + r * ld` fit in `len`.
+fn assert_rows(what: &str, len: usize, off: usize, ld: usize, rows: usize, w: usize) {
+    let end = (rows - 1)
+        .checked_mul(ld)
+        .and_then(|x| x.checked_add(off)?.checked_add(w));
+    assert!(
+        rows > 0 && end.is_some_and(|e| e <= len),
+        "{what}: {rows} rows of {w} at offset {off}, stride {ld}, do not fit in {len} values"
+    );
+}
+
+/// Panics unless element (r, k) at `off + r * ld + k * ks`, r < rows,
+/// k < kc, lies in `len`.
+fn assert_strided(
+    what: &str,
+    len: usize,
+    off: usize,
+    ld: usize,
+    rows: usize,
+    ks: usize,
+    kc: usize,
+) {
+    let end = (rows.max(1) - 1).checked_mul(ld).and_then(|x| {
+        x.checked_add((kc.max(1) - 1).checked_mul(ks)?)?
+            .checked_add(off + 1)
+    });
+    assert!(
+        rows > 0 && kc > 0 && end.is_some_and(|e| e <= len),
+        "{what}: {rows} x {kc} at offset {off}, strides {ld} and {ks}, do not fit in {len} values"
+    );
+}
+
+/// Runs one f32 tile with `nv` vectors per row (panel width `16 * nv`) on
+/// AVX-512. Needs [`features`]`().avx512`.
+pub fn tile_f32(nv: usize, t: Tile, c: &mut [f32]) {
+    assert!(features().avx512, "tile_f32 needs AVX-512");
+    assert!((1..=3).contains(&nv) && t.rows <= max_rows(nv) && t.cols <= LANES * nv);
+    let w = LANES * nv;
+    assert_strided("tile a", t.a.len(), t.a_off, t.lda, t.rows, t.a_ks, t.kc);
+    assert_rows("tile c", c.len(), t.c_off, t.ldc, t.rows, t.cols);
+    assert!(
+        t.panel.len() >= t.kc * w,
+        "tile panel: {} values for {} x {w}",
+        t.panel.len(),
+        t.kc
+    );
+    if let Start::Bias(b) = t.start {
+        assert!(b.len() >= w, "tile bias: {} values for {w}", b.len());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! go {
+            ($nv:literal, $($mr:literal)*) => {
+                match t.rows {
+                    // SAFETY: AVX-512 present (asserted); a, panel, c and the
+                    // bias cover every element the tile reads or writes (the
+                    // asserts above); c is borrowed mutably, so it aliases
+                    // none of the inputs.
+                    $($mr => unsafe { f32_tile::<$mr, $nv>(&t, c) },)*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        match nv {
+            1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
+            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+            _ => go!(3, 1 2 3 4 5 6 7 8),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn col_masks<const NV: usize>(cols: usize) -> [__mmask16; NV] {
+    std::array::from_fn(|v| {
+        let n = cols.saturating_sub(v * LANES).min(LANES);
+        ((1u32 << n) - 1) as __mmask16
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn f32_tile<const R: usize, const NV: usize>(t: &Tile, c: &mut [f32]) {
+    let masks = col_masks::<NV>(t.cols);
+    let a = t.a.as_ptr().add(t.a_off);
+    let b = t.panel.as_ptr();
+    let cp = c.as_mut_ptr().add(t.c_off);
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    match t.start {
+        Start::Zero => {}
+        Start::Bias(bias) => {
+            for v in 0..NV {
+                let bv = _mm512_loadu_ps(bias.as_ptr().add(v * LANES));
+                for row in acc.iter_mut() {
+                    row[v] = bv;
+                }
+            }
+        }
+        Start::Accumulate => {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for v in 0..NV {
+                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * t.ldc + v * LANES));
+                }
+            }
+        }
+    }
+    acc = f32_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kc);
+    for (r, row) in acc.iter().enumerate() {
+        for v in 0..NV {
+            let y = if t.gelu { gelu_ps(row[v]) } else { row[v] };
+            _mm512_mask_storeu_ps(cp.add(r * t.ldc + v * LANES), masks[v], y);
+        }
+    }
+}
+
+/// The tile's K loop, apart so that its accumulators live in registers.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn f32_kloop<const R: usize, const NV: usize>(
+    mut acc: [[__m512; NV]; R],
+    a: *const f32,
+    lda: usize,
+    aks: usize,
+    b: *const f32,
+    kc: usize,
+) -> [[__m512; NV]; R] {
+    for k in 0..kc {
+        let bk = b.add(k * NV * LANES);
+        // Prefetch hints (they never fault, hence wrapping arithmetic): the
+        // panel rows and the A tile 16 k ahead.
+        for v in 0..NV {
+            _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((16 * NV + v) * LANES).cast());
+        }
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 16) * aks).cast());
+        let mut bv = [_mm512_setzero_ps(); NV];
+        for v in 0..NV {
+            bv[v] = _mm512_loadu_ps(bk.add(v * LANES));
+        }
+        for r in 0..R {
+            let av = _mm512_set1_ps(*a.add(r * lda + k * aks));
+            for v in 0..NV {
+                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+            }
+        }
+    }
+    acc
+}
+
+/// The bf16 tile: `a` holds bf16 pairs `(a[r, 2i], a[r, 2i+1])` as u32 and
+/// the panel `kc / 2` rows of `16 * nv` such pairs; products accumulate in
+/// f32 (`vdpbf16ps`). Needs [`features`]`().avx512_bf16`.
+pub struct TileBf16<'a> {
+    pub a: &'a [u32],
+    pub a_off: usize,
+    pub lda: usize,
+    pub a_ks: usize,
+    pub rows: usize,
+    pub panel: &'a [u32],
+    /// Pairs of K in this block.
+    pub kp: usize,
+    pub cols: usize,
+    pub c_off: usize,
+    pub ldc: usize,
+    pub start: Start<'a>,
+    pub gelu: bool,
+}
+
+pub fn tile_bf16(nv: usize, t: TileBf16, c: &mut [f32]) {
+    assert!(features().avx512_bf16, "tile_bf16 needs AVX512-BF16");
+    assert!((1..=3).contains(&nv) && t.rows <= max_rows(nv) && t.cols <= LANES * nv);
+    let w = LANES * nv;
+    assert_strided(
+        "bf16 tile a",
+        t.a.len(),
+        t.a_off,
+        t.lda,
+        t.rows,
+        t.a_ks,
+        t.kp,
+    );
+    assert_rows("bf16 tile c", c.len(), t.c_off, t.ldc, t.rows, t.cols);
+    assert!(
+        t.panel.len() >= t.kp * w,
+        "bf16 tile panel: {} pairs for {} x {w}",
+        t.panel.len(),
+        t.kp
+    );
+    if let Start::Bias(b) = t.start {
+        assert!(b.len() >= w, "bf16 tile bias: {} values for {w}", b.len());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! go {
+            ($nv:literal, $($mr:literal)*) => {
+                match t.rows {
+                    // SAFETY: AVX512-BF16 present (asserted); every element the
+                    // tile touches lies inside a, panel, bias and c (asserts
+                    // above); c is the only mutable borrow.
+                    $($mr => unsafe { bf16_tile::<$mr, $nv>(&t, c) },)*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        match nv {
+            1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
+            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+            _ => go!(3, 1 2 3 4 5 6 7 8),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn bf16_tile<const R: usize, const NV: usize>(t: &TileBf16, c: &mut [f32]) {
+    let masks = col_masks::<NV>(t.cols);
+    let a = t.a.as_ptr().add(t.a_off);
+    let b = t.panel.as_ptr();
+    let cp = c.as_mut_ptr().add(t.c_off);
+    let mut acc = [[_mm512_setzero_ps(); NV]; R];
+    match t.start {
+        Start::Zero => {}
+        Start::Bias(bias) => {
+            for v in 0..NV {
+                let bv = _mm512_loadu_ps(bias.as_ptr().add(v * LANES));
+                for row in acc.iter_mut() {
+                    row[v] = bv;
+                }
+            }
+        }
+        Start::Accumulate => {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for v in 0..NV {
+                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * t.ldc + v * LANES));
+                }
+            }
+        }
+    }
+    acc = bf16_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kp);
+    for (r, row) in acc.iter().enumerate() {
+        for v in 0..NV {
+            let y = if t.gelu { gelu_ps(row[v]) } else { row[v] };
+            _mm512_mask_storeu_ps(cp.add(r * t.ldc + v * LANES), masks[v], y);
+        }
+    }
+}
+
+/// The bf16 tile's K loop (pairs of k), apart as [`f32_kloop`].
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn bf16_kloop<const R: usize, const NV: usize>(
+    mut acc: [[__m512; NV]; R],
+    a: *const u32,
+    lda: usize,
+    aks: usize,
+    b: *const u32,
+    kp: usize,
+) -> [[__m512; NV]; R] {
+    for k in 0..kp {
+        let bk = b.add(k * NV * LANES);
+        let mut bv = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+        for v in 0..NV {
+            bv[v] = std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                bk.add(v * LANES).cast(),
+            ));
+        }
+        for r in 0..R {
+            let pair = *a.add(r * lda + k * aks) as i32;
+            let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair));
+            for v in 0..NV {
+                acc[r][v] = _mm512_dpbf16_ps(acc[r][v], av, bv[v]);
+            }
+        }
+    }
+    acc
+}
+
+/// e^x per lane: x = n ln2 + r with |r| <= ln2/2, e^r by its Taylor series to
+/// r^7 (relative error < 1e-8 before rounding), then scaled by 2^n (vscalefps
+/// handles underflow to 0 for x below about -104).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_ps(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-104.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    // ln 2 split in two so n * ln2_hi is exact for |n| < 2^8.
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_scalef_ps(p, n)
+}
+
+/// Coefficients fitted (least squares, in f64, then rounded) for this file:
+/// erf(z) = z P(z^2) on z < 0.75 and erfc(z) = t exp(-z^2 + Q(t - 0.5303))
+/// with t = 1/(1 + z/2) on 0.75 <= z <= 4. In f32 the GELU built from them is
+/// within 3.9e-7 of the exact one on [-12, 12], as close as a GELU from a
+/// correctly rounded erff (4.5e-7 there); tests/ops check it against erf_f64.
+const ERF_SMALL: [f32; 7] = [
+    9.557_675e-5,
+    -8.370_719e-4,
+    5.217_602e-3,
+    -2.686_499e-2,
+    0.112_837_81,
+    -0.376_126_38,
+    1.128_379_2,
+];
+const ERFC_LARGE: [f32; 10] = [
+    0.281_919_72,
+    0.035_099_65,
+    -0.297_966_33,
+    0.049_193_595,
+    0.297_052_2,
+    -0.113_924_62,
+    -0.391_665_01,
+    0.154_476_88,
+    1.355_713_7,
+    -0.630_864_5,
+];
+const ERFC_T_CENTER: f32 = 0.530_303_03;
+const ERF_SPLIT: f32 = 0.75;
+
+/// GELU (erf form) per lane: 0.5 x (1 + erf(x / sqrt 2)), with 1 + erf(-z)
+/// taken as erfc(z) so negative inputs keep their relative precision.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_ps(x: __m512) -> __m512 {
+    let z = _mm512_mul_ps(
+        _mm512_abs_ps(x),
+        _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+    );
+    // Small z: erf = z P(z^2).
+    let z2 = _mm512_mul_ps(z, z);
+    let mut p = _mm512_set1_ps(ERF_SMALL[0]);
+    for &c in &ERF_SMALL[1..] {
+        p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(c));
+    }
+    let erf_small = _mm512_mul_ps(z, p);
+    // Large z: erfc = t exp(-z^2 + Q(t - c)).
+    let zc = _mm512_min_ps(z, _mm512_set1_ps(4.0));
+    let t = _mm512_div_ps(
+        _mm512_set1_ps(1.0),
+        _mm512_fmadd_ps(zc, _mm512_set1_ps(0.5), _mm512_set1_ps(1.0)),
+    );
+    let s = _mm512_sub_ps(t, _mm512_set1_ps(ERFC_T_CENTER));
+    let mut q = _mm512_set1_ps(ERFC_LARGE[0]);
+    for &c in &ERFC_LARGE[1..] {
+        q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(c));
+    }
+    let erfc_large = _mm512_mul_ps(t, exp_ps(_mm512_fnmadd_ps(zc, zc, q)));
+    let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, _mm512_set1_ps(ERF_SPLIT));
+    let one = _mm512_set1_ps(1.0);
+    // 1 + erf(|x|/sqrt2) and 1 - erf(|x|/sqrt2) = erfc.
+    let up = _mm512_mask_blend_ps(
+        small,
+        _mm512_sub_ps(_mm512_set1_ps(2.0), erfc_large),
+        _mm512_add_ps(one, erf_small),
+    );
+    let down = _mm512_mask_blend_ps(small, erfc_large, _mm512_sub_ps(one, erf_small));
+    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+    let one_plus_erf = _mm512_mask_blend_ps(neg, up, down);
+    _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), one_plus_erf)
+}
+
+/// GELU over a slice with the vector code (for tests and the non-fused
+/// fallback). Needs AVX-512.
+pub fn gelu_slice(x: &mut [f32]) {
+    assert!(features().avx512, "gelu_slice needs AVX-512");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 present (asserted); the body only touches x's elements,
+    // the tail through a mask.
+    unsafe {
+        gelu_slice_avx512(x)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gelu_slice_avx512(x: &mut [f32]) {
+    for chunk in x.chunks_mut(LANES) {
+        let m = ((1u32 << chunk.len()) - 1) as __mmask16;
+        let p = chunk.as_mut_ptr();
+        _mm512_mask_storeu_ps(p, m, gelu_ps(_mm512_maskz_loadu_ps(m, p)));
+    }
+}
+
+/// Softmax of `row * scale` in place, with the vector exp. Needs AVX-512.
+pub fn softmax_scaled(row: &mut [f32], scale: f32) {
+    assert!(features().avx512, "softmax_scaled needs AVX-512");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 present (asserted); only row's elements are touched,
+    // tails through masks.
+    unsafe {
+        softmax_avx512(row, scale)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
+    let mask = |n: usize| ((1u32 << n) - 1) as __mmask16;
+    let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+    for ch in row.chunks(LANES) {
+        let v = _mm512_mask_loadu_ps(m, mask(ch.len()), ch.as_ptr());
+        m = _mm512_max_ps(m, v);
+    }
+    let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
+    let sc = _mm512_set1_ps(scale);
+    let mut sum = _mm512_setzero_ps();
+    for ch in row.chunks_mut(LANES) {
+        let k = mask(ch.len());
+        let p = ch.as_mut_ptr();
+        let e = exp_ps(_mm512_mul_ps(
+            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), max),
+            sc,
+        ));
+        let e = _mm512_maskz_mov_ps(k, e);
+        sum = _mm512_add_ps(sum, e);
+        _mm512_mask_storeu_ps(p, k, e);
+    }
+    let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+    for ch in row.chunks_mut(LANES) {
+        let k = mask(ch.len());
+        let p = ch.as_mut_ptr();
+        _mm512_mask_storeu_ps(p, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p), inv));
+    }
+}
+
+/// In place: row = LN(row + bias + residual) * gamma + beta (bias and residual
+/// optional), mean and variance in f32 over 16 lanes. Needs AVX-512.
+pub fn residual_layernorm(
+    row: &mut [f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    assert!(features().avx512, "residual_layernorm needs AVX-512");
+    let w = row.len();
+    assert!(
+        gamma.len() == w && beta.len() == w,
+        "layernorm: gamma/beta are not {w} wide"
+    );
+    assert!(bias.is_none_or(|b| b.len() == w) && residual.is_none_or(|r| r.len() == w));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 present (asserted); every slice is w long (asserted),
+    // and only its first w elements are touched, tails through masks.
+    unsafe {
+        residual_layernorm_avx512(row, bias, residual, gamma, beta, eps)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn residual_layernorm_avx512(
+    row: &mut [f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let w = row.len();
+    let p = row.as_mut_ptr();
+    let mut sum = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < w {
+        let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
+        let mut v = _mm512_maskz_loadu_ps(k, p.add(i));
+        if let Some(b) = bias {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b.as_ptr().add(i)));
+        }
+        if let Some(r) = residual {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, r.as_ptr().add(i)));
+        }
+        _mm512_mask_storeu_ps(p.add(i), k, v);
+        sum = _mm512_add_ps(sum, v);
+        i += LANES;
+    }
+    let mean = _mm512_reduce_add_ps(sum) / w as f32;
+    let mv = _mm512_set1_ps(mean);
+    let mut sq = _mm512_setzero_ps();
+    i = 0;
+    while i < w {
+        let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
+        let d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, p.add(i)), mv);
+        sq = _mm512_fmadd_ps(d, d, sq);
+        i += LANES;
+    }
+    let inv = 1.0 / (_mm512_reduce_add_ps(sq) / w as f32 + eps).sqrt();
+    let iv = _mm512_set1_ps(inv);
+    i = 0;
+    while i < w {
+        let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
+        let x = _mm512_maskz_loadu_ps(k, p.add(i));
+        let g = _mm512_maskz_loadu_ps(k, gamma.as_ptr().add(i));
+        let b = _mm512_maskz_loadu_ps(k, beta.as_ptr().add(i));
+        let y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(x, mv), iv), g, b);
+        _mm512_mask_storeu_ps(p.add(i), k, y);
+        i += LANES;
+    }
+}
+
+/// Rows of `k` f32 into rows of `k.div_ceil(2)` bf16 pairs (round to
+/// nearest even; an odd row's last pair padded with 0). Needs AVX512-BF16.
+pub fn to_bf16_pairs(src: &[f32], k: usize, dst: &mut [u32]) {
+    assert!(features().avx512_bf16, "to_bf16_pairs needs AVX512-BF16");
+    let kp = k.div_ceil(2);
+    assert!(k > 0 && src.len() % k == 0 && dst.len() == src.len() / k * kp);
+    for (s, d) in src.chunks(k).zip(dst.chunks_mut(kp)) {
+        let d16: &mut [u16] = bytemuck::cast_slice_mut(d);
+        d16[k..].fill(0);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX512-BF16 present (asserted); s and d16[..k] are both k
+        // long, touched 16 at a time with masks on the tail.
+        unsafe {
+            f32_to_bf16_avx512(s, &mut d16[..k])
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn f32_to_bf16_avx512(s: &[f32], d: &mut [u16]) {
+    for (sc, dc) in s.chunks(LANES).zip(d.chunks_mut(LANES)) {
+        let m = ((1u32 << sc.len()) - 1) as __mmask16;
+        let v = _mm512_maskz_loadu_ps(m, sc.as_ptr());
+        let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
+        _mm256_mask_storeu_epi16(dc.as_mut_ptr().cast(), m, h);
+    }
+}
+
+/// In place on a block of `rows` x `cols` at `off` (rows `ld` apart):
+/// c += bias[j], then GELU when asked. Needs AVX-512.
+pub fn bias_gelu_block(
+    c: &mut [f32],
+    off: usize,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    bias: &[f32],
+    gelu: bool,
+) {
+    assert!(features().avx512, "bias_gelu_block needs AVX-512");
+    assert!(bias.len() >= cols);
+    assert_rows("bias block", c.len(), off, ld, rows, cols);
+    for r in 0..rows {
+        let row = &mut c[off + r * ld..][..cols];
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512 present (asserted); row and bias hold cols values
+        // (asserted), touched 16 at a time with masked tails.
+        unsafe {
+            bias_gelu_row(row, &bias[..cols], gelu)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn bias_gelu_row(row: &mut [f32], bias: &[f32], gelu: bool) {
+    for (ch, b) in row.chunks_mut(LANES).zip(bias.chunks(LANES)) {
+        let m = ((1u32 << ch.len()) - 1) as __mmask16;
+        let p = ch.as_mut_ptr();
+        let v = _mm512_add_ps(
+            _mm512_maskz_loadu_ps(m, p),
+            _mm512_maskz_loadu_ps(m, b.as_ptr()),
+        );
+        _mm512_mask_storeu_ps(p, m, if gelu { gelu_ps(v) } else { v });
+    }
+}
+
+/// This thread's f32 FMA rate in GFLOP/s, measured: 24 independent FMA
+/// chains (enough to cover the FMA latency on both ports) for `iters`
+/// rounds. It is how the benches get the peak they quote fractions of:
+/// lanes x 2 flops x FMAs per cycle x the clock actually sustained.
+pub fn fma_peak_gflops(iters: usize) -> f64 {
+    assert!(features().avx512, "fma_peak_gflops needs AVX-512");
+    let t = std::time::Instant::now();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512 present (asserted); registers only, no memory.
+    let r = unsafe { fma_chains(iters) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let r = 0.0;
+    std::hint::black_box(r);
+    (iters * 24 * LANES * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_chains(iters: usize) -> f32 {
+    let mut acc = [_mm512_set1_ps(0.0); 24];
+    let (b, c) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(0.999_999_9));
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(*a, b, c);
+        }
+    }
+    let mut s = _mm512_setzero_ps();
+    for a in acc {
+        s = _mm512_add_ps(s, a);
+    }
+    _mm512_reduce_add_ps(s)
+}

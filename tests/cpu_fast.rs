@@ -1,0 +1,300 @@
+//! The fast CPU path (AVX-512 tiles, f32 and bf16) against the plain `ops`
+//! reference: each piece alone, then whole models, then the promises the
+//! server and the Python package rely on (batch and thread independence).
+//! On a CPU without AVX-512 these tests fail rather than pass: the fast path
+//! is what they are about.
+
+mod common;
+
+use bertrt::backend::cpu::fast::{self, GemmPath};
+use bertrt::backend::cpu::packed::PackedLinear;
+use bertrt::backend::cpu::{ops, simd, CpuEngine};
+use bertrt::batch::{Batch, SequenceIds};
+use bertrt::rng::Rng;
+use bertrt::Dtype;
+use common::fp16::{awkward_sequences, cosine, weights};
+
+fn randn(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.unit()).collect()
+}
+
+fn bf16_round(x: f32) -> f64 {
+    half::bf16::from_f32(x).to_f64()
+}
+
+/// y = act(x W^T + b) by an f64 triple loop, inputs optionally rounded to
+/// bf16, with sum |x w| + |b| per element (what f32 rounding scales with).
+fn linear_f64(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    k: usize,
+    gelu: bool,
+    bf16: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let r = |v: f32| if bf16 { bf16_round(v) } else { v as f64 };
+    let (m, n) = (x.len() / k, w.len() / k);
+    let (mut y, mut mag) = (vec![0f64; m * n], vec![0f64; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k)
+                .map(|t| r(x[i * k + t]) * r(w[j * k + t]))
+                .sum::<f64>()
+                + b[j] as f64;
+            mag[i * n + j] = (0..k)
+                .map(|t| (r(x[i * k + t]) * r(w[j * k + t])).abs())
+                .sum::<f64>()
+                + b[j].abs() as f64;
+            y[i * n + j] = if gelu {
+                0.5 * s * (1.0 + ops::erf_f64(s / 2f64.sqrt()))
+            } else {
+                s
+            };
+        }
+    }
+    (y, mag)
+}
+
+#[test]
+fn the_tiles_equal_an_f64_product_at_every_edge() {
+    let f = simd::features();
+    assert!(
+        f.avx512,
+        "this test is about the AVX-512 path; the CPU has none"
+    );
+    let mut rng = Rng::new(7);
+    // Shapes crossing every boundary: rows around the tile heights (8, 12),
+    // columns around panel widths (32, 48), K around the 256 block and odd K
+    // (a bf16 pair padded).
+    // (40, 96, 64), (33, 768, 96) and (64, 384, 32) fit AMX tiles.
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 33),
+        (13, 47, 31),
+        (25, 255, 49),
+        (12, 257, 96),
+        (40, 600, 100),
+        (9, 768, 64),
+        (40, 96, 64),
+        (33, 768, 96),
+        (64, 384, 32),
+    ];
+    for &(m, k, n) in &shapes {
+        for (bf16, amx) in [(false, false), (true, false), (true, true)] {
+            if bf16 && !f.avx512_bf16 {
+                panic!("the CPU has no AVX512-BF16: the bf16 tiles are untested here");
+            }
+            for gelu in [false, true] {
+                let x = randn(&mut rng, m * k);
+                let w = randn(&mut rng, n * k);
+                let b = randn(&mut rng, n);
+                let (want, mag) = linear_f64(&x, &w, &b, k, gelu, bf16);
+                let mut got = vec![0f32; m * n];
+                PackedLinear::new(&w, &b, n, k, bf16, amx).forward(&x, gelu, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    // f32 accumulation rounds k times: 8 standard deviations
+                    // of that random walk, sqrt(k) 2^-24 sum |x w|. A wrong
+                    // lane or element is off by a whole product (about 0.25).
+                    let tol = 8.0 * ((k + 1) as f64).sqrt() * 6e-8 * mag[i] + 1e-6;
+                    assert!(
+                        (*g as f64 - w).abs() <= tol,
+                        "m{m} k{k} n{n} bf16={bf16} amx={amx} gelu={gelu}: [{}, {}] = {g}, want {w} (seed 7)",
+                        i / n,
+                        i % n
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn vector_gelu_is_as_close_to_exact_as_a_correctly_rounded_erf() {
+    let mut x: Vec<f32> = (0..400_001)
+        .map(|i| -12.0 + 24.0 * i as f32 / 400_000.0)
+        .collect();
+    let exact: Vec<f64> = x
+        .iter()
+        .map(|&v| 0.5 * v as f64 * (1.0 + ops::erf_f64(v as f64 / 2f64.sqrt())))
+        .collect();
+    simd::gelu_slice(&mut x);
+    let worst = x
+        .iter()
+        .zip(&exact)
+        .map(|(g, e)| (*g as f64 - e).abs())
+        .fold(0.0, f64::max);
+    // 3.9e-7 measured; a GELU from a correctly rounded erff has 4.5e-7 here.
+    assert!(
+        worst <= 4.5e-7,
+        "vector GELU max |err| {worst:e} on [-12, 12]"
+    );
+}
+
+#[test]
+fn softmax_and_layernorm_equal_the_reference() {
+    let mut rng = Rng::new(11);
+    for len in [1, 5, 16, 17, 100, 513] {
+        let s = randn(&mut rng, len)
+            .iter()
+            .map(|v| v * 20.0)
+            .collect::<Vec<_>>();
+        let mut got = s.clone();
+        simd::softmax_scaled(&mut got, 0.125);
+        let m = s.iter().fold(f64::MIN, |m, &v| m.max(v as f64 * 0.125));
+        let e: Vec<f64> = s.iter().map(|&v| (v as f64 * 0.125 - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        for (g, e) in got.iter().zip(&e) {
+            assert!(
+                (*g as f64 - e / z).abs() <= 1e-7,
+                "softmax len {len}: {g} vs {}",
+                e / z
+            );
+        }
+    }
+    for w in [8, 32, 37, 384, 768, 1000] {
+        let x = randn(&mut rng, w);
+        let r = randn(&mut rng, w);
+        let g = randn(&mut rng, w);
+        let b = randn(&mut rng, w);
+        let mut want = x.clone();
+        ops::add_bias_residual_layernorm(&mut want, &vec![0.0; w], &r, &g, &b, 1e-12);
+        let mut got = x.clone();
+        simd::residual_layernorm(&mut got, None, Some(&r), &g, &b, 1e-12);
+        for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - e).abs() <= 2e-6,
+                "layernorm width {w} [{i}]: {a} vs {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiled_attention_equals_the_reference() {
+    let mut rng = Rng::new(5);
+    for (heads, d, lens) in [
+        (2, 64, vec![1, 7, 16, 17, 63, 64, 65, 128, 129, 384]),
+        (3, 32, vec![1, 17, 100, 512]),
+        (4, 8, vec![2, 9, 33]),
+    ] {
+        let h = heads * d;
+        let mut cu = vec![0];
+        for l in &lens {
+            cu.push(cu.last().unwrap() + l);
+        }
+        let t = *cu.last().unwrap();
+        let qkv = randn(&mut rng, t * 3 * h);
+        let mut want = vec![0f32; t * h];
+        ops::attention_packed(&qkv, &cu, heads, d, &mut want);
+        let mut got = vec![0f32; t * h];
+        fast::attention(&qkv, &cu, heads, d, &mut got);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // Both sides round scores of up to 8 in f32 (about 5e-7 each).
+        assert!(
+            worst <= 5e-6,
+            "attention d{d} lengths {lens:?}: max |err| {worst:e} (seed 5)"
+        );
+    }
+}
+
+fn engine(dir: &str, dtype: Dtype, threads: usize) -> CpuEngine {
+    CpuEngine::with_options(weights(&common::model_dir(dir)), dtype, Some(threads)).unwrap()
+}
+
+#[test]
+fn fast_f32_models_equal_the_reference_engine() {
+    common::for_each_fixture_model(|name| {
+        let w = weights(&common::model_dir(name));
+        let cfg = w.config.clone();
+        let batch = Batch::pack(&awkward_sequences(&cfg), &cfg).unwrap();
+        let want = CpuEngine::reference(w.clone()).forward(&batch).unwrap();
+        let fast = CpuEngine::with_options(w, Dtype::F32, Some(2)).unwrap();
+        assert_eq!(fast.path(), GemmPath::Avx512F32, "{name}");
+        let got = fast.forward(&batch).unwrap();
+        let worst = got
+            .hidden
+            .iter()
+            .zip(&want.hidden)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{name}: fast f32 hidden states differ from the reference by {worst:e}"
+        );
+    });
+}
+
+#[test]
+fn bf16_embeddings_agree_with_f32_on_every_fixture() {
+    common::for_each_fixture_model(|name| {
+        let f32e = engine(name, Dtype::F32, 2);
+        let bf = engine(name, Dtype::Bf16, 2);
+        assert_eq!(
+            bf.path(),
+            GemmPath::AmxBf16,
+            "{name}: bf16 did not run the AMX path"
+        );
+        let cfg = f32e.weights.config.clone();
+        let batch = Batch::pack(&awkward_sequences(&cfg), &cfg).unwrap();
+        let (a, b) = (f32e.encode(&batch), bf.encode(&batch));
+        let h = cfg.hidden_size;
+        for (s, w) in batch.cu_seqlens().windows(2).enumerate() {
+            // Mean-pooled sequence embedding, as the embed task makes.
+            let pool = |x: &[f32]| -> Vec<f32> {
+                (0..h)
+                    .map(|j| (w[0]..w[1]).map(|t| x[t * h + j]).sum::<f32>() / (w[1] - w[0]) as f32)
+                    .collect()
+            };
+            let c = cosine(&pool(&a), &pool(&b));
+            assert!(c >= 0.9995, "{name} sequence {s}: cosine(f32, bf16) = {c}");
+        }
+    });
+}
+
+#[test]
+fn a_sequence_does_not_depend_on_its_batch_or_the_thread_count() {
+    for name in ["bert_mlm", "albert_share_attention", "roberta_mlm"] {
+        for dtype in [Dtype::F32, Dtype::Bf16] {
+            let one = engine(name, dtype, 1);
+            let two = engine(name, dtype, 2);
+            let cfg = one.weights.config.clone();
+            let seqs = awkward_sequences(&cfg);
+            let h = cfg.hidden_size;
+            let alone: Vec<Vec<f32>> = seqs
+                .iter()
+                .map(|s| one.encode(&Batch::pack(std::slice::from_ref(s), &cfg).unwrap()))
+                .collect();
+            // The whole batch, reversed, and each sequence between two others.
+            let mut orders: Vec<Vec<usize>> =
+                vec![(0..seqs.len()).collect(), (0..seqs.len()).rev().collect()];
+            for i in 0..seqs.len() {
+                orders.push(vec![(i + 1) % seqs.len(), i, (i + 2) % seqs.len()]);
+            }
+            for (eng, threads) in [(&one, 1), (&two, 2)] {
+                for order in &orders {
+                    let batch_seqs: Vec<SequenceIds> =
+                        order.iter().map(|&i| seqs[i].clone()).collect();
+                    let batch = Batch::pack(&batch_seqs, &cfg).unwrap();
+                    let out = eng.encode(&batch);
+                    for (pos, &i) in order.iter().enumerate() {
+                        let (a, b) = (batch.cu_seqlens()[pos], batch.cu_seqlens()[pos + 1]);
+                        let got = &out[a * h..b * h];
+                        let worst = got
+                            .iter()
+                            .zip(&alone[i])
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0f32, f32::max);
+                        assert!(
+                            worst <= 1e-6,
+                            "{name} {dtype} threads {threads}: sequence {i} in batch {order:?} differs from alone by {worst:e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
