@@ -63,6 +63,30 @@ pub struct Encoded {
     pub truncated_tokens: usize,
 }
 
+/// An encoding as HF's tokenizer call returns it (the fields `bertrt
+/// tokenize` prints and the Python package's `Engine.tokenize` returns).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Tokenized {
+    pub tokens: Vec<String>,
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+    pub offsets: Vec<(usize, usize)>,
+}
+
+impl From<Encoded> for Tokenized {
+    /// Unpadded, so the attention mask is all ones.
+    fn from(e: Encoded) -> Tokenized {
+        Tokenized {
+            attention_mask: vec![1; e.ids.len()],
+            tokens: e.tokens,
+            input_ids: e.ids,
+            token_type_ids: e.type_ids,
+            offsets: e.offsets,
+        }
+    }
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pub kind: TokenizerKind,

@@ -95,13 +95,7 @@ fn run(job: Job) -> CliResult {
                     enc.truncated_tokens
                 );
             }
-            let t = output::Tokenized {
-                attention_mask: vec![1; enc.ids.len()],
-                tokens: enc.tokens,
-                input_ids: enc.ids,
-                token_type_ids: enc.type_ids,
-                offsets: enc.offsets,
-            };
+            let t = bertrt::tokenize::Tokenized::from(enc);
             emit(r.format, &[t], output::tokenized_text)
         }
         Job::Embed {
@@ -174,7 +168,7 @@ fn run(job: Job) -> CliResult {
             let max_seq_len = max_seq_len.unwrap_or(defaults.max_seq_len);
             let opts = qa::QaOptions {
                 top_k,
-                doc_stride: doc_stride.unwrap_or((max_seq_len / 2).min(128)),
+                doc_stride: doc_stride.unwrap_or(qa::default_doc_stride(max_seq_len)),
                 max_answer_len,
                 max_seq_len,
                 max_question_len,

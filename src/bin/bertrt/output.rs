@@ -6,6 +6,7 @@ use bertrt::tasks::classify::{EntityGroup, LabelScore, TokenLabel};
 use bertrt::tasks::detect::TokenScore;
 use bertrt::tasks::embed;
 use bertrt::tasks::fill_mask::MaskPrediction;
+use bertrt::tokenize::Tokenized;
 use serde::Serialize;
 
 pub type CliResult = Result<(), String>;
@@ -48,15 +49,6 @@ pub fn info_text(fields: &serde_json::Map<String, serde_json::Value>) -> String 
         })
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-#[derive(Serialize)]
-pub struct Tokenized {
-    pub tokens: Vec<String>,
-    pub input_ids: Vec<u32>,
-    pub token_type_ids: Vec<u32>,
-    pub attention_mask: Vec<u32>,
-    pub offsets: Vec<(usize, usize)>,
 }
 
 pub fn tokenized_text(t: &Tokenized) -> String {

@@ -96,10 +96,15 @@ impl QaOptions {
         let max_seq_len = model_max.min(384);
         QaOptions {
             max_seq_len,
-            doc_stride: (max_seq_len / 2).min(128),
+            doc_stride: default_doc_stride(max_seq_len),
             ..QaOptions::default()
         }
     }
+}
+
+/// The pipeline's window overlap for `max_seq_len`: `min(max_seq_len / 2, 128)`.
+pub fn default_doc_stride(max_seq_len: usize) -> usize {
+    (max_seq_len / 2).min(128)
 }
 
 /// Answers to one question about one context, best first.
