@@ -9,7 +9,7 @@
 
 use super::amx;
 use super::native::View;
-use super::simd::{self, Start, Tile, TileBf16, LANES};
+use super::simd::{self, Start, Tile, LANES};
 use rayon::prelude::*;
 
 /// K block: a tile's panel (256 x 48 f32 = 48 KiB) fits L1 beside its rows
@@ -244,14 +244,14 @@ impl Packed {
                     _ => Start::Accumulate,
                 };
                 for m0 in (0..m).step_by(mr) {
-                    let tile = TileBf16 {
+                    let tile = Tile {
                         a: &ap,
                         a_off: m0 * kp,
                         lda: 1,
                         a_ks: mr,
                         rows: mr.min(m - m0),
                         panel,
-                        kp,
+                        kc: kp,
                         cols: w.min(self.n - p * w),
                         c_off: m0 * ldc + p * w,
                         ldc,

@@ -61,16 +61,18 @@ pub enum Start<'a> {
 }
 
 /// One register tile's job: `c[r, j] (+)= sum_k a[r, k] * panel[k, j]` for
-/// `r < rows`, `j < cols`, `k < kc`, then optionally GELU (erf form).
-pub struct Tile<'a> {
-    pub a: &'a [f32],
+/// `r < rows`, `j < cols`, `k < kc`, then optionally GELU (erf form). `T` is
+/// f32, or u32 for bf16 pairs (then `kc` counts pairs of k and the panel
+/// holds `kc` rows of `16 * nv` pairs).
+pub struct Tile<'a, T = f32> {
+    pub a: &'a [T],
     pub a_off: usize,
     /// Distance between rows of `a`, and between its consecutive k.
     pub lda: usize,
     pub a_ks: usize,
     pub rows: usize,
     /// `kc` rows of `16 * nv` values: the packed weights of one panel.
-    pub panel: &'a [f32],
+    pub panel: &'a [T],
     pub kc: usize,
     pub cols: usize,
     pub c_off: usize,
@@ -111,43 +113,66 @@ fn assert_strided(
     );
 }
 
+impl<T> Tile<'_, T> {
+    /// Panics unless every element the tile touches lies inside its slices
+    /// and `c`, for panels `16 * nv` wide.
+    fn check(&self, nv: usize, c_len: usize) {
+        assert!((1..=3).contains(&nv) && self.rows <= max_rows(nv) && self.cols <= LANES * nv);
+        let w = LANES * nv;
+        assert_strided(
+            "tile a",
+            self.a.len(),
+            self.a_off,
+            self.lda,
+            self.rows,
+            self.a_ks,
+            self.kc,
+        );
+        assert_rows("tile c", c_len, self.c_off, self.ldc, self.rows, self.cols);
+        assert!(
+            self.panel.len() >= self.kc * w,
+            "tile panel: {} values for {} x {w}",
+            self.panel.len(),
+            self.kc
+        );
+        if let Start::Bias(b) = self.start {
+            assert!(b.len() >= w, "tile bias: {} values for {w}", b.len());
+        }
+    }
+}
+
+/// Calls `$kernel::<rows, $v>(&t, c)` for the tile's height.
+macro_rules! dispatch_rows {
+    ($kernel:ident, $v:literal, $t:expr, $c:expr, $($mr:literal)*) => {
+        match $t.rows {
+            // SAFETY: the caller asserted the CPU features the kernel needs,
+            // and Tile::check that a, panel, bias and c cover every element
+            // the tile reads or writes; c is borrowed mutably, so it aliases
+            // none of the inputs.
+            $($mr => unsafe { $kernel::<$mr, $v>(&$t, $c) },)*
+            _ => unreachable!(),
+        }
+    };
+}
+
+/// Calls `$kernel::<rows, nv>(&t, c)` for the tile's height and `nv`.
+macro_rules! dispatch {
+    ($kernel:ident, $nv:expr, $t:expr, $c:expr) => {
+        match $nv {
+            1 => dispatch_rows!($kernel, 1, $t, $c, 1 2 3 4 5 6 7 8 9 10 11 12),
+            2 => dispatch_rows!($kernel, 2, $t, $c, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+            _ => dispatch_rows!($kernel, 3, $t, $c, 1 2 3 4 5 6 7 8),
+        }
+    };
+}
+
 /// Runs one f32 tile with `nv` vectors per row (panel width `16 * nv`) on
 /// AVX-512. Needs [`features`]`().avx512`.
 pub fn tile_f32(nv: usize, t: Tile, c: &mut [f32]) {
     assert!(features().avx512, "tile_f32 needs AVX-512");
-    assert!((1..=3).contains(&nv) && t.rows <= max_rows(nv) && t.cols <= LANES * nv);
-    let w = LANES * nv;
-    assert_strided("tile a", t.a.len(), t.a_off, t.lda, t.rows, t.a_ks, t.kc);
-    assert_rows("tile c", c.len(), t.c_off, t.ldc, t.rows, t.cols);
-    assert!(
-        t.panel.len() >= t.kc * w,
-        "tile panel: {} values for {} x {w}",
-        t.panel.len(),
-        t.kc
-    );
-    if let Start::Bias(b) = t.start {
-        assert!(b.len() >= w, "tile bias: {} values for {w}", b.len());
-    }
+    t.check(nv, c.len());
     #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! go {
-            ($nv:literal, $($mr:literal)*) => {
-                match t.rows {
-                    // SAFETY: AVX-512 present (asserted); a, panel, c and the
-                    // bias cover every element the tile reads or writes (the
-                    // asserts above); c is borrowed mutably, so it aliases
-                    // none of the inputs.
-                    $($mr => unsafe { f32_tile::<$mr, $nv>(&t, c) },)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        match nv {
-            1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
-            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
-            _ => go!(3, 1 2 3 4 5 6 7 8),
-        }
-    }
+    dispatch!(f32_tile, nv, t, c)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -261,77 +286,24 @@ unsafe fn f32_kloop<const R: usize, const NV: usize>(
 }
 
 /// The bf16 tile: `a` holds bf16 pairs `(a[r, 2i], a[r, 2i+1])` as u32 and
-/// the panel `kc / 2` rows of `16 * nv` such pairs; products accumulate in
-/// f32 (`vdpbf16ps`). Needs [`features`]`().avx512_bf16`.
-pub struct TileBf16<'a> {
-    pub a: &'a [u32],
-    pub a_off: usize,
-    pub lda: usize,
-    pub a_ks: usize,
-    pub rows: usize,
-    pub panel: &'a [u32],
-    /// Pairs of K in this block.
-    pub kp: usize,
-    pub cols: usize,
-    pub c_off: usize,
-    pub ldc: usize,
-    pub start: Start<'a>,
-    pub gelu: bool,
-}
-
-pub fn tile_bf16(nv: usize, t: TileBf16, c: &mut [f32]) {
+/// the panel `kc` rows of `16 * nv` such pairs; products accumulate in f32
+/// (`vdpbf16ps`). Needs [`features`]`().avx512_bf16`.
+pub fn tile_bf16(nv: usize, t: Tile<u32>, c: &mut [f32]) {
     assert!(features().avx512_bf16, "tile_bf16 needs AVX512-BF16");
-    assert!((1..=3).contains(&nv) && t.rows <= max_rows(nv) && t.cols <= LANES * nv);
-    let w = LANES * nv;
-    assert_strided(
-        "bf16 tile a",
-        t.a.len(),
-        t.a_off,
-        t.lda,
-        t.rows,
-        t.a_ks,
-        t.kp,
-    );
-    assert_rows("bf16 tile c", c.len(), t.c_off, t.ldc, t.rows, t.cols);
-    assert!(
-        t.panel.len() >= t.kp * w,
-        "bf16 tile panel: {} pairs for {} x {w}",
-        t.panel.len(),
-        t.kp
-    );
-    if let Start::Bias(b) = t.start {
-        assert!(b.len() >= w, "bf16 tile bias: {} values for {w}", b.len());
-    }
+    t.check(nv, c.len());
     #[cfg(target_arch = "x86_64")]
-    {
-        macro_rules! go {
-            ($nv:literal, $($mr:literal)*) => {
-                match t.rows {
-                    // SAFETY: AVX512-BF16 present (asserted); every element the
-                    // tile touches lies inside a, panel, bias and c (asserts
-                    // above); c is the only mutable borrow.
-                    $($mr => unsafe { bf16_tile::<$mr, $nv>(&t, c) },)*
-                    _ => unreachable!(),
-                }
-            };
-        }
-        match nv {
-            1 => go!(1, 1 2 3 4 5 6 7 8 9 10 11 12),
-            2 => go!(2, 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
-            _ => go!(3, 1 2 3 4 5 6 7 8),
-        }
-    }
+    dispatch!(bf16_tile, nv, t, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn bf16_tile<const R: usize, const NV: usize>(t: &TileBf16, c: &mut [f32]) {
+unsafe fn bf16_tile<const R: usize, const NV: usize>(t: &Tile<u32>, c: &mut [f32]) {
     let masks = col_masks::<NV>(t.cols);
     let a = t.a.as_ptr().add(t.a_off);
     let b = t.panel.as_ptr();
     let cp = c.as_mut_ptr().add(t.c_off);
     let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
-    acc = bf16_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kp);
+    acc = bf16_kloop::<R, NV>(acc, a, t.lda, t.a_ks, b, t.kc);
     store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
 }
 
