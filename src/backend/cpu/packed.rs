@@ -178,91 +178,115 @@ impl Packed {
         let Storage::F32(data) = &self.data else {
             unreachable!("gemm_rows on bf16 weights: use gemm_rows_bf16")
         };
-        let data: &[f32] = data.get();
-        let w = self.width();
+        let rows = Rows { a, a_off, lda, m };
+        self.gemm_steps(
+            data.get(),
+            1,
+            simd::tile_f32,
+            rows,
+            bias,
+            gelu,
+            c,
+            c_off,
+            ldc,
+        );
+    }
+
+    /// As [`Packed::gemm_rows`] for bf16 weights, `a` already in bf16 pairs
+    /// (`[m, k.div_ceil(2)]`, dense) and `c` dense `[m, n]`.
+    fn gemm_rows_bf16(&self, a: &[u32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
+        let Storage::Bf16(data) = &self.data else {
+            unreachable!("gemm_rows_bf16 on f32 weights")
+        };
+        let lda = self.k.div_ceil(2);
+        let rows = Rows {
+            a,
+            a_off: 0,
+            lda,
+            m: a.len() / lda,
+        };
+        self.gemm_steps(
+            data.get(),
+            2,
+            simd::tile_bf16,
+            rows,
+            bias,
+            gelu,
+            c,
+            0,
+            self.n,
+        );
+    }
+
+    /// The blocked loop both element types share. A K "step" is one value
+    /// of `T`: `per_step` values of k (1 for f32, 2 for bf16 pairs). A is
+    /// packed once for every K block (block `bi` at `m_pad * s0`), then C is
+    /// computed in column chunks whose rows stay in L2 across the K blocks.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_steps<T: Copy + Default>(
+        &self,
+        data: &[T],
+        per_step: usize,
+        tile: fn(usize, Tile<T>, &mut [f32]),
+        a: Rows<T>,
+        bias: Option<&[f32]>,
+        gelu: bool,
+        c: &mut [f32],
+        c_off: usize,
+        ldc: usize,
+    ) {
+        let (w, m) = (self.width(), a.m);
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
-        // A packed once for every K block (block bi at m_pad * k0).
+        let steps: Vec<(usize, usize)> = self
+            .blocks
+            .iter()
+            .map(|&(k0, kl)| (k0 / per_step, kl.div_ceil(per_step)))
+            .collect();
         let m_pad = m.next_multiple_of(mr);
-        let mut ap = vec![0f32; m_pad * self.k];
-        for &(k0, kl) in &self.blocks {
-            pack_a(a, a_off + k0, lda, m, kl, mr, &mut ap[m_pad * k0..]);
+        let mut ap = vec![T::default(); m_pad * self.k.div_ceil(per_step)];
+        for &(s0, sl) in &steps {
+            pack_a(a.a, a.a_off + s0, a.lda, m, sl, mr, &mut ap[m_pad * s0..]);
         }
-        // Columns in chunks whose rows of C stay in L2 across the K blocks.
         let chunk = (CHUNK_COLS / w).max(1);
         for p0 in (0..self.panels()).step_by(chunk) {
-            for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+            for (bi, &(s0, sl)) in steps.iter().enumerate() {
                 for p in p0..self.panels().min(p0 + chunk) {
-                    let panel = &data[self.block_at[bi] + p * kl * w..][..kl * w];
+                    let panel = &data[self.block_at[bi] + p * sl * w..][..sl * w];
                     let start = match (bi, bias) {
                         (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
                         (0, None) => Start::Zero,
                         _ => Start::Accumulate,
                     };
                     for m0 in (0..m).step_by(mr) {
-                        let tile = Tile {
+                        let t = Tile {
                             a: &ap,
-                            a_off: m_pad * k0 + m0 * kl,
+                            a_off: m_pad * s0 + m0 * sl,
                             lda: 1,
                             a_ks: mr,
                             rows: mr.min(m - m0),
                             panel,
-                            kc: kl,
+                            kc: sl,
                             cols: w.min(self.n - p * w),
                             c_off: c_off + m0 * ldc + p * w,
                             ldc,
                             start,
                             gelu: gelu && bi == last,
                         };
-                        simd::tile_f32(self.nv, tile, c);
+                        tile(self.nv, t, c);
                     }
                 }
             }
         }
     }
+}
 
-    /// As [`Packed::gemm_rows`] for bf16 weights, `a` already in bf16 pairs
-    /// (`[m, k.div_ceil(2)]`, dense).
-    fn gemm_rows_bf16(&self, a: &[u32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
-        let Storage::Bf16(data) = &self.data else {
-            unreachable!("gemm_rows_bf16 on f32 weights")
-        };
-        let data: &[u32] = data.get();
-        let (w, lda, ldc) = (self.width(), self.k.div_ceil(2), self.n);
-        let m = a.len() / lda;
-        let last = self.blocks.len() - 1;
-        let mr = simd::max_rows(self.nv);
-        let mut ap = vec![0u32; m.next_multiple_of(mr) * self.blocks[0].1.div_ceil(2)];
-        for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
-            let kp = kl.div_ceil(2);
-            pack_a(a, k0 / 2, lda, m, kp, mr, &mut ap);
-            for p in 0..self.panels() {
-                let panel = &data[self.block_at[bi] + p * kp * w..][..kp * w];
-                let start = match (bi, bias) {
-                    (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
-                    (0, None) => Start::Zero,
-                    _ => Start::Accumulate,
-                };
-                for m0 in (0..m).step_by(mr) {
-                    let tile = Tile {
-                        a: &ap,
-                        a_off: m0 * kp,
-                        lda: 1,
-                        a_ks: mr,
-                        rows: mr.min(m - m0),
-                        panel,
-                        kc: kp,
-                        cols: w.min(self.n - p * w),
-                        c_off: m0 * ldc + p * w,
-                        ldc,
-                        start,
-                        gelu: gelu && bi == last,
-                    };
-                    simd::tile_bf16(self.nv, tile, c);
-                }
-            }
-        }
-    }
+/// `m` rows of A inside `a`, `lda` apart from `a_off`.
+struct Rows<'a, T> {
+    a: &'a [T],
+    a_off: usize,
+    lda: usize,
+    m: usize,
 }
 
 /// Columns of C per chunk: 256 rows x 512 columns of f32 (512 KiB) stay in
