@@ -40,7 +40,7 @@ fn linear_act(x: &[f32], l: &Linear, a: Activation) -> Vec<f32> {
 impl CpuEngine {
     /// f32 on the fastest path this CPU has, on rayon's global pool.
     pub fn new(weights: ModelWeights) -> Self {
-        Self::build(weights, Dtype::F32, None).expect("f32 on the global pool cannot fail")
+        Self::with_options(weights, Dtype::F32, None).expect("f32 on the global pool cannot fail")
     }
 
     /// f32 on the portable path: the plain `ops` forward, the reference the
@@ -57,14 +57,10 @@ impl CpuEngine {
 
     /// An engine computing in `dtype` (f32 or bf16) on `threads` threads.
     pub fn with_options(
-        weights: ModelWeights,
+        mut weights: ModelWeights,
         dtype: Dtype,
         threads: Option<usize>,
     ) -> Result<Self> {
-        Self::build(weights, dtype, threads)
-    }
-
-    fn build(mut weights: ModelWeights, dtype: Dtype, threads: Option<usize>) -> Result<Self> {
         if !dtype.on_cpu() {
             return Err(Error::Input(format!(
                 "dtype {dtype} is not available on device cpu (use f32 or bf16)"
