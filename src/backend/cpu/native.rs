@@ -34,6 +34,23 @@ impl<'a> View<'a> {
         self.data[self.offset + i * self.row_stride + j * self.col_stride]
     }
 
+    /// Row `i`'s columns `j0..j0 + dst.len()` into `dst` (bounds-checked):
+    /// a copy where columns are adjacent, else one strided walk.
+    pub fn row_into(&self, i: usize, j0: usize, dst: &mut [f32]) {
+        let start = self.offset + i * self.row_stride + j0 * self.col_stride;
+        if self.col_stride == 1 {
+            dst.copy_from_slice(&self.data[start..][..dst.len()]);
+        } else {
+            let src = self.data[start..].iter().step_by(self.col_stride);
+            let mut filled = 0;
+            for (d, v) in dst.iter_mut().zip(src) {
+                *d = *v;
+                filled += 1;
+            }
+            assert_eq!(filled, dst.len(), "row_into: row {i} ends outside the data");
+        }
+    }
+
     /// The same elements read as the transpose.
     pub fn t(self) -> View<'a> {
         View {

@@ -41,14 +41,15 @@ struct Aligned {
 }
 
 impl Aligned {
-    fn new<T: bytemuck::Pod>(v: &[T]) -> Aligned {
-        assert_eq!(std::mem::size_of::<T>(), 4);
-        let mut lines = vec![Line([0; 16]); v.len().div_ceil(16)];
-        bytemuck::cast_slice_mut::<Line, T>(&mut lines)[..v.len()].copy_from_slice(v);
+    fn zeroed(len: usize) -> Aligned {
         Aligned {
-            lines,
-            len: v.len(),
+            lines: vec![Line([0; 16]); len.div_ceil(16)],
+            len,
         }
+    }
+
+    fn get_mut<T: bytemuck::Pod>(&mut self) -> &mut [T] {
+        &mut bytemuck::cast_slice_mut::<Line, T>(&mut self.lines)[..self.len]
     }
 
     fn get<T: bytemuck::Pod>(&self) -> &[T] {
@@ -87,64 +88,71 @@ impl Packed {
 
     /// Packs `b` (`[k, n]`, any strides) in f32.
     pub fn f32(b: View, nv: usize) -> Packed {
-        let (k, n) = (b.rows, b.cols);
-        let w = LANES * nv;
-        let np = n.div_ceil(w);
-        let blocks = k_blocks(k);
-        let mut data = Vec::with_capacity(k * np * w);
-        let mut block_at = Vec::new();
-        for &(k0, kl) in &blocks {
-            block_at.push(data.len());
-            for p in 0..np {
-                for kk in k0..k0 + kl {
-                    for j in p * w..(p + 1) * w {
-                        data.push(if j < n { b.get(kk, j) } else { 0.0 });
-                    }
-                }
+        Packed::pack(b, nv, 1, |rows: &[Vec<f32>], out: &mut [u32]| {
+            for (o, v) in out.iter_mut().zip(&rows[0]) {
+                *o = v.to_bits();
             }
-        }
-        Packed {
-            k,
-            n,
-            nv,
-            blocks,
-            block_at,
-            data: Storage::F32(Aligned::new(&data)),
-        }
+        })
     }
 
     /// Packs `b` in bf16 (round to nearest even), pairs along K.
     pub fn bf16(b: View, nv: usize) -> Packed {
+        Packed::pack(b, nv, 2, |rows: &[Vec<f32>], out: &mut [u32]| {
+            let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
+            for ((o, lo), hi) in out.iter_mut().zip(&rows[0]).zip(&rows[1]) {
+                *o = bf(*lo) | (bf(*hi) << 16);
+            }
+        })
+    }
+
+    /// The layout both element types share: per K block, per panel, one
+    /// stored row per `per_step` rows of `b`, each `16 * nv` wide. `store`
+    /// turns `per_step` rows (zero past `n` and past `k`) into one.
+    fn pack(
+        b: View,
+        nv: usize,
+        per_step: usize,
+        store: impl Fn(&[Vec<f32>], &mut [u32]),
+    ) -> Packed {
         let (k, n) = (b.rows, b.cols);
         let w = LANES * nv;
         let np = n.div_ceil(w);
         let blocks = k_blocks(k);
-        let bf = |kk: usize, j: usize| -> u32 {
-            if kk < k && j < n {
-                half::bf16::from_f32(b.get(kk, j)).to_bits() as u32
-            } else {
-                0
-            }
-        };
-        let mut data = Vec::with_capacity(k.div_ceil(2) * np * w);
-        let mut block_at = Vec::new();
+        let steps: usize = blocks.iter().map(|&(_, kl)| kl.div_ceil(per_step)).sum();
+        let mut data = Aligned::zeroed(steps * np * w);
+        let out = data.get_mut::<u32>();
+        let mut rows = vec![vec![0f32; w]; per_step];
+        let (mut at, mut block_at) = (0, Vec::new());
         for &(k0, kl) in &blocks {
-            block_at.push(data.len());
+            block_at.push(at);
             for p in 0..np {
-                for kk in (k0..k0 + kl).step_by(2) {
-                    for j in p * w..(p + 1) * w {
-                        data.push(bf(kk, j) | (bf(kk + 1, j) << 16));
+                let cols = w.min(n - p * w);
+                for kk in (k0..k0 + kl).step_by(per_step) {
+                    for (r, row) in rows.iter_mut().enumerate() {
+                        if kk + r < k {
+                            b.row_into(kk + r, p * w, &mut row[..cols]);
+                            row[cols..].fill(0.0);
+                        } else {
+                            row.fill(0.0);
+                        }
                     }
+                    store(&rows, &mut out[at..at + w]);
+                    at += w;
                 }
             }
         }
+        let data = if per_step == 1 {
+            Storage::F32(data)
+        } else {
+            Storage::Bf16(data)
+        };
         Packed {
             k,
             n,
             nv,
             blocks,
             block_at,
-            data: Storage::Bf16(Aligned::new(&data)),
+            data,
         }
     }
 
@@ -262,7 +270,6 @@ impl Packed {
                         let t = Tile {
                             a: &ap,
                             a_off: m_pad * s0 + m0 * sl,
-                            lda: 1,
                             a_ks: mr,
                             rows: mr.min(m - m0),
                             panel,
@@ -295,7 +302,9 @@ const CHUNK_COLS: usize = 512;
 
 /// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
 /// rows, each k-major (`mr` values per k, short tiles zero-padded): the
-/// tile's broadcasts then read one sequential stream.
+/// tile's broadcasts then read one sequential stream. Transposed 16 k at a
+/// time through a small block, so both the reads and the writes are
+/// sequential runs rather than one scattered element per step.
 fn pack_a<T: Copy + Default>(
     a: &[T],
     off: usize,
@@ -305,20 +314,27 @@ fn pack_a<T: Copy + Default>(
     mr: usize,
     ap: &mut [T],
 ) {
+    const KB: usize = 16;
+    assert!(mr <= simd::MAX_ROWS);
     for (t, tile) in ap[..m.next_multiple_of(mr) * kc]
         .chunks_mut(mr * kc)
         .enumerate()
     {
         let rows = mr.min(m - t * mr);
-        let src: Vec<&[T]> = (0..rows)
-            .map(|r| &a[off + (t * mr + r) * lda..][..kc])
-            .collect();
-        // k outer: the writes are one sequential stream.
-        for (k, dst) in tile.chunks_exact_mut(mr).enumerate() {
-            for (d, row) in dst.iter_mut().zip(&src) {
-                *d = row[k];
+        let mut block = [[T::default(); KB]; simd::MAX_ROWS];
+        for k0 in (0..kc).step_by(KB) {
+            let kn = KB.min(kc - k0);
+            for (r, b) in block[..rows].iter_mut().enumerate() {
+                b[..kn].copy_from_slice(&a[off + (t * mr + r) * lda + k0..][..kn]);
             }
-            dst[rows..].fill(T::default());
+            for (kk, dst) in tile[k0 * mr..(k0 + kn) * mr]
+                .chunks_exact_mut(mr)
+                .enumerate()
+            {
+                for (d, b) in dst.iter_mut().zip(&block) {
+                    *d = b[kk];
+                }
+            }
         }
     }
 }
