@@ -88,7 +88,7 @@ impl CpuEngine {
     }
 
     pub fn dtype(&self) -> Dtype {
-        if matches!(self.path, GemmPath::Avx512Bf16 | GemmPath::AmxBf16) {
+        if self.path.is_bf16() {
             Dtype::Bf16
         } else {
             Dtype::F32

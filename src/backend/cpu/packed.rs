@@ -97,7 +97,11 @@ impl Packed {
 
     /// Packs `b` in bf16 (round to nearest even), pairs along K.
     pub fn bf16(b: View, nv: usize) -> Packed {
+        let vector = simd::features().avx512_bf16;
         Packed::pack(b, nv, 2, |rows: &[Vec<f32>], out: &mut [u32]| {
+            if vector {
+                return simd::bf16_pairs_of_rows(&rows[0], &rows[1], out);
+            }
             let bf = |v: f32| half::bf16::from_f32(v).to_bits() as u32;
             for ((o, lo), hi) in out.iter_mut().zip(&rows[0]).zip(&rows[1]) {
                 *o = bf(*lo) | (bf(*hi) << 16);

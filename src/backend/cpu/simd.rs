@@ -587,6 +587,41 @@ unsafe fn f32_to_bf16_avx512(s: &[f32], d: &mut [u16]) {
     }
 }
 
+/// bf16 pairs of two rows, `out[j] = bf16(lo[j]) | bf16(hi[j]) << 16`
+/// (round to nearest even, as [`to_bf16_pairs`]): how a K block's two
+/// consecutive rows are packed. Needs AVX512-BF16.
+pub fn bf16_pairs_of_rows(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    assert!(
+        features().avx512_bf16,
+        "bf16_pairs_of_rows needs AVX512-BF16"
+    );
+    assert!(lo.len() == out.len() && hi.len() == out.len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512-BF16 present (asserted); lo, hi and out have the same
+    // length (asserted), touched 16 at a time with masks on the tail.
+    unsafe {
+        bf16_pairs_avx512(lo, hi, out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn bf16_pairs_avx512(lo: &[f32], hi: &[f32], out: &mut [u32]) {
+    for ((l, h), o) in lo
+        .chunks(LANES)
+        .zip(hi.chunks(LANES))
+        .zip(out.chunks_mut(LANES))
+    {
+        let m = ((1u32 << l.len()) - 1) as __mmask16;
+        let bits = |p: *const f32| {
+            let b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
+            _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(b))
+        };
+        let pair = _mm512_or_si512(bits(l.as_ptr()), _mm512_slli_epi32::<16>(bits(h.as_ptr())));
+        _mm512_mask_storeu_epi32(o.as_mut_ptr().cast(), m, pair);
+    }
+}
+
 /// In place on a block of `rows` x `cols` at `off` (rows `ld` apart):
 /// c += bias[j], then GELU when asked. Needs AVX-512.
 pub fn bias_gelu_block(
