@@ -12,8 +12,9 @@ use super::native::View;
 use super::simd::{self, Start, Tile, LANES};
 use rayon::prelude::*;
 
-/// K block: a tile's panel (256 x 48 f32 = 48 KiB) fits L1 beside its rows
-/// of A; measured against 128 and 512 on a 2-core Sapphire Rapids.
+/// K block: a weight panel's block (256 x 32 f32 = 32 KiB) and a 14-row A
+/// tile (14 KiB) share the 48 KiB L1; 128 and 512 measured no better on a
+/// 2-core Sapphire Rapids.
 pub const KC: usize = 256;
 
 /// K blocks `(k0, len)` of near-equal length, each but the last even (bf16
@@ -353,8 +354,9 @@ pub struct PackedLinear {
     amx: bool,
 }
 
-/// Panel width of the weights: 48 columns (3 registers), which divides every
-/// BERT-family width (384, 768, 1024, 1152, 1536, 2304, 3072, 4096).
+/// Panel width of the weights: 32 columns (2 registers, the 14 x 32 tile;
+/// also AMX's 32-column block), which divides every BERT-family width (384,
+/// 768, 1024, 1152, 1536, 2304, 3072, 4096).
 const WEIGHT_NV: usize = 2;
 
 impl PackedLinear {
