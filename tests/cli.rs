@@ -571,3 +571,40 @@ fn dtype_and_device_pairings_are_refused_naming_both() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--threads"), "{err}");
 }
+
+/// `bertrt embed --input FILE | head -1`: the reader closes the pipe long
+/// before the output ends. The CLI must stop quietly with status 0, as Unix
+/// tools do, not panic inside `println!` (status 101, "failed printing to
+/// stdout").
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    use std::io::{BufRead, BufReader};
+    let input = std::env::temp_dir().join(format!("bertrt-cli-many-{}.txt", std::process::id()));
+    // About 4 MB of JSONL out, far beyond a pipe's buffer.
+    let text: String = (0..20_000).map(|i| format!("line number {i}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bertrt"))
+        .args(["embed", "--device", "cpu", "--format", "jsonl", "--model"])
+        .arg(model("bert_mlm"))
+        .arg("--input")
+        .arg(&input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('['), "first line: {first}");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_file(&input).ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("panicked"),
+        "status {:?} after the reader left; stderr: {stderr}",
+        out.status.code()
+    );
+}

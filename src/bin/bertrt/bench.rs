@@ -126,7 +126,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if a.list_presets {
         for p in presets::PRESETS {
             let c = p.config().map_err(|e| e.to_string())?;
-            println!(
+            crate::output::line(&format!(
                 "{:<16} {:<52} {} H={} L={} heads={} I={} vocab={}",
                 p.name,
                 p.hub_id,
@@ -136,13 +136,13 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
                 c.num_heads,
                 c.intermediate_size,
                 c.vocab_size
-            );
+            ))?;
         }
         return Ok(());
     }
     if a.print_config {
         let p = presets::preset(&a.model).map_err(|e| e.to_string())?;
-        println!("{}", p.config_json);
+        crate::output::line(&p.config_json)?;
         return Ok(());
     }
     // Validate everything before loading anything.
@@ -255,8 +255,8 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         std::fs::write(path, &json).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     match a.format {
-        BenchFormat::Json => println!("{json}"),
-        BenchFormat::Table => print!("{}", report.table()),
+        BenchFormat::Json => crate::output::line(&json)?,
+        BenchFormat::Table => crate::output::write_out(format_args!("{}", report.table()))?,
     }
     Ok(())
 }

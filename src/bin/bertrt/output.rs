@@ -14,20 +14,38 @@ pub type CliResult = Result<(), String>;
 /// Prints one item per input: a JSON array, JSONL lines, or `text` of each.
 pub fn emit<T: Serialize>(format: Format, items: &[T], text: impl Fn(&T) -> String) -> CliResult {
     match format {
-        Format::Json => println!("{}", to_json(items, true)?),
+        Format::Json => line(&to_json(items, true)?)?,
         Format::Jsonl => {
             for v in items {
-                println!("{}", to_json(v, false)?);
+                line(&to_json(v, false)?)?;
             }
         }
         Format::Text => {
             for v in items {
-                println!("{}", text(v));
+                line(&text(v))?;
             }
         }
         Format::Npy => return Err("--format npy is only for embed".into()),
     }
     Ok(())
+}
+
+/// Writes `s` and a newline to stdout. A reader that stopped reading
+/// (`bertrt ... | head`) ends the process quietly with status 0, as it
+/// would for other Unix tools, instead of the panic `println!` gives.
+pub fn line(s: &str) -> CliResult {
+    write_out(format_args!("{s}\n"))
+}
+
+/// [`line`] without the newline.
+pub fn write_out(args: std::fmt::Arguments) -> CliResult {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("writing to stdout: {e}")),
+    }
 }
 
 pub fn to_json<T: Serialize + ?Sized>(v: &T, pretty: bool) -> Result<String, String> {
