@@ -315,9 +315,12 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
 
 // ---- the launch seam under emulation -------------------------------------------
 
-use super::fp16::{DevPtr, Launch, Seam};
+use super::fp16::{DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// One recorded launch or GEMM, with its params and pointers.
+type Op = Box<dyn Fn(&EmuSeam) -> Result<()> + Send + Sync>;
 
 /// "Device" memory in host RAM: the fp16 forward pass, its params structs and
 /// its launch geometry, run through the host-compiled kernels. GEMMs are a
@@ -329,6 +332,13 @@ pub struct EmuSeam {
     allocations: Mutex<BTreeMap<u64, Box<[u128]>>>,
     /// A pretend device size, to exercise out-of-memory handling.
     limit: Option<usize>,
+    traffic: TrafficCounter,
+    /// The "pinned" readback buffer.
+    readback: Mutex<Vec<u8>>,
+    /// While capturing: the launches so far, not run.
+    capture: Mutex<Option<Vec<Op>>>,
+    /// Recorded lists by GraphId (None once destroyed).
+    graphs: Mutex<Vec<Option<Arc<Vec<Op>>>>>,
 }
 
 impl EmuSeam {
@@ -351,6 +361,25 @@ impl EmuSeam {
             .values()
             .map(|b| b.len() * 16)
             .sum()
+    }
+
+    /// Runs `op` now, or records it while capturing.
+    fn run_or_record(&self, op: Op) -> Result<()> {
+        if let Some(list) = self.capture.lock().unwrap().as_mut() {
+            list.push(op);
+            return Ok(());
+        }
+        op(self)
+    }
+
+    /// Copies are not part of a recorded list.
+    fn not_capturing(&self, what: &str) -> Result<()> {
+        if self.capture.lock().unwrap().is_some() {
+            return Err(Error::Device(format!(
+                "emulated {what} while capturing a graph"
+            )));
+        }
+        Ok(())
     }
 
     /// Checks that `[ptr, ptr + len)` lies inside one live allocation.
@@ -393,7 +422,9 @@ impl Seam for EmuSeam {
     }
 
     fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.not_capturing("upload")?;
         self.check_range(dst, src.len(), "upload")?;
+        self.traffic.upload(src.len());
         // SAFETY: check_range proved dst..dst+len lies in a live allocation of
         // ours, which `src` (a caller's slice) cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
@@ -401,25 +432,149 @@ impl Seam for EmuSeam {
     }
 
     fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
+        self.not_capturing("download")?;
         self.check_range(src, dst.len(), "download")?;
+        self.traffic.download(dst.len());
+        // A synchronous copy waits for the stream, as cuMemcpyDtoH does.
+        self.traffic.sync();
         // SAFETY: as in upload, with the roles swapped.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
 
+    /// The emulated stream runs everything at once: the copy is immediate.
+    fn upload_async(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.upload(dst, src)
+    }
+
+    fn reserve_readback(&self, bytes: usize) -> Result<()> {
+        let mut rb = self.readback.lock().unwrap();
+        if rb.len() < bytes {
+            rb.resize(bytes, 0);
+        }
+        Ok(())
+    }
+
+    fn download_async(&self, src: DevPtr, offset: usize, bytes: usize) -> Result<()> {
+        self.not_capturing("download")?;
+        self.check_range(src, bytes, "download")?;
+        let mut rb = self.readback.lock().unwrap();
+        let Some(dst) = rb.get_mut(offset..offset + bytes) else {
+            return Err(Error::Internal(format!(
+                "readback of {bytes} bytes at {offset} past the reserved {}",
+                rb.len()
+            )));
+        };
+        self.traffic.download(bytes);
+        // SAFETY: check_range proved src..src+bytes lies in a live
+        // allocation, which the seam's own readback Vec cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), bytes) };
+        Ok(())
+    }
+
+    fn read_back(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let rb = self.readback.lock().unwrap();
+        let src = rb.get(offset..offset + dst.len()).ok_or_else(|| {
+            Error::Internal(format!("read_back past the reserved {} bytes", rb.len()))
+        })?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
     fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()> {
         super::fp16::check_geometry(P::NAME, &geometry)?;
-        launch(
-            Kernel {
-                name: P::NAME,
-                func: P::HOST,
-                params,
-            },
-            geometry,
-        )
+        self.run_or_record(Box::new(move |_| {
+            launch(
+                Kernel {
+                    name: P::NAME,
+                    func: P::HOST,
+                    params,
+                },
+                geometry,
+            )
+        }))
     }
 
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {
+        // Checked when issued, and again when a recorded list runs.
+        self.check_gemm(x, w, y, m, n, k)?;
+        self.run_or_record(Box::new(move |seam| seam.gemm_now(x, w, y, m, n, k)))
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.not_capturing("synchronize")?;
+        self.traffic.sync();
+        Ok(())
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic.get()
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        let mut c = self.capture.lock().unwrap();
+        if c.is_some() {
+            return Err(Error::Device("emulated capture: already capturing".into()));
+        }
+        *c = Some(Vec::new());
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId> {
+        let list = self
+            .capture
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| Error::Device("emulated end_capture: not capturing".into()))?;
+        let mut graphs = self.graphs.lock().unwrap();
+        graphs.push(Some(Arc::new(list)));
+        Ok(GraphId(graphs.len() - 1))
+    }
+
+    fn replay(&self, graph: GraphId) -> Result<()> {
+        self.not_capturing("replay")?;
+        let list = self
+            .graphs
+            .lock()
+            .unwrap()
+            .get(graph.0)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::Device(format!("emulated replay: no graph {graph:?}")))?;
+        list.iter().try_for_each(|op| op(self))
+    }
+
+    fn destroy_graph(&self, graph: GraphId) -> Result<()> {
+        if let Some(g) = self.graphs.lock().unwrap().get_mut(graph.0) {
+            *g = None;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "emulated CUDA on the CPU (fp16)".into()
+    }
+
+    fn free_memory(&self) -> Option<usize> {
+        self.limit.map(|l| l.saturating_sub(self.used()))
+    }
+}
+
+impl EmuSeam {
+    fn check_gemm(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
         self.check_range(x, m * k * 2, "gemm x")?;
         self.check_range(w, n * k * 2, "gemm w")?;
         self.check_range(y, m * n * 2, "gemm y")?;
@@ -431,6 +586,19 @@ impl Seam for EmuSeam {
                 "emulated gemm: output {y:#x} ({m}x{n}) overlaps an input"
             )));
         }
+        Ok(())
+    }
+
+    fn gemm_now(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        self.check_gemm(x, w, y, m, n, k)?;
         // SAFETY: the three ranges lie in live allocations (checked above) and
         // y overlaps neither x nor w (checked above), so the &mut slice is unique.
         let (xs, ws, ys) = unsafe {
@@ -448,17 +616,5 @@ impl Seam for EmuSeam {
             *o = f16::from_f32(v);
         }
         Ok(())
-    }
-
-    fn synchronize(&self) -> Result<()> {
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        "emulated CUDA on the CPU (fp16)".into()
-    }
-
-    fn free_memory(&self) -> Option<usize> {
-        self.limit.map(|l| l.saturating_sub(self.used()))
     }
 }
