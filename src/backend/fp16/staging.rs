@@ -173,3 +173,71 @@ impl Staged {
         bytemuck::cast_slice(&self.words)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_up_and_leave_room_for_the_padding_sequences() {
+        // b1·s128: no padding, one sequence.
+        assert_eq!(
+            Bucket::of(128, 1),
+            Some(Bucket {
+                tokens: 128,
+                seqs: 1
+            })
+        );
+        // 100 tokens in 8 sequences: 28 spare tokens need one more sequence.
+        assert_eq!(
+            Bucket::of(100, 8),
+            Some(Bucket {
+                tokens: 128,
+                seqs: 16
+            })
+        );
+        assert_eq!(Bucket::of(3, 1).map(|b| b.tokens), Some(MIN_TOKEN_BUCKET));
+        assert_eq!(Bucket::of(GRAPH_MAX_TOKENS + 1, 1), None);
+        assert_eq!(Bucket::of(64, GRAPH_MAX_SEQS + 1), None);
+    }
+
+    #[test]
+    fn padded_inputs_fill_the_bucket_with_short_sequences_and_trash_tiles() {
+        let cfg = crate::config::ModelConfig::from_json_str(
+            r#"{"model_type":"bert","hidden_size":64,"num_attention_heads":2,"num_hidden_layers":1,
+            "intermediate_size":64,"max_position_embeddings":128,"vocab_size":50,"type_vocab_size":2}"#,
+            std::path::Path::new("inline"),
+        )
+        .unwrap();
+        let seq = |n| crate::batch::SequenceIds {
+            input_ids: vec![7; n],
+            token_type_ids: vec![1; n],
+        };
+        let batch = Batch::pack(&[seq(30), seq(3)], &cfg).unwrap();
+        let b = Bucket::of(33, 2).unwrap();
+        assert_eq!(
+            b,
+            Bucket {
+                tokens: 64,
+                seqs: 4
+            }
+        );
+        let st = Staged::padded(&batch, b);
+        let l = st.layout;
+        let w = &st.words;
+        // 31 spare tokens: one padding sequence, then one empty one, then the trash bound.
+        assert_eq!(&w[l.cu_seqlens..l.cu_seqlens + 6], &[0, 30, 33, 64, 64, 65]);
+        assert_eq!(&w[l.first_rows..l.first_rows + 4], &[0, 30, 33, 63]);
+        assert_eq!(
+            &w[l.ids..l.ids + 34],
+            &[[7; 33].as_slice(), &[0]].concat()[..]
+        );
+        assert_eq!(w[l.types + 32], 1);
+        assert_eq!(w[l.types + 33], 0);
+        assert_eq!(st.tiles, k::attention_tc_max_tiles(64, 4));
+        let tiles = &w[l.tiles..l.tiles + 2 * st.tiles];
+        // Real and padding tiles (2 + 1 + 2), then the trash sequence's.
+        assert_eq!(&tiles[..10], &[0, 0, 0, 16, 1, 0, 2, 0, 2, 16]);
+        assert!(tiles[10..].chunks(2).all(|t| t == [4, 0]), "{tiles:?}");
+    }
+}
