@@ -118,6 +118,8 @@ pub struct Report {
     pub dtype: &'static str,
     pub timer: Timer,
     pub timed: Timed,
+    /// Small batches' encoder replayed as CUDA graphs (`--no-cuda-graphs` off).
+    pub cuda_graphs: bool,
     pub lengths: String,
     pub warmup: usize,
     pub iters: usize,
@@ -166,10 +168,15 @@ impl Report {
     /// A fixed-width table of the cells.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | {} | {} | timed: {} | lengths {} | warmup {} | iters {}\n",
+            "{} | {} | {}{} | timed: {} | lengths {} | warmup {} | iters {}\n",
             self.model.name,
             self.backend,
             self.dtype,
+            if self.cuda_graphs {
+                ", cuda graphs"
+            } else {
+                ""
+            },
             match self.timed {
                 Timed::Encoder => "bare encoder",
                 Timed::ForwardWithHeads => "forward with heads, outputs to host",
@@ -190,8 +197,8 @@ impl Report {
             "seq/s",
             "tokens/s",
             "GFLOP/s",
-            "KiB up",
-            "KiB down"
+            "KiB up/it",
+            "down/it"
         );
         let kib = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.1}", b / 1024.0));
         for c in &self.cells {

@@ -331,7 +331,9 @@ impl Seam for CudaSeam {
         let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
         self.ensure_pinned(&mut staging, src.len())?;
         // The previous forward's upload has finished: every forward waits
-        // for its stream before it returns, and this one has not issued yet.
+        // for its stream before it returns. (One that failed before its wait
+        // may leave its copy in flight: the write below can then garble only
+        // that copy, and ours is ordered after it on the stream.)
         let pinned = staging.slice(0, src.len())?;
         pinned.copy_from_slice(src);
         self.traffic.upload(src.len());
