@@ -71,6 +71,10 @@ pub trait Backend: Send + Sync {
     /// copied back), plus its device time in ms where the backend has events.
     /// What `bertrt bench` times unless asked for the heads.
     fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>>;
+    /// Copies to and from the device and host waits so far (None without a device).
+    fn device_traffic(&self) -> Option<crate::backend::fp16::Traffic> {
+        None
+    }
 }
 
 impl Backend for CpuEngine {
@@ -232,10 +236,10 @@ pub fn make_backend(
     };
     match opts.resolved_device() {
         Device::Cpu => cpu(weights, warnings),
-        Device::Cuda(n) => crate::backend::cuda::load(&weights, n),
+        Device::Cuda(n) => crate::backend::cuda::load(&weights, n, opts.cuda_graphs),
         // The device copy is made from the host weights, which stay for the
         // CPU fallback: no second host copy either way.
-        Device::Auto => match crate::backend::cuda::load(&weights, 0) {
+        Device::Auto => match crate::backend::cuda::load(&weights, 0, opts.cuda_graphs) {
             Ok(b) => Ok(b),
             Err(e) => {
                 warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));

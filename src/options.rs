@@ -57,6 +57,9 @@ pub struct LoadOptions {
     /// Threads for every parallel part of the CPU forward pass (GEMMs,
     /// attention, elementwise work). None: one per logical CPU.
     pub threads: Option<usize>,
+    /// CUDA: run small batches' encoder as CUDA graphs, one captured per
+    /// shape bucket (see `backend::fp16::staging::Bucket`). On by default.
+    pub cuda_graphs: bool,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +68,7 @@ impl Default for LoadOptions {
             device: Device::Auto,
             dtype: None,
             threads: None,
+            cuda_graphs: true,
         }
     }
 }
@@ -115,7 +119,7 @@ mod tests {
         let o = |device, dtype| LoadOptions {
             device,
             dtype,
-            threads: None,
+            ..Default::default()
         };
         let e = o(Device::Cpu, Some(Dtype::F16)).validate().unwrap_err();
         assert!(

@@ -449,6 +449,19 @@ fn bench_times_the_bare_encoder_unless_head() {
     assert_eq!(bare["cells"].as_array().unwrap().len(), 1, "{bare}");
     let with_head = json_ok(&[&args[..], &["--head"]].concat());
     assert_eq!(with_head["timed"], "forward_with_heads", "{with_head}");
+    // On the CPU: no graphs and no device copies to report; the flag that
+    // turns graphs off is accepted by every command taking engine options.
+    assert_eq!(bare["cuda_graphs"], false, "{bare}");
+    assert!(
+        bare["cells"][0]["bytes_to_device_per_iter"].is_null(),
+        "{bare}"
+    );
+    let no_graphs = json_ok(&[&args[..], &["--no-cuda-graphs"]].concat());
+    assert_eq!(
+        no_graphs["cells"].as_array().unwrap().len(),
+        1,
+        "{no_graphs}"
+    );
 }
 
 /// `info` and `detect` on a folder whose tokenizer.json makes the tokenizers

@@ -14,9 +14,7 @@ use bertrt::backend::cuda::{available, primary_context_active, CudaSeam};
 use bertrt::backend::fp16::{Fp16Model, Seam};
 use common::fp16::*;
 
-/// Same thresholds as the emulated fp16 tests (tests/fp16_emulated.rs).
-const MIN_COS: f64 = 0.9999;
-const ATOL: f32 = 2e-2;
+// MIN_COS and ATOL: the emulated fp16 tests' thresholds (tests/common/fp16.rs).
 
 /// The GPU, or a failure that says why there is none (a missing driver,
 /// device or cuBLAS library: everything `CudaSeam::open` checks).
@@ -58,6 +56,20 @@ fn every_fixture_model_matches_cpu_on_gpu() {
         let out = model.forward(&batch).unwrap();
         compare_forward(&name, &w, &batch, &out, MIN_COS, ATOL);
     }
+}
+
+/// CUDA graphs (stream capture, cuBLAS inside) replay what an eager forward
+/// of the bucket-padded batch computes, bit for bit, for two batches of one
+/// bucket, and match the unpadded forward and the CPU engine.
+#[test]
+#[ignore = "needs CUDA"]
+fn graph_replays_match_eager_forwards_on_gpu() {
+    require_gpu();
+    let open = || CudaSeam::open(0).unwrap();
+    let w = weights(&common::model_dir("bert_cls"));
+    common::graphs::check_graphs("bert_cls", &w, open, [&[5, 9, 3], &[7, 12]], &[20, 20, 4]);
+    let w = common::graphs::tc_model();
+    common::graphs::check_graphs("bert d32", &w, open, [&[17, 1, 15], &[40, 5]], &[3, 4]);
 }
 
 #[test]

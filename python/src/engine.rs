@@ -149,6 +149,7 @@ impl PyEngine {
                 .transpose()
                 .map_err(|e| PyValueError::new_err(e.to_string()))?,
             threads: threads.map(|n| at_least_one("threads", n)).transpose()?,
+            ..Default::default()
         };
         opts.validate().map_err(to_py)?;
         let engine = py.detach(|| {

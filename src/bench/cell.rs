@@ -96,6 +96,11 @@ pub struct Cell {
     /// The sequence lengths drawn for this cell (so another engine can run
     /// exactly the same batch).
     pub lengths: Vec<usize>,
+    /// Bytes copied to and from the device per timed iteration, and host
+    /// waits per iteration (None without a device).
+    pub bytes_to_device_per_iter: Option<f64>,
+    pub bytes_from_device_per_iter: Option<f64>,
+    pub syncs_per_iter: Option<f64>,
 }
 
 /// Encoder FLOPs (multiply-add = 2) for sequences of these lengths: QKV, out,
@@ -139,6 +144,7 @@ pub fn run_cell(
     }
     let mut ms = Vec::with_capacity(s.iters);
     let mut wall = Vec::with_capacity(s.iters);
+    let traffic_before = backend.device_traffic();
     let start = Instant::now();
     for i in 0..s.iters.max(1) {
         if s.profiling.window.is_some_and(|n| n > 0) && i == 0 {
@@ -161,9 +167,13 @@ pub fn run_cell(
             }
         }
     }
+    let traffic = traffic_before
+        .zip(backend.device_traffic())
+        .map(|(before, after)| after.since(&before));
     if s.profiling.window.is_some_and(|n| n > ms.len()) {
         backend.profiler(false)?;
     }
+    let per_iter = |v: u64| v as f64 / ms.len() as f64;
     let lat = Latency::of(&ms);
     let wall_latency_ms = (wall != ms).then(|| Latency::of(&wall));
     let tokens = b.num_tokens();
@@ -182,5 +192,8 @@ pub fn run_cell(
         latency_ms: lat,
         wall_latency_ms,
         lengths,
+        bytes_to_device_per_iter: traffic.map(|t| per_iter(t.upload_bytes)),
+        bytes_from_device_per_iter: traffic.map(|t| per_iter(t.download_bytes)),
+        syncs_per_iter: traffic.map(|t| per_iter(t.syncs)),
     })
 }

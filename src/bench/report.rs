@@ -118,6 +118,8 @@ pub struct Report {
     pub dtype: &'static str,
     pub timer: Timer,
     pub timed: Timed,
+    /// Small batches' encoder replayed as CUDA graphs (`--no-cuda-graphs` off).
+    pub cuda_graphs: bool,
     pub lengths: String,
     pub warmup: usize,
     pub iters: usize,
@@ -166,10 +168,15 @@ impl Report {
     /// A fixed-width table of the cells.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "{} | {} | {} | timed: {} | lengths {} | warmup {} | iters {}\n",
+            "{} | {} | {}{} | timed: {} | lengths {} | warmup {} | iters {}\n",
             self.model.name,
             self.backend,
             self.dtype,
+            if self.cuda_graphs {
+                ", cuda graphs"
+            } else {
+                ""
+            },
             match self.timed {
                 Timed::Encoder => "bare encoder",
                 Timed::ForwardWithHeads => "forward with heads, outputs to host",
@@ -179,7 +186,7 @@ impl Report {
             self.iters
         );
         s += &format!(
-            "{:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}\n",
+            "{:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9} {:>9} {:>9}\n",
             "batch",
             "seq",
             "tokens",
@@ -189,12 +196,15 @@ impl Report {
             "p99 ms",
             "seq/s",
             "tokens/s",
-            "GFLOP/s"
+            "GFLOP/s",
+            "KiB up/it",
+            "down/it"
         );
+        let kib = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.1}", b / 1024.0));
         for c in &self.cells {
             let l = &c.latency_ms;
             s += &format!(
-                "{:>5} {:>5} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>11.0} {:>9.1}\n",
+                "{:>5} {:>5} {:>7} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>11.0} {:>9.1} {:>9} {:>9}\n",
                 c.batch,
                 c.seq,
                 c.tokens,
@@ -204,7 +214,9 @@ impl Report {
                 l.p99,
                 c.sequences_per_s,
                 c.tokens_per_s,
-                c.encoder_gflop_per_s
+                c.encoder_gflop_per_s,
+                kib(c.bytes_to_device_per_iter),
+                kib(c.bytes_from_device_per_iter)
             );
         }
         for k in &self.skipped {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fp16;
+pub mod graphs;
 pub mod record;
 pub mod seam_kernels;
 pub mod seam_tensor_cores;

@@ -5,22 +5,36 @@
 //!
 //! This module holds all of the CUDA backend's `unsafe`.
 //!
+//! Every copy, launch, cuBLAS call and event goes on one non-blocking stream
+//! per seam (cuBLAS's handle is bound to it, with a workspace of its own so
+//! it can be captured into graphs); the host waits only in `synchronize`
+//! (and in the synchronous copies of the weights at load).
+//!
 //! Debug switch: `BERTRT_SYNC_CHECK=1` synchronises after every launch and
 //! names the kernel that failed.
 
-use crate::backend::fp16::{check_geometry, DevPtr, Fp16Model, Launch, Seam};
+mod backend;
+mod stream;
+
+pub use backend::{available, load, primary_context_active, CudaBackend};
+
+use crate::backend::fp16::{
+    check_geometry, DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter,
+};
 use crate::backend::kernels::Geometry;
-use crate::batch::Batch;
-use crate::engine::Backend;
 use crate::error::{Error, Result};
-use crate::model::ModelWeights;
-use crate::output::ForwardOutput;
 use cudarc::cublas::{result as blas, sys as blas_sys};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use std::collections::{HashMap, HashSet};
 use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use stream::{Graph, Pinned, Stream};
+
+/// cuBLAS's workspace: with one set, GEMMs may be captured into a graph
+/// (cuBLAS then allocates nothing during capture). NVIDIA's guidance for
+/// Hopper is 32 MiB.
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 #[cfg(bertrt_fatbin)]
 static FATBIN: &[u8] = include_bytes!(env!("BERTRT_FATBIN"));
@@ -74,11 +88,22 @@ pub struct CudaSeam {
     sync_check: bool,
     /// NVTX ranges on (set by `--nvtx`; libnvToolsExt checked when turned on).
     nvtx: AtomicBool,
+    traffic: TrafficCounter,
+    /// While a graph is being captured (no host waits then).
+    capturing: AtomicBool,
+    /// By GraphId; None once destroyed.
+    graphs: Mutex<Vec<Option<Graph>>>,
     // Fields drop in declaration order, after `Drop::drop` frees the
-    // allocations: the cuBLAS handle, then the module, then the context.
+    // allocations: the graphs above, the cuBLAS handle, the stream, the
+    // pinned buffers, then the module, then the context.
     /// Locked for every cuBLAS call: a handle must not be used by two threads
     /// at once, whoever holds the seam.
     cublas: Mutex<Cublas>,
+    /// The one stream everything is issued on.
+    stream: Stream,
+    /// Pinned: the staging upload's source, and the readbacks' destination.
+    staging: Mutex<Pinned>,
+    readback: Mutex<Pinned>,
     /// Held for its Drop: the functions above live in it.
     _module: Module,
     ctx: PrimaryContext,
@@ -171,6 +196,31 @@ impl CudaSeam {
         let cublas = blas::create_handle()
             .map(Cublas)
             .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
+        let stream = Stream::new()?;
+        // SAFETY: plain allocation in the bound context; freed below on
+        // failure, else by the seam's Drop (it joins `allocations`).
+        let blas_ws = unsafe { drv::malloc_sync(CUBLAS_WORKSPACE_BYTES) }
+            .map_err(drv_err("cuMemAlloc (cuBLAS workspace)"))?;
+        // SAFETY: the handle and stream are live; the workspace is ours, of
+        // the size given, and outlives the handle's use of it (freed in Drop
+        // after the last GEMM).
+        let bound = unsafe {
+            blas::set_stream(cublas.0, stream.0 as blas_sys::cudaStream_t).and_then(|()| {
+                blas_sys::cublasSetWorkspace_v2(
+                    cublas.0,
+                    blas_ws as *mut c_void,
+                    CUBLAS_WORKSPACE_BYTES,
+                )
+                .result()
+            })
+        };
+        if let Err(e) = bound {
+            // SAFETY: allocated above, unused, freed once.
+            let _ = unsafe { drv::free_sync(blas_ws) };
+            return Err(Error::Device(format!(
+                "binding cuBLAS to the stream: {e:?}"
+            )));
+        }
         // SAFETY: `dev` came from cuDeviceGet above; the call only reads.
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
@@ -180,10 +230,16 @@ impl CudaSeam {
                 total >> 30
             ),
             functions,
-            allocations: Mutex::new(HashSet::new()),
+            allocations: Mutex::new(HashSet::from([blas_ws])),
             sync_check: std::env::var("BERTRT_SYNC_CHECK").is_ok_and(|v| v != "0"),
             nvtx: AtomicBool::new(false),
+            traffic: TrafficCounter::default(),
+            capturing: AtomicBool::new(false),
+            graphs: Mutex::new(Vec::new()),
             cublas: Mutex::new(cublas),
+            stream,
+            staging: Mutex::new(Pinned::empty()),
+            readback: Mutex::new(Pinned::empty()),
             _module: module,
             ctx,
         })
@@ -192,6 +248,29 @@ impl CudaSeam {
     fn bind(&self) -> Result<()> {
         // SAFETY: `ctx` is retained for the seam's lifetime.
         unsafe { drv::ctx::set_current(self.ctx.ctx) }.map_err(drv_err("cuCtxSetCurrent"))
+    }
+
+    /// Waits for the stream (the context is bound).
+    fn wait(&self, what: &str) -> Result<()> {
+        if self.capturing.load(Ordering::Relaxed) {
+            return Err(Error::Device(format!(
+                "{what}: the stream is capturing a graph"
+            )));
+        }
+        self.traffic.sync();
+        // SAFETY: the seam's live stream.
+        unsafe { drv::stream::synchronize(self.stream.0) }.map_err(drv_err(what))
+    }
+
+    /// Makes `buf` hold `bytes`, waiting for the stream first when it must
+    /// be replaced (a copy may still use the old one).
+    fn ensure_pinned(&self, buf: &mut Pinned, bytes: usize) -> Result<()> {
+        if buf.len() < bytes {
+            self.bind()?;
+            self.wait("synchronize (growing a pinned buffer)")?;
+            buf.grow(bytes)?;
+        }
+        Ok(())
     }
 }
 
@@ -209,8 +288,10 @@ impl Seam for CudaSeam {
                 total >> 20
             ))
         })?;
-        // SAFETY: `p` points to `bytes` bytes just allocated.
-        unsafe { drv::memset_d8_sync(p, 0, bytes) }.map_err(drv_err("cuMemsetD8"))?;
+        // SAFETY: `p` points to `bytes` bytes just allocated. On the stream,
+        // so the zeros land before anything issued after.
+        unsafe { drv::memset_d8_async(p, 0, bytes, self.stream.0) }
+            .map_err(drv_err("cuMemsetD8Async"))?;
         self.allocations.lock().unwrap().insert(p);
         Ok(p)
     }
@@ -226,14 +307,63 @@ impl Seam for CudaSeam {
 
     fn upload(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: callers pass a `dst` allocated with at least `src.len()` bytes.
-        unsafe { drv::memcpy_htod_sync(dst, src) }.map_err(drv_err("cuMemcpyHtoD"))
+        self.traffic.upload(src.len());
+        // SAFETY: callers pass a `dst` allocated with at least `src.len()`
+        // bytes; `src` stays borrowed until the wait below has seen the copy done.
+        unsafe { drv::memcpy_htod_async(dst, src, self.stream.0) }
+            .map_err(drv_err("cuMemcpyHtoDAsync"))?;
+        self.wait("synchronize (upload)")
     }
 
     fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: callers pass a `src` holding at least `dst.len()` bytes.
-        unsafe { drv::memcpy_dtoh_sync(dst, src) }.map_err(drv_err("cuMemcpyDtoH"))
+        self.traffic.download(dst.len());
+        // SAFETY: callers pass a `src` holding at least `dst.len()` bytes;
+        // `dst` stays borrowed until the wait below.
+        unsafe { drv::memcpy_dtoh_async(dst, src, self.stream.0) }
+            .map_err(drv_err("cuMemcpyDtoHAsync"))?;
+        self.wait("synchronize (download)")
+    }
+
+    fn upload_async(&self, dst: DevPtr, src: &[u8]) -> Result<()> {
+        self.bind()?;
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_pinned(&mut staging, src.len())?;
+        // The previous forward's upload has finished: every forward waits
+        // for its stream before it returns. (One that failed before its wait
+        // may leave its copy in flight: the write below can then garble only
+        // that copy, and ours is ordered after it on the stream.)
+        let pinned = staging.slice(0, src.len())?;
+        pinned.copy_from_slice(src);
+        self.traffic.upload(src.len());
+        // SAFETY: `dst` holds at least `src.len()` bytes (the workspace's
+        // staging region, sized by its layout); `pinned` is page-locked and
+        // is not written again before the stream has been waited for.
+        unsafe { drv::memcpy_htod_async(dst, pinned, self.stream.0) }
+            .map_err(drv_err("cuMemcpyHtoDAsync (staging)"))
+    }
+
+    fn reserve_readback(&self, bytes: usize) -> Result<()> {
+        let mut rb = self.readback.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_pinned(&mut rb, bytes)
+    }
+
+    fn download_async(&self, src: DevPtr, offset: usize, bytes: usize) -> Result<()> {
+        self.bind()?;
+        let mut rb = self.readback.lock().unwrap_or_else(|p| p.into_inner());
+        let dst = rb.slice(offset, bytes)?;
+        self.traffic.download(bytes);
+        // SAFETY: `src` holds `bytes` bytes (the caller's workspace buffer);
+        // `dst` is page-locked, owned by the seam and read only after the
+        // caller's wait.
+        unsafe { drv::memcpy_dtoh_async(dst, src, self.stream.0) }
+            .map_err(drv_err("cuMemcpyDtoHAsync (readback)"))
+    }
+
+    fn read_back(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let mut rb = self.readback.lock().unwrap_or_else(|p| p.into_inner());
+        dst.copy_from_slice(rb.slice(offset, dst.len())?);
+        Ok(())
     }
 
     fn launch<P: Launch>(&self, params: P, g: Geometry) -> Result<()> {
@@ -268,21 +398,10 @@ impl Seam for CudaSeam {
         // SAFETY: every kernel takes exactly one params struct by value (the
         // `Launch` contract); the pointers inside were allocated by this seam
         // and sized by Fp16Model for this batch.
-        unsafe {
-            drv::launch_kernel(
-                f,
-                g.grid,
-                g.block,
-                g.smem_bytes,
-                std::ptr::null_mut(),
-                &mut args,
-            )
-        }
-        .map_err(|e| Error::Device(format!("launching {}: {e:?}", P::NAME)))?;
-        if self.sync_check {
-            // SAFETY: the context is bound; null is the legacy default stream.
-            unsafe { drv::stream::synchronize(std::ptr::null_mut()) }
-                .map_err(|e| Error::Device(format!("{} failed: {e:?}", P::NAME)))?;
+        unsafe { drv::launch_kernel(f, g.grid, g.block, g.smem_bytes, self.stream.0, &mut args) }
+            .map_err(|e| Error::Device(format!("launching {}: {e:?}", P::NAME)))?;
+        if self.sync_check && !self.capturing.load(Ordering::Relaxed) {
+            self.wait(&format!("{} failed", P::NAME))?;
         }
         Ok(())
     }
@@ -323,16 +442,67 @@ impl Seam for CudaSeam {
         }
         .map_err(|e| Error::Device(format!("cublasGemmEx {m}x{n}x{k}: {e:?}")))?;
         drop(cublas);
-        if self.sync_check {
-            self.synchronize()?;
+        if self.sync_check && !self.capturing.load(Ordering::Relaxed) {
+            self.wait("cublasGemmEx failed")?;
         }
         Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        // SAFETY: the context is bound; null is the legacy default stream.
-        unsafe { drv::stream::synchronize(std::ptr::null_mut()) }.map_err(drv_err("synchronize"))
+        self.wait("synchronize")
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic.get()
+    }
+
+    fn supports_graphs(&self) -> bool {
+        true
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        self.bind()?;
+        // Thread-local mode: only this thread's unsafe calls (a legacy-stream
+        // copy, a cuMemAlloc) would break the capture, and none are made.
+        // SAFETY: the seam's live stream.
+        unsafe {
+            drv::stream::begin_capture(
+                self.stream.0,
+                drv_sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )
+        }
+        .map_err(drv_err("cuStreamBeginCapture"))?;
+        self.capturing.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId> {
+        self.bind()?;
+        self.capturing.store(false, Ordering::Relaxed);
+        let graph = Graph::end_capture(self.stream.0)?;
+        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        graphs.push(Some(graph));
+        Ok(GraphId(graphs.len() - 1))
+    }
+
+    fn replay(&self, graph: GraphId) -> Result<()> {
+        self.bind()?;
+        let graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(Some(g)) = graphs.get(graph.0) else {
+            return Err(Error::Device(format!("no CUDA graph {graph:?}")));
+        };
+        // SAFETY: a live instance of this context's graph; the stream is ours.
+        unsafe { drv::graph::launch(g.exec, self.stream.0) }.map_err(drv_err("cuGraphLaunch"))
+    }
+
+    fn destroy_graph(&self, graph: GraphId) -> Result<()> {
+        self.bind()?;
+        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = graphs.get_mut(graph.0) {
+            *g = None;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {
@@ -360,142 +530,16 @@ impl Seam for CudaSeam {
 impl Drop for CudaSeam {
     fn drop(&mut self) {
         let _ = self.bind();
+        // SAFETY: the seam's live stream: nothing may still use what is freed.
+        let _ = unsafe { drv::stream::synchronize(self.stream.0) };
+        self.graphs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         for p in self.allocations.lock().unwrap().drain() {
             // SAFETY: each pointer came from `alloc` and is freed once.
             let _ = unsafe { drv::free_sync(p) };
         }
         // The cuBLAS handle, the module and the context go with their fields.
     }
-}
-
-/// The fp16 model on a CUDA device, as an engine backend.
-pub struct CudaBackend {
-    model: Fp16Model<CudaSeam>,
-}
-
-impl Backend for CudaBackend {
-    fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
-        self.model.forward(batch)
-    }
-
-    fn describe(&self) -> String {
-        self.model.seam().describe()
-    }
-
-    fn set_nvtx(&self, on: bool) -> Result<()> {
-        // SAFETY: only probes for the shared library.
-        if on && !unsafe { cudarc::nvtx::sys::is_culib_present() } {
-            return Err(Error::Device(
-                "NVTX ranges: libnvToolsExt.so could not be loaded (the CUDA toolkit's, or PyTorch's nvidia/nvtx/lib, on LD_LIBRARY_PATH)".into(),
-            ));
-        }
-        self.model.seam().nvtx.store(on, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn profiler(&self, on: bool) -> Result<()> {
-        let seam = self.model.seam();
-        seam.bind()?;
-        // SAFETY: plain driver calls in the bound context.
-        let r = unsafe {
-            if on {
-                drv_sys::cuProfilerStart()
-            } else {
-                drv_sys::cuProfilerStop()
-            }
-        };
-        r.result().map_err(drv_err(if on {
-            "cuProfilerStart"
-        } else {
-            "cuProfilerStop"
-        }))
-    }
-
-    fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
-        self.timed(|| self.model.forward(batch))
-            .map(|(o, ms)| (o, Some(ms)))
-    }
-
-    fn encode_timed(&self, batch: &Batch) -> Result<Option<f64>> {
-        self.timed(|| self.model.encode(batch))
-            .map(|((), ms)| Some(ms))
-    }
-}
-
-/// A CUDA event, destroyed when dropped.
-struct Event(drv_sys::CUevent);
-
-impl Event {
-    /// In the bound context.
-    fn new() -> Result<Event> {
-        drv::event::create(drv_sys::CUevent_flags::CU_EVENT_DEFAULT)
-            .map(Event)
-            .map_err(drv_err("cuEventCreate"))
-    }
-
-    /// Recorded on the legacy default stream, the one the forward pass uses.
-    fn record(&self) -> Result<()> {
-        // SAFETY: `self.0` is a live event of the bound context.
-        unsafe { drv::event::record(self.0, std::ptr::null_mut()) }
-            .map_err(drv_err("cuEventRecord"))
-    }
-}
-
-impl Drop for Event {
-    fn drop(&mut self) {
-        // SAFETY: created by cuEventCreate, destroyed once, here.
-        let _ = unsafe { drv::event::destroy(self.0) };
-    }
-}
-
-impl CudaBackend {
-    /// `f` between two events on the default stream; its result and the
-    /// device milliseconds between them.
-    fn timed<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, f64)> {
-        self.model.seam().bind()?;
-        let (start, end) = (Event::new()?, Event::new()?);
-        start.record()?;
-        let r = f()?;
-        end.record()?;
-        // SAFETY: both events are live and were recorded above.
-        let ms = unsafe {
-            drv::event::synchronize(end.0).map_err(drv_err("cuEventSynchronize"))?;
-            drv::event::elapsed(start.0, end.0).map_err(drv_err("cuEventElapsedTime"))?
-        };
-        Ok((r, ms as f64))
-    }
-}
-
-/// Uploads the model to CUDA device `ordinal`.
-pub fn load(weights: &ModelWeights, ordinal: usize) -> Result<Box<dyn Backend>> {
-    let seam = CudaSeam::open(ordinal)?;
-    let model = Fp16Model::new(seam, weights)?;
-    Ok(Box::new(CudaBackend { model }))
-}
-
-/// Whether device `ordinal`'s primary context is alive, i.e. retained by
-/// someone in this process (tests/gpu.rs: a failed open must release it).
-#[doc(hidden)]
-pub fn primary_context_active(ordinal: usize) -> Result<bool> {
-    // SAFETY: only probes for the shared library (dlopen), no CUDA call.
-    if !unsafe { drv_sys::is_culib_present() } {
-        return Err(Error::Device(
-            "no NVIDIA driver: libcuda.so could not be loaded".into(),
-        ));
-    }
-    drv::init().map_err(drv_err("cuInit"))?;
-    let dev = drv::device::get(ordinal as i32).map_err(drv_err("cuDeviceGet"))?;
-    let (mut flags, mut active) = (0u32, 0i32);
-    // SAFETY: `dev` came from cuDeviceGet; both out-pointers are live locals.
-    unsafe { drv_sys::cuDevicePrimaryCtxGetState(dev, &mut flags, &mut active) }
-        .result()
-        .map_err(drv_err("cuDevicePrimaryCtxGetState"))?;
-    Ok(active != 0)
-}
-
-/// Whether a usable CUDA device is present (for GPU tests' loud skip).
-pub fn available() -> std::result::Result<String, String> {
-    CudaSeam::open(0)
-        .map(|s| s.describe())
-        .map_err(|e| e.to_string())
 }

@@ -1,5 +1,7 @@
-//! The pooler and the task heads on the device, after the encoder.
+//! The pooler and the task heads on the device, after the encoder. Their
+//! reads are queued ([`Readback`]); the results are built after the wait.
 
+use super::launch::{Pending, Readback};
 use super::workspace::{Buf, Workspace};
 use super::{DevPtr, Fp16Model, Seam};
 use crate::config::Activation;
@@ -9,7 +11,7 @@ use crate::output::HeadOutput;
 
 impl<S: Seam> Fp16Model<S> {
     /// Pooled = tanh(FirstTokens Wp^T + bp), where the model has a pooler.
-    pub(super) fn pooler(&self, ws: &Workspace, t: usize, s: usize) -> Result<Option<Vec<f32>>> {
+    pub(super) fn pooler(&self, ws: &Workspace, t: usize, s: usize) -> Result<Option<Readback>> {
         let Some(p) = &self.w.pooler else {
             return Ok(None);
         };
@@ -27,26 +29,35 @@ impl<S: Seam> Fp16Model<S> {
     }
 
     /// The head's output; `Pooled` already holds the pooler output.
-    pub(super) fn head(&self, ws: &Workspace, t: usize, s: usize) -> Result<HeadOutput> {
+    pub(super) fn head(&self, ws: &Workspace, t: usize, s: usize) -> Result<Pending<HeadOutput>> {
         let (x, logits) = (ws[Buf::Hidden], ws[Buf::HeadLogits]);
+        let token_logits = |r: Readback| -> Pending<HeadOutput> {
+            Box::new(move |f| HeadOutput::TokenLogits(r.values(f)))
+        };
+        let seq_logits = |r: Readback| -> Pending<HeadOutput> {
+            Box::new(move |f| HeadOutput::SequenceLogits(r.values(f)))
+        };
         Ok(match &self.w.head {
-            HeadWeights::None => HeadOutput::None,
-            HeadWeights::MaskedLm(m) => HeadOutput::TokenLogits(self.mlm(m, ws, t)?),
+            HeadWeights::None => Box::new(|_| HeadOutput::None),
+            HeadWeights::MaskedLm(m) => token_logits(self.mlm(m, ws, t)?),
             HeadWeights::QuestionAnswering(l) => {
                 self.linear(x, l, logits, t, None)?;
                 let se = self.read(logits, t * 2)?;
-                HeadOutput::StartEnd {
-                    start: se.iter().step_by(2).copied().collect(),
-                    end: se.iter().skip(1).step_by(2).copied().collect(),
-                }
+                Box::new(move |f| {
+                    let se = se.values(f);
+                    HeadOutput::StartEnd {
+                        start: se.iter().step_by(2).copied().collect(),
+                        end: se.iter().skip(1).step_by(2).copied().collect(),
+                    }
+                })
             }
             HeadWeights::TokenClassification(l) => {
                 self.linear(x, l, logits, t, None)?;
-                HeadOutput::TokenLogits(self.read(logits, t * l.out_dim)?)
+                token_logits(self.read(logits, t * l.out_dim)?)
             }
             HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
                 self.linear(ws[Buf::Pooled], l, ws[Buf::SeqLogits], s, None)?;
-                HeadOutput::SequenceLogits(self.read(ws[Buf::SeqLogits], s * l.out_dim)?)
+                seq_logits(self.read(ws[Buf::SeqLogits], s * l.out_dim)?)
             }
             HeadWeights::SequenceClassification(ClassifierHead::FirstToken {
                 dense,
@@ -62,7 +73,7 @@ impl<S: Seam> Fp16Model<S> {
                     Some(*act),
                 )?;
                 self.linear(ws[Buf::SeqScratch], out_proj, ws[Buf::SeqLogits], s, None)?;
-                HeadOutput::SequenceLogits(self.read(ws[Buf::SeqLogits], s * out_proj.out_dim)?)
+                seq_logits(self.read(ws[Buf::SeqLogits], s * out_proj.out_dim)?)
             }
             HeadWeights::Discriminator {
                 dense,
@@ -71,22 +82,23 @@ impl<S: Seam> Fp16Model<S> {
             } => {
                 self.linear(x, dense, ws[Buf::HeadTransform], t, Some(*act))?;
                 self.linear(ws[Buf::HeadTransform], prediction, logits, t, None)?;
-                HeadOutput::TokenLogits(self.read(logits, t)?)
+                token_logits(self.read(logits, t)?)
             }
             HeadWeights::AlbertPreTraining { mlm, sop } => {
                 let mlm = self.mlm(mlm, ws, t)?;
                 self.linear(ws[Buf::Pooled], sop, ws[Buf::SeqLogits], s, None)?;
-                HeadOutput::PreTraining {
-                    mlm,
-                    sop: self.read(ws[Buf::SeqLogits], s * 2)?,
-                }
+                let sop = self.read(ws[Buf::SeqLogits], s * 2)?;
+                Box::new(move |f| HeadOutput::PreTraining {
+                    mlm: mlm.values(f),
+                    sop: sop.values(f),
+                })
             }
         })
     }
 
     /// u = LN(act(x Wt^T + bt)); logits = u Wd^T + bd, Wd the word
     /// embeddings when tied.
-    fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, t: usize) -> Result<Vec<f32>> {
+    fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, t: usize) -> Result<Readback> {
         let (u, zeros) = (ws[Buf::HeadTransform], ws[Buf::Zeros]);
         self.linear(ws[Buf::Hidden], &m.transform, u, t, Some(m.act))?;
         let e = m.transform.out_dim;

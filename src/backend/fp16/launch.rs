@@ -8,6 +8,7 @@ use crate::config::Activation;
 use crate::error::Result;
 use crate::model::{LayerNorm, Linear};
 use half::f16;
+use std::sync::atomic::Ordering;
 
 impl<S: Seam> Fp16Model<S> {
     /// Runs `f` inside a profiler range named `name`.
@@ -148,16 +149,40 @@ impl<S: Seam> Fp16Model<S> {
         )
     }
 
-    /// `n` fp16 values from the device, as f32.
-    pub(super) fn read(&self, p: DevPtr, n: usize) -> Result<Vec<f32>> {
-        let mut b = vec![0u8; n * 2];
-        self.seam.download(p, &mut b)?;
-        Ok(b.chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect())
+    /// Queues a copy of `n` fp16 values to the host, ordered after every
+    /// launch issued so far; their values once the forward has waited.
+    pub(super) fn read(&self, p: DevPtr, n: usize) -> Result<Readback> {
+        let offset = self.readback_used.fetch_add(n * 2, Ordering::Relaxed);
+        self.seam.download_async(p, offset, n * 2)?;
+        Ok(Readback { offset, n })
     }
 
-    pub(super) fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
-        self.seam.upload(p, bytemuck::cast_slice(v))
+    /// After the forward's one wait: everything `read` queued.
+    pub(super) fn fetch(&self) -> Result<Fetched> {
+        let mut bytes = vec![0u8; self.readback_used.load(Ordering::Relaxed)];
+        self.seam.read_back(0, &mut bytes)?;
+        Ok(Fetched(bytes))
     }
 }
+
+/// Where a queued read lands in the readback buffer: `n` fp16 values.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Readback {
+    offset: usize,
+    n: usize,
+}
+
+/// The readback buffer's contents after the wait.
+pub(super) struct Fetched(Vec<u8>);
+
+impl Readback {
+    pub(super) fn values(self, f: &Fetched) -> Vec<f32> {
+        f.0[self.offset..self.offset + 2 * self.n]
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
+    }
+}
+
+/// A result to build from the readbacks once they have arrived.
+pub(super) type Pending<T> = Box<dyn FnOnce(&Fetched) -> T + Send>;

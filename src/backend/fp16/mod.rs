@@ -3,6 +3,11 @@
 //! pointers as storage), one workspace sized for the largest batch seen and
 //! reused, and each layer a straight list of launches in data-flow order.
 //!
+//! A forward pass makes one upload (every input, packed by `staging`), issues
+//! everything on the seam's stream, queues its readbacks and waits once.
+//! Small batches run as CUDA graphs: padded to a shape bucket, the encoder
+//! is captured once per bucket and replayed (`staging::Bucket`).
+//!
 //! ALBERT's shared blocks are uploaded once; the schedule reuses their
 //! pointers for every layer that shares them. A tied MLM decoder reads the
 //! word embeddings' upload.
@@ -10,6 +15,7 @@
 mod heads;
 mod launch;
 pub mod seam;
+pub mod staging;
 mod workspace;
 
 use crate::backend::kernels::{self as k, Geometry};
@@ -18,9 +24,20 @@ use crate::error::{Error, Result};
 use crate::model::{AttentionBlock, FfnBlock, ModelWeights};
 use crate::output::ForwardOutput;
 use half::f16;
-pub use seam::{DevPtr, Launch, Seam};
+pub use seam::{DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter};
+use staging::{Bucket, Staged};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use workspace::{Buf, Widths, Workspace};
+
+/// How `run_encoder` runs the encoder.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A graph per bucket where the batch fits one (and graphs are on), else eager.
+    Auto,
+    /// Padded to its bucket as for a graph, but launched eagerly.
+    PaddedEager,
+}
 
 pub struct Fp16Model<S: Seam> {
     seam: S,
@@ -30,6 +47,13 @@ pub struct Fp16Model<S: Seam> {
     workspace: Mutex<Option<Workspace>>,
     /// Bytes of weights on the device.
     pub weight_bytes: usize,
+    /// CUDA graphs for small batches (on unless turned off).
+    graphs_on: AtomicBool,
+    /// Graphs captured and replays, since load.
+    captures: AtomicUsize,
+    replays: AtomicUsize,
+    /// Bytes of the readback buffer this forward has queued.
+    readback_used: AtomicUsize,
 }
 
 impl<S: Seam> Fp16Model<S> {
@@ -62,8 +86,30 @@ impl<S: Seam> Fp16Model<S> {
             w: device,
             workspace: Mutex::new(None),
             weight_bytes,
+            graphs_on: AtomicBool::new(true),
+            captures: AtomicUsize::new(0),
+            replays: AtomicUsize::new(0),
+            readback_used: AtomicUsize::new(0),
             seam,
         })
+    }
+
+    /// Turns CUDA graphs for small batches on (the default) or off.
+    pub fn set_graphs(&self, on: bool) {
+        self.graphs_on.store(on, Ordering::Relaxed);
+    }
+
+    /// (graphs captured, graph replays) since load.
+    pub fn graph_counts(&self) -> (usize, usize) {
+        (
+            self.captures.load(Ordering::Relaxed),
+            self.replays.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The seam's copies and waits since it was opened.
+    pub fn traffic(&self) -> Traffic {
+        self.seam.traffic()
     }
 
     /// For the backend's device-wide calls (describe, profiler, events). Not
@@ -89,71 +135,122 @@ impl<S: Seam> Fp16Model<S> {
     /// workspace, nothing is copied back. What `bertrt bench` times by default.
     pub fn encode(&self, batch: &Batch) -> Result<()> {
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        self.run_encoder(&mut guard, batch)?;
+        self.run_encoder(&mut guard, batch, Mode::Auto)?;
         self.seam.synchronize()
     }
 
     /// Encoder, pooler and the architecture's head.
     pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
+        self.forward_in(batch, Mode::Auto)
+    }
+
+    /// [`Fp16Model::forward`] on the batch padded to its graph bucket (the
+    /// very launches a graph records), run eagerly: what a replay must equal
+    /// bit for bit. An error for a batch too large for graphs.
+    #[doc(hidden)]
+    pub fn forward_padded_eager(&self, batch: &Batch) -> Result<ForwardOutput> {
+        self.forward_in(batch, Mode::PaddedEager)
+    }
+
+    fn forward_in(&self, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
         let (t, s) = (batch.num_tokens(), batch.num_seqs());
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        let ws = self.run_encoder(&mut guard, batch)?;
+        let ws = self.run_encoder(&mut guard, batch, mode)?;
         let pooled = self.pooler(ws, t, s)?;
         let head = self.op("heads", || self.head(ws, t, s))?;
         let hidden = self.read(ws[Buf::Hidden], t * self.w.config.hidden_size)?;
         self.seam.synchronize()?;
+        let fetched = self.fetch()?;
         Ok(ForwardOutput {
-            hidden,
-            pooled,
-            head,
+            hidden: hidden.values(&fetched),
+            pooled: pooled.map(|p| p.values(&fetched)),
+            head: head(&fetched),
         })
     }
 
-    /// Sizes the workspace for `batch`, uploads its ids and runs the encoder:
-    /// the last hidden states end in the workspace's `Hidden`.
+    /// Sizes the workspace for `batch`, uploads its inputs in one copy and
+    /// runs the encoder (eagerly, or as its bucket's graph): the last hidden
+    /// states end in the workspace's `Hidden` (the batch's rows first).
     fn run_encoder<'w>(
         &self,
         slot: &'w mut Option<Workspace>,
         batch: &Batch,
+        mode: Mode,
     ) -> Result<&'w Workspace> {
         let (t, s) = (batch.num_tokens(), batch.num_seqs());
         if t == 0 {
             return Err(Error::Input("empty batch".into()));
         }
-        Workspace::ensure(slot, &self.seam, &self.widths, self.weight_bytes, t, s)?;
-        let Some(ws) = slot.as_ref() else {
+        let bucket = match mode {
+            Mode::Auto if self.graphs_on.load(Ordering::Relaxed) && self.seam.supports_graphs() => {
+                Bucket::of(t, s)
+            }
+            Mode::Auto => None,
+            Mode::PaddedEager => Some(Bucket::of(t, s).ok_or_else(|| {
+                Error::Input(format!(
+                    "{t} tokens in {s} sequences: too large for a graph"
+                ))
+            })?),
+        };
+        let staged = match bucket {
+            Some(b) => Staged::padded(batch, b),
+            None => Staged::exact(batch),
+        };
+        let (st, ss) = (staged.tokens, staged.seqs);
+        Workspace::ensure(slot, &self.seam, &self.widths, self.weight_bytes, st, ss)?;
+        let Some(ws) = slot.as_mut() else {
             return Err(Error::Internal("workspace missing after ensure".into()));
         };
+        ws.stage(&staged.layout);
+        // No readback is pending: the previous forward waited for its own.
+        self.seam
+            .reserve_readback(self.widths.readback_bytes(t, s))?;
+        self.readback_used.store(0, Ordering::Relaxed);
+        self.seam.upload_async(ws[Buf::Staging], staged.bytes())?;
 
-        let cu: Vec<u32> = batch.cu_seqlens().iter().map(|&x| x as u32).collect();
-        self.upload_u32(ws[Buf::InputIds], batch.input_ids())?;
-        self.upload_u32(ws[Buf::PositionIds], batch.position_ids())?;
-        self.upload_u32(ws[Buf::TokenTypeIds], batch.token_type_ids())?;
-        self.upload_u32(ws[Buf::CuSeqlens], &cu)?;
-        self.upload_u32(ws[Buf::FirstRows], &cu[..s])?;
-        let attn_tiles = if self.tensor_core_attention() {
-            let tiles = k::attention_tc_tiles(batch.cu_seqlens());
-            self.seam
-                .upload(ws[Buf::AttnTiles], bytemuck::cast_slice(&tiles))?;
-            tiles.len() / 2
-        } else {
-            0
-        };
+        match (bucket, mode) {
+            (Some(b), Mode::Auto) => {
+                let graph = match ws.graphs.get(&b) {
+                    Some(&g) => g,
+                    None => {
+                        self.seam.begin_capture()?;
+                        let recorded = self.encoder(ws, &staged);
+                        let graph = self.seam.end_capture();
+                        recorded?;
+                        let graph = graph?;
+                        ws.graphs.insert(b, graph);
+                        self.captures.fetch_add(1, Ordering::Relaxed);
+                        graph
+                    }
+                };
+                self.seam.replay(graph)?;
+                self.replays.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.encoder(ws, &staged)?,
+        }
+        Ok(ws)
+    }
 
+    /// Embeddings and every layer, at the staged sizes.
+    fn encoder(&self, ws: &Workspace, staged: &Staged) -> Result<()> {
+        let t = staged.tokens;
         self.op("embeddings", || self.embeddings(ws, t))?;
-        let max_len = batch.max_seq_len();
+        let attn = AttnWork {
+            seqs: staged.seqs,
+            max_len: staged.max_len,
+            tiles: if self.tensor_core_attention() {
+                staged.tiles
+            } else {
+                0
+            },
+        };
         for (layer, &(ai, fi)) in self.w.schedule.iter().enumerate() {
             self.seam.range_push(&format!("layer {layer}"));
-            let attn = AttnWork {
-                seqs: s,
-                max_len,
-                tiles: attn_tiles,
-            };
             let r = self.layer(ws, &self.w.attention[ai], &self.w.ffn[fi], t, attn);
             self.seam.range_pop();
             r?;
         }
-        Ok(ws)
+        Ok(())
     }
 
     /// hidden = LN(word + position + type), then E -> H where factorized.

@@ -1,15 +1,21 @@
 //! The activation workspace: every device buffer of the forward pass, named
 //! by its role and sized in one place ([`Buf::bytes`]); allocated for the
-//! largest batch seen (grown geometrically) and reused.
+//! largest batch seen (grown geometrically) and reused. The inputs (ids to
+//! tiles) are views into one staging region, laid out per batch
+//! ([`Layout`]), so they go up in one copy. The CUDA graphs captured on these
+//! buffers live and die with them.
 
-use super::seam::{DevPtr, Seam};
+use super::seam::{DevPtr, GraphId, Seam};
+use super::staging::{Bucket, Layout};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use std::collections::HashMap;
 
 /// The buffers, by role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Buf {
-    /// Per token (u32): ids, positions, token types.
+    /// Views into the staging region (u32, see `staging::Layout`).
+    /// Per token: ids, positions, token types.
     InputIds,
     PositionIds,
     TokenTypeIds,
@@ -22,9 +28,9 @@ pub(super) enum Buf {
     Embedded,
     /// [tokens, H]: a layer's input and output (the last hidden states at the end).
     Hidden,
-    /// [tokens, 3H]
+    /// [tokens + 1, 3H] (the last row: the trash sequence's, see staging.rs)
     Qkv,
-    /// [tokens, H]: softmax(QK^T)V, then LN(context Wo + bo + hidden).
+    /// [tokens + 1, H]: softmax(QK^T)V; [tokens, H]: LN(context Wo + bo + hidden).
     AttnContext,
     AttnOut,
     /// [tokens, I]
@@ -39,15 +45,23 @@ pub(super) enum Buf {
     SeqLogits,
     /// [tokens, max(E, H)] zeros: bias and residual of a plain LayerNorm.
     Zeros,
+    /// The inputs' region: `Layout::of(tokens, seqs)`.
+    Staging,
 }
 
-const ALL: [Buf; 19] = [
+/// The inputs, which live in `Staging`.
+const STAGED: [Buf; 6] = [
     Buf::InputIds,
     Buf::PositionIds,
     Buf::TokenTypeIds,
     Buf::CuSeqlens,
     Buf::FirstRows,
     Buf::AttnTiles,
+];
+
+/// The allocations.
+const ALL: [Buf; 14] = [
+    Buf::Staging,
     Buf::Embedded,
     Buf::Hidden,
     Buf::Qkv,
@@ -84,6 +98,15 @@ impl Widths {
         }
     }
 
+    /// An upper bound on what a forward reads back: the hidden states, the
+    /// pooler output and the heads' logits.
+    pub(super) fn readback_bytes(&self, tokens: usize, seqs: usize) -> usize {
+        [Buf::Hidden, Buf::Pooled, Buf::HeadLogits, Buf::SeqLogits]
+            .iter()
+            .map(|b| b.bytes(self, tokens, seqs))
+            .sum()
+    }
+
     /// Bytes of every buffer for `tokens` tokens in `seqs` sequences.
     pub(super) fn total_bytes(&self, tokens: usize, seqs: usize) -> usize {
         ALL.iter().map(|b| b.bytes(self, tokens, seqs)).sum()
@@ -93,18 +116,19 @@ impl Widths {
 impl Buf {
     fn bytes(self, w: &Widths, tokens: usize, seqs: usize) -> usize {
         const HALF: usize = 2;
-        const U32: usize = 4;
         let wide = w.embed.max(w.hidden);
         match self {
-            Buf::InputIds | Buf::PositionIds | Buf::TokenTypeIds => tokens * U32,
-            Buf::CuSeqlens => (seqs + 1) * U32,
-            Buf::FirstRows => seqs * U32,
-            Buf::AttnTiles => {
-                crate::backend::kernels::attention_tc_max_tiles(tokens, seqs) * 2 * U32
-            }
+            Buf::InputIds
+            | Buf::PositionIds
+            | Buf::TokenTypeIds
+            | Buf::CuSeqlens
+            | Buf::FirstRows
+            | Buf::AttnTiles => 0, // views into Staging
+            Buf::Staging => Layout::of(tokens, seqs).bytes(),
             Buf::Embedded => tokens * w.embed * HALF,
-            Buf::Hidden | Buf::AttnContext | Buf::AttnOut => tokens * w.hidden * HALF,
-            Buf::Qkv => tokens * 3 * w.hidden * HALF,
+            Buf::Hidden | Buf::AttnOut => tokens * w.hidden * HALF,
+            Buf::AttnContext => (tokens + 1) * w.hidden * HALF,
+            Buf::Qkv => (tokens + 1) * 3 * w.hidden * HALF,
             Buf::FfnInter => tokens * w.inter * HALF,
             Buf::HeadTransform | Buf::Zeros => tokens * wide * HALF,
             Buf::HeadLogits => tokens * w.head_token * HALF,
@@ -118,7 +142,10 @@ impl Buf {
 pub(super) struct Workspace {
     pub(super) tokens: usize,
     pub(super) seqs: usize,
+    /// By `Buf as usize`; the staged inputs' entries are set per batch.
     ptrs: Vec<DevPtr>,
+    /// The graphs captured on these buffers, by bucket.
+    pub(super) graphs: HashMap<Bucket, GraphId>,
 }
 
 impl std::ops::Index<Buf> for Workspace {
@@ -129,6 +156,34 @@ impl std::ops::Index<Buf> for Workspace {
 }
 
 impl Workspace {
+    /// Points the input views at `layout`'s places in the staging region.
+    pub(super) fn stage(&mut self, layout: &Layout) {
+        let base = self[Buf::Staging];
+        for (b, words) in STAGED.into_iter().zip([
+            layout.ids,
+            layout.positions,
+            layout.types,
+            layout.cu_seqlens,
+            layout.first_rows,
+            layout.tiles,
+        ]) {
+            self.ptrs[b as usize] = base + 4 * words as u64;
+        }
+    }
+
+    /// Frees the buffers and the graphs on them.
+    fn release<S: Seam>(self, seam: &S) -> Result<()> {
+        for g in self.graphs.into_values() {
+            seam.destroy_graph(g)?;
+        }
+        for (i, p) in self.ptrs.into_iter().enumerate() {
+            if !STAGED.iter().any(|&b| b as usize == i) && p != 0 {
+                seam.free(p)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `slot` hold a workspace for at least `tokens` tokens in `seqs`
     /// sequences. On failure nothing stays allocated, and the error says what
     /// was needed and, where the device can tell, how many tokens would fit.
@@ -146,9 +201,7 @@ impl Workspace {
             }
         }
         if let Some(old) = slot.take() {
-            for p in old.ptrs {
-                seam.free(p)?;
-            }
+            old.release(seam)?;
         }
         // Grow geometrically so a stream of slightly larger batches does not
         // reallocate every call.
@@ -156,12 +209,12 @@ impl Workspace {
             tokens.next_power_of_two().max(64),
             seqs.next_power_of_two().max(8),
         );
-        let mut ptrs = Vec::with_capacity(ALL.len());
+        let mut ptrs = vec![0; ALL.len() + STAGED.len()];
         for b in ALL {
             match seam.alloc(b.bytes(widths, tokens, seqs).max(4)) {
-                Ok(p) => ptrs.push(p),
+                Ok(p) => ptrs[b as usize] = p,
                 Err(err) => {
-                    for p in ptrs {
+                    for p in ptrs.into_iter().filter(|&p| p != 0) {
                         seam.free(p)?;
                     }
                     // Tokens that fit in what is free now, at this model's bytes per token.
@@ -179,7 +232,12 @@ impl Workspace {
                 }
             }
         }
-        *slot = Some(Workspace { tokens, seqs, ptrs });
+        *slot = Some(Workspace {
+            tokens,
+            seqs,
+            ptrs,
+            graphs: HashMap::new(),
+        });
         Ok(())
     }
 }

@@ -43,6 +43,11 @@ pub struct EngineArgs {
     /// CPU threads for every parallel part of the forward pass (default: one per logical CPU).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// CUDA: launch every kernel of the encoder eagerly instead of replaying
+    /// a CUDA graph per batch-shape bucket (graphs are used for batches of up
+    /// to 4096 tokens).
+    #[arg(long)]
+    pub no_cuda_graphs: bool,
 }
 
 impl EngineArgs {
@@ -63,6 +68,7 @@ impl EngineArgs {
             device,
             dtype,
             threads: self.threads,
+            cuda_graphs: !self.no_cuda_graphs,
         };
         opts.validate().map_err(|e| match self.threads {
             Some(0) => format!("--threads: {e}"),

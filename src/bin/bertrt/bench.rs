@@ -221,6 +221,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
             Timer::CudaEvents
         },
         timed: settings.timed,
+        cuda_graphs: !on_cpu && options.cuda_graphs,
         lengths: settings.lengths.describe(),
         warmup: a.warmup,
         iters: a.iters,
