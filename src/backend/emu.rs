@@ -46,7 +46,10 @@ extern "C" {
     pub(crate) fn bertrt_emu_cp_async_selftest_f16(p: k::CpAsyncSelftestParams);
 }
 
+mod rowwise;
 mod tc;
+use rowwise::Placed;
+pub use rowwise::*;
 pub use tc::*;
 
 /// What the per-thread entry needs: which kernel, with which params.
@@ -111,117 +114,6 @@ fn ptr_mut<T>(s: &mut [T]) -> u64 {
     s.as_mut_ptr() as u64
 }
 
-/// out[t] = LN(word[ids[t]] + pos[pos_ids[t]] (+ ty[type_ids[t]])) * gamma + beta.
-/// Tables `[rows, width]` with `width = gamma.len()`. An id out of range is an
-/// `Err` (the kernel traps).
-#[allow(clippy::too_many_arguments)]
-pub fn embeddings_layernorm(
-    word: &[f16],
-    pos: &[f16],
-    ty: Option<&[f16]>,
-    ids: &[u32],
-    pos_ids: &[u32],
-    type_ids: &[u32],
-    gamma: &[f16],
-    beta: &[f16],
-    eps: f32,
-    out: &mut [f16],
-) -> Result<()> {
-    let width = gamma.len();
-    let tokens = ids.len();
-    assert!(width > 0 && beta.len() == width);
-    assert!(word.len().is_multiple_of(width) && pos.len().is_multiple_of(width));
-    assert!(pos_ids.len() == tokens && out.len() == tokens * width);
-    if let Some(ty) = ty {
-        assert!(ty.len() % width == 0 && type_ids.len() == tokens);
-    }
-    let p = k::EmbeddingsLayerNormParams {
-        word: ptr(word),
-        pos: ptr(pos),
-        ty: ty.map_or(0, ptr),
-        ids: ptr(ids),
-        pos_ids: ptr(pos_ids),
-        type_ids: ptr(type_ids),
-        gamma: ptr(gamma),
-        beta: ptr(beta),
-        out: ptr_mut(out),
-        tokens: tokens as i32,
-        width: width as i32,
-        vocab: (word.len() / width) as u32,
-        max_pos: (pos.len() / width) as u32,
-        type_vocab: ty.map_or(0, |t| (t.len() / width) as u32),
-        eps,
-    };
-    let g = k::embeddings_layernorm_geometry(tokens, width);
-    launch(
-        Kernel {
-            name: "embeddings_layernorm_f16",
-            func: bertrt_emu_embeddings_layernorm_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
-/// In place: x = LN(x + bias + residual) * gamma + beta, row width `bias.len()`.
-pub fn add_bias_residual_layernorm(
-    x: &mut [f16],
-    bias: &[f16],
-    residual: &[f16],
-    gamma: &[f16],
-    beta: &[f16],
-    eps: f32,
-) -> Result<()> {
-    let width = bias.len();
-    assert!(width > 0 && gamma.len() == width && beta.len() == width);
-    assert!(x.len().is_multiple_of(width) && residual.len() == x.len());
-    let rows = x.len() / width;
-    let xp = ptr_mut(x);
-    let p = k::AddBiasResidualLayerNormParams {
-        x: xp,
-        bias: ptr(bias),
-        residual: ptr(residual),
-        gamma: ptr(gamma),
-        beta: ptr(beta),
-        out: xp,
-        rows: rows as i32,
-        width: width as i32,
-        eps,
-    };
-    let g = k::add_bias_residual_layernorm_geometry(rows, width);
-    launch(
-        Kernel {
-            name: "add_bias_residual_layernorm_f16",
-            func: bertrt_emu_add_bias_residual_layernorm_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
-/// In place: x = act(x + bias), row width `bias.len()`; `act` None adds the
-/// bias only.
-pub fn bias_act(x: &mut [f16], bias: &[f16], act: Option<Activation>) -> Result<()> {
-    let width = bias.len();
-    assert!(width > 0 && x.len().is_multiple_of(width));
-    let p = k::BiasActParams {
-        x: ptr_mut(x),
-        bias: ptr(bias),
-        n: x.len() as i64,
-        width: width as i32,
-        act: k::ActCode::of(act),
-    };
-    let g = k::elementwise_geometry(x.len());
-    launch(
-        Kernel {
-            name: "bias_act_f16",
-            func: bertrt_emu_bias_act_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
 /// Packed multi-head self-attention: `qkv` `[T, 3*heads*head_dim]` rows
 /// `q | k | v`, `cu_seqlens` `[num_seqs + 1]` from 0 to T, `out` `[T, heads*head_dim]`.
 pub fn attention(
@@ -275,10 +167,12 @@ pub fn attention(
 /// `Err` (the kernel traps).
 pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) -> Result<()> {
     assert!(width > 0 && x.len().is_multiple_of(width) && out.len() == row_ids.len() * width);
+    let mut m = Placed::new(0);
+    let out_p = m.put(out);
     let p = k::GatherRowsParams {
-        x: ptr(x),
+        x: m.put(x),
         row_ids: ptr(row_ids),
-        out: ptr_mut(out),
+        out: out_p,
         n: row_ids.len() as i32,
         rows: (x.len() / width) as i32,
         width: width as i32,
@@ -292,15 +186,19 @@ pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) ->
             params: p,
         },
         g,
-    )
+    )?;
+    m.get(out_p, out);
+    Ok(())
 }
 
 /// out = x as f32.
 pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
     assert!(out.len() == x.len());
+    let mut m = Placed::new(0);
+    let out_p = m.put(out);
     let p = k::CastF32Params {
-        x: ptr(x),
-        out: ptr_mut(out),
+        x: m.put(x),
+        out: out_p,
         n: x.len() as i64,
     };
     launch(
@@ -310,12 +208,14 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
             params: p,
         },
         k::elementwise_geometry(x.len()),
-    )
+    )?;
+    m.get(out_p, out);
+    Ok(())
 }
 
 // ---- the launch seam under emulation -------------------------------------------
 
-use super::fp16::{DevPtr, Launch, Seam};
+use super::fp16::{DevPtr, Epilogue, Launch, Seam};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -370,6 +270,55 @@ impl EmuSeam {
     }
 }
 
+impl EmuSeam {
+    /// x[m, k] · w[n, k]^T in f32 over fp16 inputs, after checking that the
+    /// three buffers are live and y overlaps neither input.
+    fn product(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<Vec<f32>> {
+        self.check_range(x, m * k * 2, "gemm x")?;
+        self.check_range(w, n * k * 2, "gemm w")?;
+        self.check_range(y, m * n * 2, "gemm y")?;
+        let overlaps = |a: DevPtr, a_len: usize, b: DevPtr, b_len: usize| {
+            a < b + b_len as u64 && b < a + a_len as u64
+        };
+        if overlaps(y, m * n * 2, x, m * k * 2) || overlaps(y, m * n * 2, w, n * k * 2) {
+            return Err(Error::Device(format!(
+                "emulated gemm: output {y:#x} ({m}x{n}) overlaps an input"
+            )));
+        }
+        // SAFETY: both ranges lie in live allocations (checked above).
+        let (xs, ws) = unsafe {
+            (
+                std::slice::from_raw_parts(x as *const f16, m * k),
+                std::slice::from_raw_parts(w as *const f16, n * k),
+            )
+        };
+        let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
+        let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
+        let mut yf = vec![0f32; m * n];
+        crate::backend::cpu::ops::linear(&xf, &wf, None, k, &mut yf);
+        Ok(yf)
+    }
+
+    /// Rounds `v` to fp16 at `y` (a range `product` checked).
+    fn store_f16(&self, y: DevPtr, v: &[f32]) -> Result<()> {
+        self.check_range(y, v.len() * 2, "gemm y")?;
+        // SAFETY: checked just above; `v` is host memory, not in an allocation of ours.
+        let ys = unsafe { std::slice::from_raw_parts_mut(y as *mut f16, v.len()) };
+        for (o, &f) in ys.iter_mut().zip(v) {
+            *o = f16::from_f32(f);
+        }
+        Ok(())
+    }
+}
+
 impl Seam for EmuSeam {
     fn alloc(&self, bytes: usize) -> Result<DevPtr> {
         if let Some(limit) = self.limit {
@@ -420,34 +369,40 @@ impl Seam for EmuSeam {
     }
 
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {
-        self.check_range(x, m * k * 2, "gemm x")?;
-        self.check_range(w, n * k * 2, "gemm w")?;
-        self.check_range(y, m * n * 2, "gemm y")?;
-        let overlaps = |a: DevPtr, a_len: usize, b: DevPtr, b_len: usize| {
-            a < b + b_len as u64 && b < a + a_len as u64
-        };
-        if overlaps(y, m * n * 2, x, m * k * 2) || overlaps(y, m * n * 2, w, n * k * 2) {
-            return Err(Error::Device(format!(
-                "emulated gemm: output {y:#x} ({m}x{n}) overlaps an input"
-            )));
+        let yf = self.product(x, w, y, m, n, k)?;
+        self.store_f16(y, &yf)
+    }
+
+    /// As cuBLASLt's BIAS / GELU_BIAS epilogues: the bias added to the fp32
+    /// product, the activation in fp32, one rounding to fp16 at the end.
+    fn gemm_bias(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        bias: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        let mut yf = self.product(x, w, y, m, n, k)?;
+        if bias != 0 {
+            self.check_range(bias, n * 2, "gemm_bias bias")?;
+            // SAFETY: checked just above: n halves at `bias` in a live allocation.
+            let b = unsafe { std::slice::from_raw_parts(bias as *const f16, n) };
+            for row in yf.chunks_mut(n.max(1)) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b.to_f32();
+                }
+            }
         }
-        // SAFETY: the three ranges lie in live allocations (checked above) and
-        // y overlaps neither x nor w (checked above), so the &mut slice is unique.
-        let (xs, ws, ys) = unsafe {
-            (
-                std::slice::from_raw_parts(x as *const f16, m * k),
-                std::slice::from_raw_parts(w as *const f16, n * k),
-                std::slice::from_raw_parts_mut(y as *mut f16, m * n),
-            )
-        };
-        let xf: Vec<f32> = xs.iter().map(|v| v.to_f32()).collect();
-        let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
-        let mut yf = vec![0f32; m * n];
-        crate::backend::cpu::ops::linear(&xf, &wf, None, k, &mut yf);
-        for (o, v) in ys.iter_mut().zip(yf) {
-            *o = f16::from_f32(v);
+        if epilogue == Epilogue::BiasGeluTanh {
+            for v in &mut yf {
+                *v = crate::backend::cpu::ops::act(*v, Activation::GeluTanh);
+            }
         }
-        Ok(())
+        self.store_f16(y, &yf)
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -8,7 +8,9 @@
 //! Debug switch: `BERTRT_SYNC_CHECK=1` synchronises after every launch and
 //! names the kernel that failed.
 
-use crate::backend::fp16::{check_geometry, DevPtr, Fp16Model, Launch, Seam};
+mod lt;
+
+use crate::backend::fp16::{check_geometry, DevPtr, Epilogue, Fp16Model, Launch, Seam};
 use crate::backend::kernels::Geometry;
 use crate::batch::Batch;
 use crate::engine::Backend;
@@ -76,6 +78,9 @@ pub struct CudaSeam {
     nvtx: AtomicBool,
     // Fields drop in declaration order, after `Drop::drop` frees the
     // allocations: the cuBLAS handle, then the module, then the context.
+    /// cuBLASLt (fused-epilogue GEMMs and their per-shape plans), locked
+    /// for every call like `cublas`; dropped first (it frees its workspace).
+    lt: Mutex<lt::Lt>,
     /// Locked for every cuBLAS call: a handle must not be used by two threads
     /// at once, whoever holds the seam.
     cublas: Mutex<Cublas>,
@@ -171,6 +176,7 @@ impl CudaSeam {
         let cublas = blas::create_handle()
             .map(Cublas)
             .map_err(|e| Error::Device(format!("cublasCreate: {e:?}")))?;
+        let lt = lt::Lt::new()?;
         // SAFETY: `dev` came from cuDeviceGet above; the call only reads.
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
@@ -183,6 +189,7 @@ impl CudaSeam {
             allocations: Mutex::new(HashSet::new()),
             sync_check: std::env::var("BERTRT_SYNC_CHECK").is_ok_and(|v| v != "0"),
             nvtx: AtomicBool::new(false),
+            lt: Mutex::new(lt),
             cublas: Mutex::new(cublas),
             _module: module,
             ctx,
@@ -192,6 +199,12 @@ impl CudaSeam {
     fn bind(&self) -> Result<()> {
         // SAFETY: `ctx` is retained for the seam's lifetime.
         unsafe { drv::ctx::set_current(self.ctx.ctx) }.map_err(drv_err("cuCtxSetCurrent"))
+    }
+
+    /// Shapes with a cuBLASLt plan so far (tests: one heuristic per shape).
+    #[doc(hidden)]
+    pub fn gemm_plans(&self) -> usize {
+        self.lt.lock().unwrap_or_else(|p| p.into_inner()).planned()
     }
 }
 
@@ -329,6 +342,35 @@ impl Seam for CudaSeam {
         Ok(())
     }
 
+    fn gemm_bias(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        bias: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        let mut lt = self.lt.lock().unwrap_or_else(|p| p.into_inner());
+        lt.gemm_bias(x, w, bias, y, m, n, k, epilogue)?;
+        drop(lt);
+        if self.sync_check {
+            self.synchronize()?;
+        }
+        Ok(())
+    }
+
+    fn l2_persist(&self, window: Option<(DevPtr, usize)>) -> Result<String> {
+        self.bind()?;
+        lt::l2_persist(self.ctx.dev, window)
+    }
+
     fn synchronize(&self) -> Result<()> {
         self.bind()?;
         // SAFETY: the context is bound; null is the legacy default stream.
@@ -391,6 +433,10 @@ impl Backend for CudaBackend {
         }
         self.model.seam().nvtx.store(on, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn set_l2_persist(&self, on: bool) -> Result<String> {
+        self.model.set_l2_persist(on)
     }
 
     fn profiler(&self, on: bool) -> Result<()> {

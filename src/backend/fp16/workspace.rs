@@ -37,11 +37,9 @@ pub(super) enum Buf {
     Pooled,
     SeqScratch,
     SeqLogits,
-    /// [tokens, max(E, H)] zeros: bias and residual of a plain LayerNorm.
-    Zeros,
 }
 
-const ALL: [Buf; 19] = [
+const ALL: [Buf; 18] = [
     Buf::InputIds,
     Buf::PositionIds,
     Buf::TokenTypeIds,
@@ -60,7 +58,6 @@ const ALL: [Buf; 19] = [
     Buf::Pooled,
     Buf::SeqScratch,
     Buf::SeqLogits,
-    Buf::Zeros,
 ];
 
 /// The model widths the buffers are sized by.
@@ -106,7 +103,7 @@ impl Buf {
             Buf::Hidden | Buf::AttnContext | Buf::AttnOut => tokens * w.hidden * HALF,
             Buf::Qkv => tokens * 3 * w.hidden * HALF,
             Buf::FfnInter => tokens * w.inter * HALF,
-            Buf::HeadTransform | Buf::Zeros => tokens * wide * HALF,
+            Buf::HeadTransform => tokens * wide * HALF,
             Buf::HeadLogits => tokens * w.head_token * HALF,
             Buf::FirstTokens | Buf::Pooled | Buf::SeqScratch | Buf::SeqLogits => {
                 seqs * w.seq * HALF
