@@ -161,6 +161,20 @@ impl bertrt::backend::fp16::Seam for NamingSeam {
     fn gemm(&self, x: u64, w: u64, y: u64, m: usize, n: usize, k: usize) -> bertrt::Result<()> {
         self.inner.gemm(x, w, y, m, n, k)
     }
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bias(
+        &self,
+        x: u64,
+        w: u64,
+        bias: u64,
+        y: u64,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: bertrt::backend::fp16::Epilogue,
+    ) -> bertrt::Result<()> {
+        self.inner.gemm_bias(x, w, bias, y, m, n, k, epilogue)
+    }
     fn synchronize(&self) -> bertrt::Result<()> {
         self.inner.synchronize()
     }
