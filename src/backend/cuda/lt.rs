@@ -207,11 +207,11 @@ impl Lt {
         }
     }
 
-    /// y = epilogue(x w^T + bias) on the legacy default stream (the one the
-    /// seam's launches use); `bias` 0 for none.
+    /// y = epilogue(x w^T + bias) on `stream` (the seam's); `bias` 0 for none.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gemm_bias(
         &mut self,
+        stream: drv_sys::CUstream,
         x: DevPtr,
         w: DevPtr,
         bias: DevPtr,
@@ -263,7 +263,7 @@ impl Lt {
                 &plan.algo,
                 workspace as *mut c_void,
                 WORKSPACE_BYTES,
-                std::ptr::null_mut(),
+                stream as lt_sys::cudaStream_t,
             )
         }
         .map_err(lt_err(format!("cublasLtMatmul {m}x{n}x{k} {epilogue:?}")))
@@ -289,11 +289,12 @@ impl Drop for Lt {
     }
 }
 
-/// Sets (or, with `None`, clears) a persisting access-policy window on the
-/// legacy default stream, the one the seam launches on, with the persisting
-/// L2 set-aside sized to it (capped by the device). Returns what was done.
+/// Sets (or, with `None`, clears) a persisting access-policy window on
+/// `stream` (the seam's: its kernels and GEMMs), with the persisting L2
+/// set-aside sized to it (capped by the device). Returns what was done.
 pub(super) fn l2_persist(
     dev: drv_sys::CUdevice,
+    stream: drv_sys::CUstream,
     window: Option<(DevPtr, usize)>,
 ) -> Result<String> {
     let attr = |a| {
@@ -336,7 +337,7 @@ pub(super) fn l2_persist(
             missProp: drv_sys::CUaccessProperty::CU_ACCESS_PROPERTY_STREAMING,
         };
         drv_sys::cuStreamSetAttribute(
-            std::ptr::null_mut(),
+            stream,
             drv_sys::CUstreamAttrID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW,
             &v,
         )

@@ -358,7 +358,8 @@ impl Seam for CudaSeam {
         }
         self.bind()?;
         let mut lt = self.lt.lock().unwrap_or_else(|p| p.into_inner());
-        lt.gemm_bias(x, w, bias, y, m, n, k, epilogue)?;
+        // The legacy default stream, as every launch here.
+        lt.gemm_bias(std::ptr::null_mut(), x, w, bias, y, m, n, k, epilogue)?;
         drop(lt);
         if self.sync_check {
             self.synchronize()?;
@@ -368,7 +369,7 @@ impl Seam for CudaSeam {
 
     fn l2_persist(&self, window: Option<(DevPtr, usize)>) -> Result<String> {
         self.bind()?;
-        lt::l2_persist(self.ctx.dev, window)
+        lt::l2_persist(self.ctx.dev, std::ptr::null_mut(), window)
     }
 
     fn synchronize(&self) -> Result<()> {
