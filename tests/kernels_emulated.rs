@@ -701,3 +701,29 @@ fn layernorm_traps_on_a_plan_that_does_not_cover_the_row() {
     let err = s.launch(p, g).unwrap_err().to_string();
     assert!(err.contains("__trap"), "{err}");
 }
+
+/// gather_rows on widths its 16-byte path takes (multiples of 8, buffers
+/// aligned) and one it does not: every picked row bit for bit.
+#[test]
+fn gather_rows_copies_rows_bit_for_bit_at_vector_widths() {
+    let mut rng = Rng::fresh();
+    for width in [8, 384, 1024 + 3] {
+        let rows = 11;
+        let x: Vec<f16> = (0..rows * width)
+            .map(|_| f16::from_bits(rng.below(0x10000) as u16))
+            .collect();
+        let row_ids = [10i32, 0, 5, 5, 3];
+        let mut out = vec![f16::NAN; row_ids.len() * width];
+        emu::gather_rows(&x, width, &row_ids, &mut out).unwrap();
+        for (i, &r) in row_ids.iter().enumerate() {
+            let want = &x[r as usize * width..][..width];
+            let got = &out[i * width..][..width];
+            let bad = (0..width).find(|&c| got[c].to_bits() != want[c].to_bits());
+            assert!(
+                bad.is_none(),
+                "width {width}: output row {i} (row {r}) differs at column {bad:?} ({})",
+                rng.replay()
+            );
+        }
+    }
+}
