@@ -1,21 +1,27 @@
-// bias_act.cu: x = act(x + bias), in place.
+// bias_act.cu: x = act(x (+ bias)), in place.
 //
-// Shapes: x [rows, width] fp16 row-major; bias [width] fp16. act codes are
+// Shapes: x [rows, width] fp16 row-major; bias [width] fp16, or null (no
+// bias). act codes are
 // Rust's backend::kernels::ActCode (pinned by the static_asserts below, which a
 // Rust test reads back): 0 gelu (erf), 1 gelu-tanh, 2 gelu-fast, 3 relu,
 // 4 tanh; 5 adds the bias only (linear layers without an activation).
-// Grid: a grid-stride loop over rows*width elements (launcher caps the grid);
-// block: 256 threads.
+// Grid: 2-D blocks of 256 threads (backend::kernels::bias_act_geometry):
+// threadIdx.x strides over a row's chunks of 8 halves, threadIdx.y picks one
+// of blockDim.y rows; a grid-stride loop over rows (the launcher caps the
+// grid). Indices per row (one 64-bit multiply), none per element.
+// Memory: 16-byte loads and stores where the width is a multiple of 8 and x
+// and bias are 16-byte aligned (common.cuh); element by element otherwise.
 // Precision: fp32 math (erff/tanhf, not the fast intrinsics), rounded to fp16.
-// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 24 regs sm_80/86/89/90; 0 spills, 0 stack.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): see the script's table; 0 spills, 0 stack.
 #include "common.cuh"
 
 struct BiasActParams {
     __half* x;
-    const __half* bias;
-    int64_t n;  // rows * width
+    const __half* bias;  // may be null
+    int rows;
     int width;
     int act;
+    int pad_;
 };
 BERTRT_PARAMS_SIZE(BiasActParams, 32);
 
@@ -40,10 +46,25 @@ __device__ __forceinline__ float activate(float x) {
 
 template <int ACT>
 __device__ __forceinline__ void bias_act(const BiasActParams& p) {
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < p.n; i += stride) {
-        const float v = __half2float(p.x[i]) + __half2float(p.bias[i % p.width]);
-        p.x[i] = __float2half(activate<ACT>(v));
+    const bool vec = p.width % CHUNK == 0 && aligned16(p.x) && (!p.bias || aligned16(p.bias));
+    const int chunks = (p.width + CHUNK - 1) / CHUNK;
+    const int row_step = gridDim.x * blockDim.y;
+    for (int r = blockIdx.x * blockDim.y + threadIdx.y; r < p.rows; r += row_step) {
+        __half* row = p.x + (size_t)r * p.width;
+        for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+            const int c0 = c * CHUNK, n = p.width - c0;
+            float v[CHUNK];
+            load_chunk(row + c0, n, vec, v);
+            if (p.bias) {
+                float b[CHUNK];
+                load_chunk(p.bias + c0, n, vec, b);
+#pragma unroll
+                for (int e = 0; e < CHUNK; ++e) v[e] += b[e];
+            }
+#pragma unroll
+            for (int e = 0; e < CHUNK; ++e) v[e] = activate<ACT>(v[e]);
+            store_chunk(row + c0, n, vec, v);
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 //
 // Shapes: x [rows, width] fp16, out [n, width] fp16, row_ids [n] i32.
 // Grid: one block per output row (grid.x = n); block: 128 threads strided
-// over the row. No arithmetic. A row id out of range traps.
-// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 18 regs sm_80/86/89/90; 0 spills, 0 stack.
+// over the row, 16 bytes (8 halves) at a time where the width is a multiple
+// of 8 and x and out are 16-byte aligned, else one half at a time. No
+// arithmetic. A row id out of range traps.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): see the script's table; 0 spills, 0 stack.
 #include "common.cuh"
 
 struct GatherRowsParams {
@@ -25,7 +27,13 @@ __device__ __forceinline__ void gather_rows(const GatherRowsParams& p) {
     if (r < 0 || r >= p.rows) __trap();
     const __half* src = p.x + (size_t)r * p.width;
     __half* dst = p.out + (size_t)i * p.width;
-    for (int c = threadIdx.x; c < p.width; c += blockDim.x) dst[c] = src[c];
+    if (p.width % CHUNK == 0 && aligned16(p.x) && aligned16(p.out)) {
+        const uint4* s4 = reinterpret_cast<const uint4*>(src);
+        uint4* d4 = reinterpret_cast<uint4*>(dst);
+        for (int c = threadIdx.x; c < p.width / CHUNK; c += blockDim.x) d4[c] = s4[c];
+    } else {
+        for (int c = threadIdx.x; c < p.width; c += blockDim.x) dst[c] = src[c];
+    }
 }
 
 extern "C" __global__ void __launch_bounds__(128) BERTRT_EXPORT(gather_rows_f16)(const GatherRowsParams p) {

@@ -9,6 +9,10 @@
 # (cuobjdump -sass, cuobjdump/nvdisasm beside nvcc, from
 # scripts/install-nvcc.sh) must hold HMMA instructions; the script fails if
 # one does not, or if cuobjdump is missing.
+#
+# 16-byte memory access: for sm_80 and sm_90 the SASS of every vectorised
+# memory-bound kernel (vec_kernels below) must hold 128-bit global loads
+# (LDG.E.128) and stores (STG.E.128); a regression to scalar loads fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +56,7 @@ if [[ -z "$cuobjdump" ]]; then
   echo "check-ptxas: cuobjdump not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm; see scripts/install-nvcc.sh)" >&2
   exit 1
 fi
+vec_kernels="bias_act_f16 add_bias_residual_layernorm_f16 embeddings_layernorm_f16 gather_rows_f16 cast_f32_f16"
 tc_kernels=$(awk '$1 ~ /^attention_tc_/ { print $1 }' "$tmp/table" | sort -u)
 [[ -n "$tc_kernels" ]] || { echo "check-ptxas: no attention_tc kernel compiled" >&2; exit 1; }
 for arch in 80 90; do
@@ -63,6 +68,15 @@ for arch in 80 90; do
     printf 'sass %-30s sm_%s  %4d HMMA\n' "$fn" "$arch" "$n"
     if [[ $n -eq 0 ]]; then
       echo "check-ptxas: $fn has no HMMA in its sm_$arch SASS (not on tensor cores)" >&2
+      status=1
+    fi
+  done
+  for fn in $vec_kernels; do
+    read -r ld st < <(awk -v fn="$fn" '/Function : / { on = ($3 == fn) }
+      on && /LDG\.E\.128/ { ld++ } on && /STG\.E\.128/ { st++ } END { print ld + 0, st + 0 }' "$tmp/sass_$arch")
+    printf 'sass %-30s sm_%s  %4d LDG.E.128 %4d STG.E.128\n' "$fn" "$arch" "$ld" "$st"
+    if [[ $ld -eq 0 || $st -eq 0 ]]; then
+      echo "check-ptxas: $fn has no 128-bit global loads or stores in its sm_$arch SASS (not vectorised)" >&2
       status=1
     fi
   done

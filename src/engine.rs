@@ -61,6 +61,14 @@ pub trait Backend: Send + Sync {
             "the CUDA profiler API needs the CUDA backend".into(),
         ))
     }
+    /// A persisting-L2 window over the layers the model shares (ALBERT), on
+    /// or off, for `bertrt bench --l2-persist`; what was done, in words
+    /// (CUDA only).
+    fn set_l2_persist(&self, _on: bool) -> Result<String> {
+        Err(Error::Device(
+            "L2 persistence needs the CUDA backend".into(),
+        ))
+    }
     /// One forward plus its device time in ms from events, where the backend
     /// has them (None on the CPU).
     fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {

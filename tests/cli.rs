@@ -464,6 +464,27 @@ fn bench_times_the_bare_encoder_unless_head() {
     );
 }
 
+/// `--l2-persist` is a CUDA cache setting: on the CPU the report says it had
+/// no effect (a warning) and records no L2 state; unasked, nothing is said.
+#[test]
+fn bench_l2_persist_on_the_cpu_is_a_noted_no_op() {
+    let m = model("albert_mlm");
+    let args = [
+        "bench", "--model", &m, "--device", "cpu", "--batch", "1", "--seq", "8", "--warmup", "0",
+        "--iters", "1", "--format", "json",
+    ];
+    let plain = json_ok(&args);
+    assert!(plain["l2_persist"].is_null(), "{plain}");
+    let on = json_ok(&[&args[..], &["--l2-persist", "on"]].concat());
+    assert!(on["l2_persist"].is_null(), "{on}");
+    let warned = on["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("--l2-persist has no effect"));
+    assert!(warned, "{on}");
+}
+
 /// `info` and `detect` on a folder whose tokenizer.json makes the tokenizers
 /// crate panic (tests/fixtures/broken/decoder_panics_tokenizers.json): a clean
 /// error naming the file, not exit 101 with a panic message.

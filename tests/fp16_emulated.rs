@@ -171,6 +171,20 @@ impl bertrt::backend::fp16::Seam for NamingSeam {
     fn gemm(&self, x: u64, w: u64, y: u64, m: usize, n: usize, k: usize) -> bertrt::Result<()> {
         self.inner.gemm(x, w, y, m, n, k)
     }
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bias(
+        &self,
+        x: u64,
+        w: u64,
+        bias: u64,
+        y: u64,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: bertrt::backend::fp16::Epilogue,
+    ) -> bertrt::Result<()> {
+        self.inner.gemm_bias(x, w, bias, y, m, n, k, epilogue)
+    }
     fn synchronize(&self) -> bertrt::Result<()> {
         self.inner.synchronize()
     }
@@ -236,5 +250,57 @@ fn tensor_core_attention_is_selected_by_head_size_and_matches_the_cpu_engine() {
             vec![kernel; 2],
             "hidden {hidden}, heads {heads}: attention launches"
         );
+    }
+}
+
+/// The persisting-L2 window covers exactly the blocks the schedule runs more
+/// than once: ALBERT's (all shared, or attention or FFN only), none for a
+/// model without sharing. Under emulation the switch does nothing and says so.
+#[test]
+fn l2_window_covers_the_shared_blocks_only() {
+    for (name, shares) in [
+        ("albert_mlm", true),
+        ("albert_share_attention", true),
+        ("albert_share_ffn", true),
+        ("albert_share_none", false),
+        ("bert_mlm", false),
+    ] {
+        let w = weights(&common::model_dir(name));
+        let model = Fp16Model::new(EmuSeam::new(), &w).unwrap();
+        let window = model.shared_layer_window();
+        assert_eq!(window.is_some(), shares, "{name}: window {window:?}");
+        let on = model.set_l2_persist(true).unwrap();
+        let want_on = if shares {
+            "L2 persistence: off (not available on this device)"
+        } else {
+            "L2 persistence: off (the model shares no layers)"
+        };
+        assert_eq!(on, want_on, "{name}");
+        assert_eq!(model.set_l2_persist(false).unwrap(), "L2 persistence: off");
+        if let Some((_, bytes)) = window {
+            // At least the shared tensors' own bytes (fp16).
+            let c = &w.config;
+            let (h, i) = (c.hidden_size, c.intermediate_size);
+            let att = 4 * h * h + 4 * h + 2 * h;
+            let ffn = 2 * h * i + i + h + 2 * h;
+            let runs = |f: fn(&(usize, usize)) -> usize, k: usize| {
+                w.schedule.iter().filter(|s| f(s) == k).count() > 1
+            };
+            let mut want = 0;
+            for k in 0..w.attention.len() {
+                if runs(|s| s.0, k) {
+                    want += att * 2;
+                }
+            }
+            for k in 0..w.ffn.len() {
+                if runs(|s| s.1, k) {
+                    want += ffn * 2;
+                }
+            }
+            assert!(
+                bytes >= want,
+                "{name}: window {bytes} bytes < {want} shared"
+            );
+        }
     }
 }

@@ -175,3 +175,58 @@ fn tensor_core_instructions_match_the_documented_layouts_on_gpu() {
         common::record::figure(&line);
     }
 }
+
+/// cuBLASLt plans (descriptor, layouts, heuristic's algorithm): one per
+/// (shape, epilogue, bias or not), made on the first call and reused.
+#[test]
+#[ignore = "needs CUDA"]
+fn gemm_plans_are_made_once_per_shape() {
+    use bertrt::backend::fp16::Epilogue;
+    require_gpu();
+    let s = CudaSeam::open(0).unwrap();
+    let (m, n, k) = (64, 96, 128);
+    let buf = |halves: usize| s.alloc(halves * 2).unwrap();
+    let (x, w, b, y) = (buf(m * k), buf(n * k), buf(n), buf(m * n));
+    assert_eq!(s.gemm_plans(), 0);
+    for _ in 0..3 {
+        s.gemm_bias(x, w, b, y, m, n, k, Epilogue::Bias).unwrap();
+    }
+    assert_eq!(s.gemm_plans(), 1, "three calls of one shape");
+    s.gemm_bias(x, w, b, y, m, n, k, Epilogue::BiasGeluTanh)
+        .unwrap();
+    s.gemm_bias(x, w, b, y, m - 1, n, k, Epilogue::Bias)
+        .unwrap();
+    s.synchronize().unwrap();
+    assert_eq!(s.gemm_plans(), 3, "another epilogue, another shape");
+}
+
+/// ALBERT with its shared layer in a persisting L2 window gives the same
+/// results as without, and the switch reports what it did.
+#[test]
+#[ignore = "needs CUDA"]
+fn l2_persistence_over_albert_shared_layer_keeps_results() {
+    require_gpu();
+    let dir = common::model_dir("albert_mlm");
+    let w = weights(&dir);
+    let batch = awkward_batch(&w.config);
+    let model = Fp16Model::new(CudaSeam::open(0).unwrap(), &w).unwrap();
+    let window = model
+        .shared_layer_window()
+        .expect("ALBERT shares its layer");
+    let on = model.set_l2_persist(true).unwrap();
+    eprintln!("window {window:?}: {on}");
+    assert!(on.starts_with("L2 persistence: "), "{on}");
+    let out = model.forward(&batch).unwrap();
+    compare_forward(
+        "albert_mlm, L2 persistence on",
+        &w,
+        &batch,
+        &out,
+        MIN_COS,
+        ATOL,
+    );
+    let off = model.set_l2_persist(false).unwrap();
+    assert_eq!(off, "L2 persistence: off");
+    let again = model.forward(&batch).unwrap();
+    assert_eq!(out.hidden, again.hidden, "L2 residency changed results");
+}

@@ -218,8 +218,15 @@ fn add_bias_residual_layernorm_matches_reference() {
         let (gamma_h, gamma) = rng.halves(width, 0.5, 1.5);
         let (beta_h, beta) = rng.halves(width, -0.5, 0.5);
         let mut got = x_h.clone();
-        emu::add_bias_residual_layernorm(&mut got, &bias_h, &res_h, &gamma_h, &beta_h, eps)
-            .unwrap();
+        emu::add_bias_residual_layernorm(
+            &mut got,
+            Some(&bias_h),
+            Some(&res_h),
+            &gamma_h,
+            &beta_h,
+            eps,
+        )
+        .unwrap();
         ops::add_bias_residual_layernorm(&mut x, &bias, &res, &gamma, &beta, eps);
         let case = format!(
             "add_bias_residual_layernorm rows={rows} width={width} scale={scale} eps={eps} ({})",
@@ -499,12 +506,19 @@ fn cast_f32_is_exact() {
     }
 }
 
-/// More elements than the capped grid has threads (4096 blocks x 256), so the
-/// grid-stride loop takes a second lap.
+/// More rows than the capped grid covers at once (BIAS_ACT_MAX_BLOCKS blocks
+/// of 256 / 32 = 8 rows at this width), so the grid-stride loop over rows
+/// takes a second lap.
 #[test]
 fn bias_act_grid_stride_covers_large_inputs() {
     let mut rng = Rng::fresh();
-    let (rows, width) = (1100, 1000 + 3);
+    let width = 96 + 3;
+    let rows = bertrt::backend::kernels::BIAS_ACT_MAX_BLOCKS * 8 + 100;
+    let g = bertrt::backend::kernels::bias_act_geometry(rows, width);
+    assert!(
+        (g.grid.0 * g.block.1) < rows as u32,
+        "{g:?} covers all {rows} rows in one lap"
+    );
     let (x_h, mut x) = rng.halves(rows * width, -5.0, 5.0);
     let (bias_h, bias) = rng.halves(width, -1.0, 1.0);
     let mut got = x_h.clone();
@@ -520,4 +534,196 @@ fn bias_act_grid_stride_covers_large_inputs() {
         ACT_ATOL,
         ACT_RTOL,
     );
+}
+
+/// The widths the memory-bound kernels' paths turn on: 16-byte chunks (width
+/// a multiple of 8), a partial last chunk (100), one to four chunks per lane
+/// on the LayerNorms' warp path (8..1024), the block path beyond (1536, 4096).
+const SWEEP_WIDTHS: [usize; 8] = [8, 32, 100, 384, 768, 1024, 1536, 4096];
+
+/// Rows for a sweep case: enough for several warp-path blocks at small
+/// widths, few at large ones (the emulation is slow).
+fn sweep_rows(width: usize) -> usize {
+    (6000 / width).clamp(3, 9)
+}
+
+/// Both LayerNorms across the sweep, every buffer 16-byte aligned (offset 0,
+/// the vector path where the width allows) and 2 bytes off (the
+/// element-by-element path), with and without bias and residual.
+#[test]
+fn layernorms_match_reference_across_widths_and_alignments() {
+    let mut rng = Rng::fresh();
+    for width in SWEEP_WIDTHS {
+        let rows = sweep_rows(width);
+        for offset in [0, 2] {
+            // add-bias-residual LN: bias and residual present, then both absent.
+            for with_extras in [true, false] {
+                let (x_h, mut x) = rng.halves(rows * width, -3.0, 3.0);
+                let (res_h, res) = rng.halves(rows * width, -3.0, 3.0);
+                let (bias_h, bias) = rng.halves(width, -1.0, 1.0);
+                let (gamma_h, gamma) = rng.halves(width, 0.5, 1.5);
+                let (beta_h, beta) = rng.halves(width, -0.5, 0.5);
+                let mut got = x_h.clone();
+                let (b, r) = if with_extras {
+                    (Some(&bias_h[..]), Some(&res_h[..]))
+                } else {
+                    (None, None)
+                };
+                emu::add_bias_residual_layernorm_placed(
+                    &mut got, b, r, &gamma_h, &beta_h, 1e-5, offset,
+                )
+                .unwrap();
+                if with_extras {
+                    ops::add_bias_residual_layernorm(&mut x, &bias, &res, &gamma, &beta, 1e-5);
+                } else {
+                    let zeros = vec![0f32; rows * width];
+                    ops::add_bias_residual_layernorm(
+                        &mut x,
+                        &zeros[..width],
+                        &zeros,
+                        &gamma,
+                        &beta,
+                        1e-5,
+                    );
+                }
+                let case = format!(
+                    "add_bias_residual_layernorm rows={rows} width={width} offset={offset} bias+residual={with_extras} ({})",
+                    rng.replay()
+                );
+                check(&case, &to_f32(&got), &x, LN_ATOL, LN_RTOL);
+            }
+            // embeddings LN, with a token-type table.
+            let (vocab, max_pos, type_vocab) = (7, 9, 2);
+            let (word_h, word) = rng.halves(vocab * width, -1.0, 1.0);
+            let (pos_h, pos) = rng.halves(max_pos * width, -0.5, 0.5);
+            let (ty_h, ty) = rng.halves(type_vocab * width, -0.3, 0.3);
+            let (gamma_h, gamma) = rng.halves(width, 0.5, 1.5);
+            let (beta_h, beta) = rng.halves(width, -0.5, 0.5);
+            let ids: Vec<u32> = (0..rows).map(|_| rng.below(vocab as u32)).collect();
+            let pos_ids: Vec<u32> = (0..rows).map(|_| rng.below(max_pos as u32)).collect();
+            let type_ids: Vec<u32> = (0..rows).map(|_| rng.below(type_vocab as u32)).collect();
+            let mut out = vec![f16::NAN; rows * width];
+            emu::embeddings_layernorm_placed(
+                &word_h,
+                &pos_h,
+                Some(&ty_h),
+                &ids,
+                &pos_ids,
+                &type_ids,
+                &gamma_h,
+                &beta_h,
+                1e-12,
+                &mut out,
+                offset,
+            )
+            .unwrap();
+            let mut want = vec![0f32; rows * width];
+            ops::embeddings(
+                &word, &pos, &ty, &ids, &pos_ids, &type_ids, &gamma, &beta, 1e-12, &mut want,
+            );
+            let case = format!(
+                "embeddings_layernorm tokens={rows} width={width} offset={offset} ({})",
+                rng.replay()
+            );
+            check(&case, &to_f32(&out), &want, LN_ATOL, LN_RTOL);
+        }
+    }
+}
+
+/// bias_act across the sweep and both placements (as above), with a bias
+/// (erf-GELU, the FFN's) and without one (tanh, which is odd: a dropped or
+/// misplaced bias shows).
+#[test]
+fn bias_act_matches_reference_across_widths_and_alignments() {
+    let mut rng = Rng::fresh();
+    for width in SWEEP_WIDTHS {
+        let rows = sweep_rows(width);
+        for offset in [0, 2] {
+            let (x_h, mut x) = rng.halves(rows * width, -5.0, 5.0);
+            let (bias_h, bias) = rng.halves(width, -1.0, 1.0);
+            let mut got = x_h.clone();
+            emu::bias_act_placed(
+                &mut got,
+                width,
+                Some(&bias_h),
+                Some(Activation::Gelu),
+                offset,
+            )
+            .unwrap();
+            ops::bias_act(&mut x, &bias, Activation::Gelu);
+            let case = format!(
+                "bias_act Gelu rows={rows} width={width} offset={offset} ({})",
+                rng.replay()
+            );
+            check(&case, &to_f32(&got), &x, ACT_ATOL, ACT_RTOL);
+
+            let (x_h, mut x) = rng.halves(rows * width, -5.0, 5.0);
+            let mut got = x_h.clone();
+            emu::bias_act_placed(&mut got, width, None, Some(Activation::Tanh), offset).unwrap();
+            ops::bias_act(&mut x, &vec![0f32; width], Activation::Tanh);
+            let case = format!(
+                "bias_act Tanh, no bias, rows={rows} width={width} offset={offset} ({})",
+                rng.replay()
+            );
+            check(&case, &to_f32(&got), &x, ACT_ATOL, ACT_RTOL);
+        }
+    }
+}
+
+/// A LayerNorm plan whose chunks do not cover the row (one chunk per lane is
+/// 256 columns) traps instead of normalising part of it.
+#[test]
+fn layernorm_traps_on_a_plan_that_does_not_cover_the_row() {
+    use bertrt::backend::emu::EmuSeam;
+    use bertrt::backend::fp16::Seam;
+    use bertrt::backend::kernels as k;
+    let (rows, width) = (2, 384);
+    let s = EmuSeam::new();
+    let buf = |n: usize| {
+        let p = s.alloc(n * 2).unwrap();
+        s.upload(p, &vec![0x3c; n * 2]).unwrap(); // 0x3c3c: about 1.06
+        p
+    };
+    let (x, gamma, beta) = (buf(rows * width), buf(width), buf(width));
+    let (_, g) = k::layernorm_plan(rows, width);
+    let p = k::AddBiasResidualLayerNormParams {
+        x,
+        bias: 0,
+        residual: 0,
+        gamma,
+        beta,
+        out: x,
+        rows: rows as i32,
+        width: width as i32,
+        eps: 1e-5,
+        chunks: 1,
+    };
+    let err = s.launch(p, g).unwrap_err().to_string();
+    assert!(err.contains("__trap"), "{err}");
+}
+
+/// gather_rows on widths its 16-byte path takes (multiples of 8, buffers
+/// aligned) and one it does not: every picked row bit for bit.
+#[test]
+fn gather_rows_copies_rows_bit_for_bit_at_vector_widths() {
+    let mut rng = Rng::fresh();
+    for width in [8, 384, 1024 + 3] {
+        let rows = 11;
+        let x: Vec<f16> = (0..rows * width)
+            .map(|_| f16::from_bits(rng.below(0x10000) as u16))
+            .collect();
+        let row_ids = [10i32, 0, 5, 5, 3];
+        let mut out = vec![f16::NAN; row_ids.len() * width];
+        emu::gather_rows(&x, width, &row_ids, &mut out).unwrap();
+        for (i, &r) in row_ids.iter().enumerate() {
+            let want = &x[r as usize * width..][..width];
+            let got = &out[i * width..][..width];
+            let bad = (0..width).find(|&c| got[c].to_bits() != want[c].to_bits());
+            assert!(
+                bad.is_none(),
+                "width {width}: output row {i} (row {r}) differs at column {bad:?} ({})",
+                rng.replay()
+            );
+        }
+    }
 }

@@ -46,8 +46,11 @@ extern "C" {
     pub(crate) fn bertrt_emu_cp_async_selftest_f16(p: k::CpAsyncSelftestParams);
 }
 
+mod rowwise;
 mod seam;
 mod tc;
+use rowwise::Placed;
+pub use rowwise::*;
 pub use seam::EmuSeam;
 pub use tc::*;
 
@@ -113,117 +116,6 @@ fn ptr_mut<T>(s: &mut [T]) -> u64 {
     s.as_mut_ptr() as u64
 }
 
-/// out[t] = LN(word[ids[t]] + pos[pos_ids[t]] (+ ty[type_ids[t]])) * gamma + beta.
-/// Tables `[rows, width]` with `width = gamma.len()`. An id out of range is an
-/// `Err` (the kernel traps).
-#[allow(clippy::too_many_arguments)]
-pub fn embeddings_layernorm(
-    word: &[f16],
-    pos: &[f16],
-    ty: Option<&[f16]>,
-    ids: &[u32],
-    pos_ids: &[u32],
-    type_ids: &[u32],
-    gamma: &[f16],
-    beta: &[f16],
-    eps: f32,
-    out: &mut [f16],
-) -> Result<()> {
-    let width = gamma.len();
-    let tokens = ids.len();
-    assert!(width > 0 && beta.len() == width);
-    assert!(word.len().is_multiple_of(width) && pos.len().is_multiple_of(width));
-    assert!(pos_ids.len() == tokens && out.len() == tokens * width);
-    if let Some(ty) = ty {
-        assert!(ty.len() % width == 0 && type_ids.len() == tokens);
-    }
-    let p = k::EmbeddingsLayerNormParams {
-        word: ptr(word),
-        pos: ptr(pos),
-        ty: ty.map_or(0, ptr),
-        ids: ptr(ids),
-        pos_ids: ptr(pos_ids),
-        type_ids: ptr(type_ids),
-        gamma: ptr(gamma),
-        beta: ptr(beta),
-        out: ptr_mut(out),
-        tokens: tokens as i32,
-        width: width as i32,
-        vocab: (word.len() / width) as u32,
-        max_pos: (pos.len() / width) as u32,
-        type_vocab: ty.map_or(0, |t| (t.len() / width) as u32),
-        eps,
-    };
-    let g = k::embeddings_layernorm_geometry(tokens, width);
-    launch(
-        Kernel {
-            name: "embeddings_layernorm_f16",
-            func: bertrt_emu_embeddings_layernorm_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
-/// In place: x = LN(x + bias + residual) * gamma + beta, row width `bias.len()`.
-pub fn add_bias_residual_layernorm(
-    x: &mut [f16],
-    bias: &[f16],
-    residual: &[f16],
-    gamma: &[f16],
-    beta: &[f16],
-    eps: f32,
-) -> Result<()> {
-    let width = bias.len();
-    assert!(width > 0 && gamma.len() == width && beta.len() == width);
-    assert!(x.len().is_multiple_of(width) && residual.len() == x.len());
-    let rows = x.len() / width;
-    let xp = ptr_mut(x);
-    let p = k::AddBiasResidualLayerNormParams {
-        x: xp,
-        bias: ptr(bias),
-        residual: ptr(residual),
-        gamma: ptr(gamma),
-        beta: ptr(beta),
-        out: xp,
-        rows: rows as i32,
-        width: width as i32,
-        eps,
-    };
-    let g = k::add_bias_residual_layernorm_geometry(rows, width);
-    launch(
-        Kernel {
-            name: "add_bias_residual_layernorm_f16",
-            func: bertrt_emu_add_bias_residual_layernorm_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
-/// In place: x = act(x + bias), row width `bias.len()`; `act` None adds the
-/// bias only.
-pub fn bias_act(x: &mut [f16], bias: &[f16], act: Option<Activation>) -> Result<()> {
-    let width = bias.len();
-    assert!(width > 0 && x.len().is_multiple_of(width));
-    let p = k::BiasActParams {
-        x: ptr_mut(x),
-        bias: ptr(bias),
-        n: x.len() as i64,
-        width: width as i32,
-        act: k::ActCode::of(act),
-    };
-    let g = k::elementwise_geometry(x.len());
-    launch(
-        Kernel {
-            name: "bias_act_f16",
-            func: bertrt_emu_bias_act_f16,
-            params: p,
-        },
-        g,
-    )
-}
-
 /// Packed multi-head self-attention: `qkv` `[T, 3*heads*head_dim]` rows
 /// `q | k | v`, `cu_seqlens` `[num_seqs + 1]` from 0 to T, `out` `[T, heads*head_dim]`.
 pub fn attention(
@@ -277,10 +169,12 @@ pub fn attention(
 /// `Err` (the kernel traps).
 pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) -> Result<()> {
     assert!(width > 0 && x.len().is_multiple_of(width) && out.len() == row_ids.len() * width);
+    let mut m = Placed::new(0);
+    let out_p = m.put(out);
     let p = k::GatherRowsParams {
-        x: ptr(x),
+        x: m.put(x),
         row_ids: ptr(row_ids),
-        out: ptr_mut(out),
+        out: out_p,
         n: row_ids.len() as i32,
         rows: (x.len() / width) as i32,
         width: width as i32,
@@ -294,15 +188,19 @@ pub fn gather_rows(x: &[f16], width: usize, row_ids: &[i32], out: &mut [f16]) ->
             params: p,
         },
         g,
-    )
+    )?;
+    m.get(out_p, out);
+    Ok(())
 }
 
 /// out = x as f32.
 pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
     assert!(out.len() == x.len());
+    let mut m = Placed::new(0);
+    let out_p = m.put(out);
     let p = k::CastF32Params {
-        x: ptr(x),
-        out: ptr_mut(out),
+        x: m.put(x),
+        out: out_p,
         n: x.len() as i64,
     };
     launch(
@@ -312,5 +210,7 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
             params: p,
         },
         k::elementwise_geometry(x.len()),
-    )
+    )?;
+    m.get(out_p, out);
+    Ok(())
 }

@@ -52,10 +52,14 @@ pub struct Geometry {
     pub smem_bytes: u32,
 }
 
-/// Threads for the one-block-per-row kernels (the LayerNorms, gather_rows):
-/// one thread per column up to 256, rounded to whole warps (block_sum needs them).
-pub fn row_block_threads(width: usize) -> u32 {
-    (width.div_ceil(32) * 32).clamp(32, 256) as u32
+/// Halves per 16-byte load or store: the memory-bound kernels' unit
+/// (`CHUNK` in common.cuh).
+pub const CHUNK: usize = 8;
+
+/// Threads for a block striding over `items` (columns, or chunks of 8): one
+/// thread per item up to 256, rounded to whole warps (block_sum needs them).
+pub fn row_block_threads(items: usize) -> u32 {
+    (items.div_ceil(32) * 32).clamp(32, 256) as u32
 }
 
 /// Blocks for the grid-stride elementwise kernels: enough to cover `n` with
@@ -67,6 +71,35 @@ pub fn elementwise_geometry(n: usize) -> Geometry {
         grid: (n.div_ceil(THREADS).clamp(1, MAX_BLOCKS) as u32, 1, 1),
         block: (THREADS as u32, 1, 1),
         smem_bytes: 0,
+    }
+}
+
+/// The widest row the LayerNorms keep in registers, one warp per row
+/// (`LN_WARP_MAX_CHUNKS` chunks of 8 per lane in common.cuh); wider rows take
+/// a block per row, staged in shared memory.
+pub const LN_WARP_MAX_WIDTH: usize = 4 * CHUNK * 32;
+/// Rows per block on the LayerNorms' warp path (one warp each).
+pub const LN_WARP_ROWS: usize = 4;
+
+/// How a LayerNorm kernel covers rows of `width`: `chunks` (chunks of 8 per
+/// lane, 1..=4, for the warp path; 0 for the block path) and the geometry
+/// that goes with it. The kernel traps on a plan that does not cover the row.
+pub fn layernorm_plan(rows: usize, width: usize) -> (i32, Geometry) {
+    if width <= LN_WARP_MAX_WIDTH {
+        let chunks = width.div_ceil(CHUNK * 32).max(1) as i32;
+        let g = Geometry {
+            grid: (rows.div_ceil(LN_WARP_ROWS) as u32, 1, 1),
+            block: ((LN_WARP_ROWS * 32) as u32, 1, 1),
+            smem_bytes: 0,
+        };
+        (chunks, g)
+    } else {
+        let g = Geometry {
+            grid: (rows as u32, 1, 1),
+            block: (row_block_threads(width.div_ceil(CHUNK)), 1, 1),
+            smem_bytes: (width * 4) as u32,
+        };
+        (0, g)
     }
 }
 
@@ -91,16 +124,11 @@ pub struct EmbeddingsLayerNormParams {
     pub max_pos: u32,
     pub type_vocab: u32,
     pub eps: f32,
+    /// From [`layernorm_plan`]: with the geometry it returns.
+    pub chunks: i32,
+    pub _pad: i32,
 }
-const _: () = assert!(std::mem::size_of::<EmbeddingsLayerNormParams>() == 96);
-
-pub fn embeddings_layernorm_geometry(tokens: usize, width: usize) -> Geometry {
-    Geometry {
-        grid: (tokens as u32, 1, 1),
-        block: (row_block_threads(width), 1, 1),
-        smem_bytes: (width * 4) as u32,
-    }
-}
+const _: () = assert!(std::mem::size_of::<EmbeddingsLayerNormParams>() == 104);
 
 // ---- add_bias_residual_layernorm.cu ------------------------------------------
 
@@ -108,7 +136,9 @@ pub fn embeddings_layernorm_geometry(tokens: usize, width: usize) -> Geometry {
 #[derive(Debug, Clone, Copy)]
 pub struct AddBiasResidualLayerNormParams {
     pub x: u64,
+    /// 0: no bias.
     pub bias: u64,
+    /// 0: no residual.
     pub residual: u64,
     pub gamma: u64,
     pub beta: u64,
@@ -117,16 +147,10 @@ pub struct AddBiasResidualLayerNormParams {
     pub rows: i32,
     pub width: i32,
     pub eps: f32,
+    /// From [`layernorm_plan`]: with the geometry it returns.
+    pub chunks: i32,
 }
 const _: () = assert!(std::mem::size_of::<AddBiasResidualLayerNormParams>() == 64);
-
-pub fn add_bias_residual_layernorm_geometry(rows: usize, width: usize) -> Geometry {
-    Geometry {
-        grid: (rows as u32, 1, 1),
-        block: (row_block_threads(width), 1, 1),
-        smem_bytes: (width * 4) as u32,
-    }
-}
 
 // ---- bias_act.cu -------------------------------------------------------------
 
@@ -134,13 +158,34 @@ pub fn add_bias_residual_layernorm_geometry(rows: usize, width: usize) -> Geomet
 #[derive(Debug, Clone, Copy)]
 pub struct BiasActParams {
     pub x: u64,
+    /// 0: no bias.
     pub bias: u64,
-    /// rows * width
-    pub n: i64,
+    pub rows: i32,
     pub width: i32,
     pub act: ActCode,
+    pub _pad: i32,
 }
 const _: () = assert!(std::mem::size_of::<BiasActParams>() == 32);
+
+/// Most blocks a bias_act launch gets (about one wave of 256-thread blocks on
+/// a 132-SM H100); its grid-stride loop over rows does the rest.
+pub const BIAS_ACT_MAX_BLOCKS: usize = 1024;
+
+/// bias_act's 2-D blocks of 256 threads: x strides over a row's chunks of 8
+/// (whole warps, up to 256), y picks one of 256 / x rows.
+pub fn bias_act_geometry(rows: usize, width: usize) -> Geometry {
+    let tx = row_block_threads(width.div_ceil(CHUNK));
+    let ty = 256 / tx;
+    Geometry {
+        grid: (
+            rows.div_ceil(ty as usize).clamp(1, BIAS_ACT_MAX_BLOCKS) as u32,
+            1,
+            1,
+        ),
+        block: (tx, ty, 1),
+        smem_bytes: 0,
+    }
+}
 
 /// The `act` codes bias_act.cu switches on. The `.cu` `static_assert`s the
 /// same numbers, and a test reads them from the `.cu` and compares.

@@ -125,6 +125,8 @@ pub struct Report {
     pub iters: usize,
     pub seed: u64,
     pub profiling: Profiling,
+    /// What `--l2-persist` did (None: not asked).
+    pub l2_persist: Option<String>,
     pub cells: Vec<Cell>,
     /// Cells not run, with the reason (e.g. seq beyond the model's positions).
     pub skipped: Vec<String>,
@@ -185,6 +187,9 @@ impl Report {
             self.warmup,
             self.iters
         );
+        if let Some(l2) = &self.l2_persist {
+            s += &format!("{l2}\n");
+        }
         s += &format!(
             "{:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9} {:>9} {:>9}\n",
             "batch",

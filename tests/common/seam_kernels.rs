@@ -3,7 +3,7 @@
 //! geometry the model uses, on awkward shapes.
 
 use bertrt::backend::cpu::ops;
-use bertrt::backend::fp16::{DevPtr, Seam};
+use bertrt::backend::fp16::{DevPtr, Epilogue, Seam};
 use bertrt::backend::kernels as k;
 use bertrt::config::Activation;
 use bertrt::rng::Rng;
@@ -94,6 +94,7 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
     let type_ids: Vec<u32> = (0..t).map(|i| (i % 2) as u32).collect();
     for with_types in [true, false] {
         let out = poisoned(s, t * w);
+        let (chunks, geometry) = k::layernorm_plan(t, w);
         let p = k::EmbeddingsLayerNormParams {
             word: put_f16(s, &word),
             pos: put_f16(s, &pos),
@@ -110,8 +111,10 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
             max_pos: max_pos as u32,
             type_vocab: if with_types { types as u32 } else { 0 },
             eps: 1e-12,
+            chunks,
+            _pad: 0,
         };
-        s.launch(p, k::embeddings_layernorm_geometry(t, w)).unwrap();
+        s.launch(p, geometry).unwrap();
         let mut want = vec![0f32; t * w];
         let tyr: &[f32] = if with_types { &ty } else { &[] };
         ops::embeddings(
@@ -123,13 +126,14 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
         ));
     }
 
-    // add-bias + residual + LN, widths 37 and 768
-    for (rows, w) in [(13, 37), (5, 768)] {
+    // add-bias + residual + LN, widths 37 and 768 (warp path), 1536 (block path)
+    for (rows, w) in [(13, 37), (5, 768), (3, 1536)] {
         let x = rand(&mut rng, rows * w, 2.0);
         let bias = rand(&mut rng, w, 0.5);
         let res = rand(&mut rng, rows * w, 2.0);
         let (g, b) = (rand(&mut rng, w, 1.0), rand(&mut rng, w, 0.5));
         let out = poisoned(s, rows * w);
+        let (chunks, geometry) = k::layernorm_plan(rows, w);
         let p = k::AddBiasResidualLayerNormParams {
             x: put_f16(s, &x),
             bias: put_f16(s, &bias),
@@ -140,9 +144,9 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
             rows: rows as i32,
             width: w as i32,
             eps: 1e-12,
+            chunks,
         };
-        s.launch(p, k::add_bias_residual_layernorm_geometry(rows, w))
-            .unwrap();
+        s.launch(p, geometry).unwrap();
         let mut want = x.clone();
         ops::add_bias_residual_layernorm(&mut want, &bias, &res, &g, &b, 1e-12);
         let e = check(
@@ -172,11 +176,12 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
         let p = k::BiasActParams {
             x: xp,
             bias: put_f16(s, &bias),
-            n: (rows * w) as i64,
+            rows: rows as i32,
             width: w as i32,
             act: k::ActCode::of(act),
+            _pad: 0,
         };
-        s.launch(p, k::elementwise_geometry(rows * w)).unwrap();
+        s.launch(p, k::bias_act_geometry(rows, w)).unwrap();
         let mut want = x.clone();
         match act {
             Some(a) => ops::bias_act(&mut want, &bias, a),
@@ -294,6 +299,55 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
         let want = naive_linear_f64(&x, &wt, m, n, kk);
         let e = check("gemm", &get_f16(s, y, m * n), &want);
         report.push(format!("gemm {m}x{n}x{kk}: max |err| {e:.2e}"));
+    }
+    // GEMM with a fused epilogue (cuBLASLt on the GPU, EmuSeam's f32 loop
+    // under emulation): bias added in f32, then (BiasGeluTanh) tanh-GELU,
+    // against the same f64 loop plus the f32 reference activation. The
+    // bias (scale 1) is far above the tolerance, so a dropped or misplaced
+    // bias fails; the same shape twice reuses its plan.
+    for (m, n, kk) in [(1, 3, 5), (37, 43, 64), (130, 96, 768), (130, 96, 768)] {
+        let x = rand(&mut rng, m * kk, 1.0);
+        let wt = rand(&mut rng, n * kk, 0.1);
+        let bias = rand(&mut rng, n, 1.0);
+        let (xp, wp, bp) = (put_f16(s, &x), put_f16(s, &wt), put_f16(s, &bias));
+        let product = naive_linear_f64(&x, &wt, m, n, kk);
+        for (epilogue, with_bias) in [
+            (Epilogue::Bias, true),
+            (Epilogue::BiasGeluTanh, true),
+            (Epilogue::Bias, false),
+        ] {
+            let y = poisoned(s, m * n);
+            s.gemm_bias(
+                xp,
+                wp,
+                if with_bias { bp } else { 0 },
+                y,
+                m,
+                n,
+                kk,
+                epilogue,
+            )
+            .unwrap();
+            let want: Vec<f32> = product
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    let v = if with_bias { v + bias[i % n] } else { v };
+                    match epilogue {
+                        Epilogue::Bias => v,
+                        Epilogue::BiasGeluTanh => ops::act(v, Activation::GeluTanh),
+                    }
+                })
+                .collect();
+            let e = check(
+                &format!("gemm_bias {epilogue:?} bias={with_bias}"),
+                &get_f16(s, y, m * n),
+                &want,
+            );
+            report.push(format!(
+                "gemm_bias {epilogue:?} bias={with_bias} {m}x{n}x{kk}: max |err| {e:.2e}"
+            ));
+        }
     }
     s.synchronize().unwrap();
     report

@@ -40,6 +40,10 @@ impl Backend for CudaBackend {
         Ok(())
     }
 
+    fn set_l2_persist(&self, on: bool) -> Result<String> {
+        self.model.set_l2_persist(on)
+    }
+
     fn profiler(&self, on: bool) -> Result<()> {
         let seam = self.model.seam();
         seam.bind()?;

@@ -14,12 +14,13 @@
 //! names the kernel that failed.
 
 mod backend;
+mod lt;
 mod stream;
 
 pub use backend::{available, load, primary_context_active, CudaBackend};
 
 use crate::backend::fp16::{
-    check_geometry, DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter,
+    check_geometry, DevPtr, Epilogue, GraphId, Launch, Seam, Traffic, TrafficCounter,
 };
 use crate::backend::kernels::Geometry;
 use crate::error::{Error, Result};
@@ -94,8 +95,12 @@ pub struct CudaSeam {
     /// By GraphId; None once destroyed.
     graphs: Mutex<Vec<Option<Graph>>>,
     // Fields drop in declaration order, after `Drop::drop` frees the
-    // allocations: the graphs above, the cuBLAS handle, the stream, the
-    // pinned buffers, then the module, then the context.
+    // allocations: cuBLASLt (it frees its workspace), the graphs above, the
+    // cuBLAS handle, the stream, the pinned buffers, then the module, then
+    // the context.
+    /// cuBLASLt (fused-epilogue GEMMs and their per-shape plans), locked
+    /// for every call like `cublas`.
+    lt: Mutex<lt::Lt>,
     /// Locked for every cuBLAS call: a handle must not be used by two threads
     /// at once, whoever holds the seam.
     cublas: Mutex<Cublas>,
@@ -221,6 +226,7 @@ impl CudaSeam {
                 "binding cuBLAS to the stream: {e:?}"
             )));
         }
+        let lt = lt::Lt::new()?;
         // SAFETY: `dev` came from cuDeviceGet above; the call only reads.
         let total = unsafe { drv::device::total_mem(dev) }.unwrap_or(0);
         Ok(CudaSeam {
@@ -236,6 +242,7 @@ impl CudaSeam {
             traffic: TrafficCounter::default(),
             capturing: AtomicBool::new(false),
             graphs: Mutex::new(Vec::new()),
+            lt: Mutex::new(lt),
             cublas: Mutex::new(cublas),
             stream,
             staging: Mutex::new(Pinned::empty()),
@@ -271,6 +278,12 @@ impl CudaSeam {
             buf.grow(bytes)?;
         }
         Ok(())
+    }
+
+    /// Shapes with a cuBLASLt plan so far (tests: one heuristic per shape).
+    #[doc(hidden)]
+    pub fn gemm_plans(&self) -> usize {
+        self.lt.lock().unwrap_or_else(|p| p.into_inner()).planned()
     }
 }
 
@@ -446,6 +459,36 @@ impl Seam for CudaSeam {
             self.wait("cublasGemmEx failed")?;
         }
         Ok(())
+    }
+
+    fn gemm_bias(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        bias: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        self.bind()?;
+        let mut lt = self.lt.lock().unwrap_or_else(|p| p.into_inner());
+        // The seam's stream, as every launch here (a capture records it).
+        lt.gemm_bias(self.stream.0, x, w, bias, y, m, n, k, epilogue)?;
+        drop(lt);
+        if self.sync_check {
+            self.synchronize()?;
+        }
+        Ok(())
+    }
+
+    fn l2_persist(&self, window: Option<(DevPtr, usize)>) -> Result<String> {
+        self.bind()?;
+        lt::l2_persist(self.ctx.dev, self.stream.0, window)
     }
 
     fn synchronize(&self) -> Result<()> {

@@ -4,8 +4,9 @@
 
 use super::{launch, Kernel};
 use crate::backend::fp16::{
-    check_geometry, DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter,
+    check_geometry, DevPtr, Epilogue, GraphId, Launch, Seam, Traffic, TrafficCounter,
 };
+use crate::config::Activation;
 use crate::backend::kernels::Geometry;
 use crate::{Error, Result};
 use half::f16;
@@ -191,7 +192,29 @@ impl Seam for EmuSeam {
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {
         // Checked when issued, and again when a recorded list runs.
         self.check_gemm(x, w, y, m, n, k)?;
-        self.run_or_record(Box::new(move |seam| seam.gemm_now(x, w, y, m, n, k)))
+        self.run_or_record(Box::new(move |seam| seam.gemm_now(x, w, 0, y, m, n, k, None)))
+    }
+
+    /// As cuBLASLt's BIAS / GELU_BIAS epilogues: the bias added to the fp32
+    /// product, the activation in fp32, one rounding to fp16 at the end.
+    fn gemm_bias(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        bias: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: Epilogue,
+    ) -> Result<()> {
+        self.check_gemm(x, w, y, m, n, k)?;
+        if bias != 0 {
+            self.check_range(bias, n * 2, "gemm_bias bias")?;
+        }
+        self.run_or_record(Box::new(move |seam| {
+            seam.gemm_now(x, w, bias, y, m, n, k, Some(epilogue))
+        }))
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -282,18 +305,27 @@ impl EmuSeam {
         Ok(())
     }
 
+    /// y = epilogue(x w^T + bias) in f32 over fp16 inputs, rounded to fp16
+    /// once; `bias` 0 is none, `epilogue` None a plain GEMM.
+    #[allow(clippy::too_many_arguments)]
     fn gemm_now(
         &self,
         x: DevPtr,
         w: DevPtr,
+        bias: DevPtr,
         y: DevPtr,
         m: usize,
         n: usize,
         k: usize,
+        epilogue: Option<Epilogue>,
     ) -> Result<()> {
         self.check_gemm(x, w, y, m, n, k)?;
-        // SAFETY: the three ranges lie in live allocations (checked above) and
-        // y overlaps neither x nor w (checked above), so the &mut slice is unique.
+        if bias != 0 {
+            self.check_range(bias, n * 2, "gemm_bias bias")?;
+        }
+        // SAFETY: the three ranges (and the bias's n halves) lie in live
+        // allocations (checked above) and y overlaps neither x nor w
+        // (checked above), so the &mut slice is unique.
         let (xs, ws, ys) = unsafe {
             (
                 std::slice::from_raw_parts(x as *const f16, m * k),
@@ -305,6 +337,20 @@ impl EmuSeam {
         let wf: Vec<f32> = ws.iter().map(|v| v.to_f32()).collect();
         let mut yf = vec![0f32; m * n];
         crate::backend::cpu::ops::linear(&xf, &wf, None, k, &mut yf);
+        if bias != 0 {
+            // SAFETY: n halves at `bias` in a live allocation (checked above).
+            let b = unsafe { std::slice::from_raw_parts(bias as *const f16, n) };
+            for row in yf.chunks_mut(n.max(1)) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b.to_f32();
+                }
+            }
+        }
+        if epilogue == Some(Epilogue::BiasGeluTanh) {
+            for v in &mut yf {
+                *v = crate::backend::cpu::ops::act(*v, Activation::GeluTanh);
+            }
+        }
         for (o, v) in ys.iter_mut().zip(yf) {
             *o = f16::from_f32(v);
         }

@@ -99,10 +99,11 @@ impl<S: Seam> Fp16Model<S> {
     /// u = LN(act(x Wt^T + bt)); logits = u Wd^T + bd, Wd the word
     /// embeddings when tied.
     fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, t: usize) -> Result<Readback> {
-        let (u, zeros) = (ws[Buf::HeadTransform], ws[Buf::Zeros]);
+        let u = ws[Buf::HeadTransform];
         self.linear(ws[Buf::Hidden], &m.transform, u, t, Some(m.act))?;
         let e = m.transform.out_dim;
-        self.add_bias_residual_layernorm(u, zeros, zeros, &m.ln, u, t, e)?;
+        // A plain LayerNorm: no bias, no residual (null pointers).
+        self.add_bias_residual_layernorm(u, 0, 0, &m.ln, u, t, e)?;
         let d = &m.decoder;
         let decoder = Linear {
             w: d.w.unwrap_or(self.w.embeddings.word),

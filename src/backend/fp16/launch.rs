@@ -2,7 +2,7 @@
 //! params struct and geometry (see `backend/kernels.rs`).
 
 use super::workspace::{Buf, Workspace};
-use super::{AttnWork, DevPtr, Fp16Model, Seam};
+use super::{AttnWork, DevPtr, Epilogue, Fp16Model, Seam};
 use crate::backend::kernels as k;
 use crate::config::Activation;
 use crate::error::Result;
@@ -24,6 +24,7 @@ impl<S: Seam> Fp16Model<S> {
         self.seam.gemm(x, l.w, y, rows, l.out_dim, l.in_dim)
     }
 
+    /// x = act(x + bias) in place; `bias` 0 for none.
     pub(super) fn bias_act(
         &self,
         x: DevPtr,
@@ -32,20 +33,22 @@ impl<S: Seam> Fp16Model<S> {
         width: usize,
         act: k::ActCode,
     ) -> Result<()> {
-        let n = rows * width;
         self.seam.launch(
             k::BiasActParams {
                 x,
                 bias,
-                n: n as i64,
+                rows: rows as i32,
                 width: width as i32,
                 act,
+                _pad: 0,
             },
-            k::elementwise_geometry(n),
+            k::bias_act_geometry(rows, width),
         )
     }
 
-    /// y = act(x W^T + b), `act` None adds the bias only.
+    /// y = act(x W^T + b), `act` None adds the bias only. The bias (and
+    /// the tanh form of GELU) ride in the GEMM's epilogue; every other
+    /// activation, erf-GELU included, is the exact bias_act kernel after it.
     pub(super) fn linear(
         &self,
         x: DevPtr,
@@ -54,11 +57,23 @@ impl<S: Seam> Fp16Model<S> {
         rows: usize,
         act: Option<Activation>,
     ) -> Result<()> {
-        self.gemm(x, l, y, rows)?;
-        self.bias_act(y, l.b, rows, l.out_dim, k::ActCode::of(act))
+        let epilogue = match act {
+            None => Some(Epilogue::Bias),
+            Some(Activation::GeluTanh) => Some(Epilogue::BiasGeluTanh),
+            Some(_) => None,
+        };
+        match epilogue {
+            Some(e) => self
+                .seam
+                .gemm_bias(x, l.w, l.b, y, rows, l.out_dim, l.in_dim, e),
+            None => {
+                self.gemm(x, l, y, rows)?;
+                self.bias_act(y, l.b, rows, l.out_dim, k::ActCode::of(act))
+            }
+        }
     }
 
-    /// out = LN(x + bias + residual).
+    /// out = LN(x + bias + residual); `bias` and `residual` 0 for none.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn add_bias_residual_layernorm(
         &self,
@@ -70,6 +85,7 @@ impl<S: Seam> Fp16Model<S> {
         rows: usize,
         width: usize,
     ) -> Result<()> {
+        let (chunks, geometry) = k::layernorm_plan(rows, width);
         self.seam.launch(
             k::AddBiasResidualLayerNormParams {
                 x,
@@ -81,8 +97,9 @@ impl<S: Seam> Fp16Model<S> {
                 rows: rows as i32,
                 width: width as i32,
                 eps: self.w.config.layer_norm_eps,
+                chunks,
             },
-            k::add_bias_residual_layernorm_geometry(rows, width),
+            geometry,
         )
     }
 

@@ -13,6 +13,7 @@
 //! word embeddings' upload.
 
 mod heads;
+mod l2;
 mod launch;
 pub mod seam;
 pub mod staging;
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::model::{AttentionBlock, FfnBlock, ModelWeights};
 use crate::output::ForwardOutput;
 use half::f16;
-pub use seam::{DevPtr, GraphId, Launch, Seam, Traffic, TrafficCounter};
+pub use seam::{DevPtr, Epilogue, GraphId, Launch, Seam, Traffic, TrafficCounter};
 use staging::{Bucket, Staged};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -260,6 +261,7 @@ impl<S: Seam> Fp16Model<S> {
             Some(_) => ws[Buf::Embedded],
             None => ws[Buf::Hidden],
         };
+        let (chunks, geometry) = k::layernorm_plan(t, c.embedding_size);
         self.seam.launch(
             k::EmbeddingsLayerNormParams {
                 word: e.word,
@@ -281,8 +283,10 @@ impl<S: Seam> Fp16Model<S> {
                     c.type_vocab_size as u32
                 },
                 eps: c.layer_norm_eps,
+                chunks,
+                _pad: 0,
             },
-            k::embeddings_layernorm_geometry(t, c.embedding_size),
+            geometry,
         )?;
         if let Some(p) = &e.project {
             self.linear(ws[Buf::Embedded], p, ws[Buf::Hidden], t, None)?;

@@ -88,6 +88,17 @@ impl TrafficCounter {
     }
 }
 
+/// What [`Seam::gemm_bias`] applies after the product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Epilogue {
+    /// `+ bias`: the linears without an activation (QKV, pooler input, heads).
+    Bias,
+    /// `gelu_tanh(· + bias)`, the tanh form of GELU, for models whose
+    /// `hidden_act` is that form (`gelu_new`, `gelu_pytorch_tanh`) and only
+    /// those: erf-GELU stays the exact bias_act kernel, never this.
+    BiasGeluTanh,
+}
+
 pub trait Seam: Send + Sync {
     /// Zero-filled device memory, freed by [`Seam::free`] or when the seam drops.
     fn alloc(&self, bytes: usize) -> Result<DevPtr>;
@@ -116,6 +127,34 @@ pub trait Seam: Send + Sync {
     fn launch<P: Launch>(&self, params: P, geometry: Geometry) -> Result<()>;
     /// `y[m, n] = x[m, k] · w[n, k]^T`: fp16 in and out, fp32 accumulation.
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()>;
+    /// `y[m, n] = epilogue(x[m, k] · w[n, k]^T + bias[n])` in one pass: fp16
+    /// in and out, the product accumulated in fp32, the bias (fp16) added in
+    /// fp32 and the activation applied in fp32 before the one rounding to
+    /// fp16 (cuBLASLt's BIAS / GELU_BIAS epilogues: the epilogue runs in the
+    /// compute type, on the accumulator, before the conversion to D's type).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_bias(
+        &self,
+        x: DevPtr,
+        w: DevPtr,
+        bias: DevPtr,
+        y: DevPtr,
+        m: usize,
+        n: usize,
+        k: usize,
+        epilogue: Epilogue,
+    ) -> Result<()>;
+    /// Asks the device to keep `[ptr, ptr + bytes)` resident in L2 (a
+    /// persisting access-policy window over the launches that follow), or,
+    /// with `None`, to stop. Returns what was done, in words, for the bench
+    /// output. Devices without the feature, and the emulation, say so and
+    /// do nothing.
+    fn l2_persist(&self, window: Option<(DevPtr, usize)>) -> Result<String> {
+        Ok(match window {
+            None => "L2 persistence: off".into(),
+            Some(_) => "L2 persistence: off (not available on this device)".into(),
+        })
+    }
     /// Waits for everything issued on the stream.
     fn synchronize(&self) -> Result<()>;
     /// Copies and waits so far.

@@ -43,8 +43,6 @@ pub(super) enum Buf {
     Pooled,
     SeqScratch,
     SeqLogits,
-    /// [tokens, max(E, H)] zeros: bias and residual of a plain LayerNorm.
-    Zeros,
     /// The inputs' region: `Layout::of(tokens, seqs)`.
     Staging,
 }
@@ -60,7 +58,7 @@ const STAGED: [Buf; 6] = [
 ];
 
 /// The allocations.
-const ALL: [Buf; 14] = [
+const ALL: [Buf; 13] = [
     Buf::Staging,
     Buf::Embedded,
     Buf::Hidden,
@@ -74,7 +72,6 @@ const ALL: [Buf; 14] = [
     Buf::Pooled,
     Buf::SeqScratch,
     Buf::SeqLogits,
-    Buf::Zeros,
 ];
 
 /// The model widths the buffers are sized by.
@@ -130,7 +127,7 @@ impl Buf {
             Buf::AttnContext => (tokens + 1) * w.hidden * HALF,
             Buf::Qkv => (tokens + 1) * 3 * w.hidden * HALF,
             Buf::FfnInter => tokens * w.inter * HALF,
-            Buf::HeadTransform | Buf::Zeros => tokens * wide * HALF,
+            Buf::HeadTransform => tokens * wide * HALF,
             Buf::HeadLogits => tokens * w.head_token * HALF,
             Buf::FirstTokens | Buf::Pooled | Buf::SeqScratch | Buf::SeqLogits => {
                 seqs * w.seq * HALF

@@ -4,6 +4,7 @@
 //! bertrt bench --model bert-base --batch 1,8,32 --seq 128,384 [--lengths fixed|uniform|avg0.6|real FILE]
 //!              [--warmup N] [--iters N] [--max-time SECS] [--device cpu|cuda[:N]|auto]
 //!              [--format table|json] [-o FILE] [--nvtx] [--profile-window ITERS] [--head]
+//!              [--l2-persist on|off]
 //! ```
 //!
 //! Each cell times the bare encoder (embeddings and layers, last hidden
@@ -31,6 +32,12 @@ use std::time::Duration;
 pub enum BenchFormat {
     Table,
     Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args, Clone)]
@@ -70,6 +77,10 @@ pub struct BenchArgs {
     /// Bracket this many timed iterations with cudaProfilerStart/Stop (CUDA backend only).
     #[arg(long, value_name = "ITERS")]
     profile_window: Option<usize>,
+    /// Keep the layers an ALBERT-style model shares resident in L2 (a
+    /// persisting access-policy window; CUDA only), to time on against off.
+    #[arg(long, value_enum, value_name = "on|off")]
+    l2_persist: Option<OnOff>,
     /// Time the whole forward (pooler and head, outputs copied to the host)
     /// instead of the bare encoder.
     #[arg(long)]
@@ -192,6 +203,21 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         backend.set_nvtx(true).map_err(|e| format!("--nvtx: {e}"))?;
     }
 
+    let l2_persist = match a.l2_persist {
+        None => None,
+        Some(_) if on_cpu => {
+            let msg = "--l2-persist has no effect on the CPU backend (it is a CUDA cache setting)";
+            eprintln!("bertrt: note: {msg}");
+            warnings.push(msg.to_string());
+            None
+        }
+        Some(v) => Some(
+            backend
+                .set_l2_persist(v == OnOff::On)
+                .map_err(|e| format!("--l2-persist: {e}"))?,
+        ),
+    };
+
     let settings = Settings {
         lengths,
         warmup: a.warmup,
@@ -227,6 +253,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         iters: a.iters,
         seed: a.seed,
         profiling,
+        l2_persist,
         cells: Vec::new(),
         skipped: Vec::new(),
         warnings,
