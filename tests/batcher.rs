@@ -5,6 +5,7 @@ mod common;
 
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
+use bertrt::output::Want;
 use bertrt::tasks::embed::{embed, pool_embeddings, EmbedOptions, Embedding, Pooling};
 use bertrt::tokenize::Truncation;
 use bertrt::{Device, Engine};
@@ -109,7 +110,8 @@ fn batched_answers_equal_single_answers() {
     for _ in 0..texts.len() {
         let (i, r) = rx.recv().unwrap();
         let r = r.unwrap();
-        let e = pool_embeddings(&eng.config, &r.batch, &r.output, &opts()).unwrap();
+        let out = r.output.into_everything().unwrap();
+        let e = pool_embeddings(&eng.config, &r.batch, &out, &opts()).unwrap();
         got[i] = Some(vector(e.into_iter().next().unwrap()));
     }
     let mut worst = 0f32;
@@ -221,9 +223,14 @@ fn bad_input_and_panics_fail_only_their_own_request() {
     );
     let r = batcher.run(seqs(&eng, "still serving")).unwrap();
     let got = vector(
-        pool_embeddings(&eng.config, &r.batch, &r.output, &opts())
-            .unwrap()
-            .remove(0),
+        pool_embeddings(
+            &eng.config,
+            &r.batch,
+            &r.output.clone().into_everything().unwrap(),
+            &opts(),
+        )
+        .unwrap()
+        .remove(0),
     );
     let single = vector(embed(&eng, &["still serving"], &opts()).unwrap().remove(0));
     assert!(max_abs_diff(&got, &single) <= 1e-6);
@@ -286,7 +293,7 @@ fn task_helpers_through_the_batcher_equal_direct_calls() {
         ..qa::QaOptions::hf_defaults(&eng)
     };
     let direct = qa::qa_many(&eng, &items, &opts).unwrap();
-    let batched = qa::qa_many_via(&eng, &items, &opts, &|x| b.forward(x)).unwrap();
+    let batched = qa::qa_many_via(&eng, &items, &opts, &|x, w| b.forward_want(x, w)).unwrap();
     assert_eq!(batched, direct, "QA through the batcher differs");
     let (_, batch) = eng
         .encode_batch(
@@ -295,12 +302,15 @@ fn task_helpers_through_the_batcher_equal_direct_calls() {
             Truncation::LongestFirst,
         )
         .unwrap();
-    let r = b.forward_timed(&batch).unwrap();
+    let r = b.forward_timed(&batch, &Want::Everything).unwrap();
     assert_eq!(
         r.batch, batch,
         "the request's own batch is not the one sent"
     );
-    assert_eq!(r.output.hidden, eng.forward(&batch).unwrap().hidden);
+    assert_eq!(
+        r.output.clone().into_everything().unwrap().hidden,
+        eng.forward(&batch).unwrap().hidden
+    );
     assert!(
         r.forward_time > std::time::Duration::ZERO,
         "forward time not set"

@@ -38,6 +38,7 @@ extern "C" {
     pub(crate) fn bertrt_emu_attention_f16(p: k::AttentionParams);
     pub(crate) fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
     pub(crate) fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
+    pub(crate) fn bertrt_emu_pool_normalize_f16(p: k::PoolNormalizeParams);
     pub(crate) fn bertrt_emu_attention_tc_d32_f16(p: k::AttentionTcParams<32>);
     pub(crate) fn bertrt_emu_attention_tc_d64_f16(p: k::AttentionTcParams<64>);
     pub(crate) fn bertrt_emu_attention_tc_d128_f16(p: k::AttentionTcParams<128>);
@@ -313,6 +314,45 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
     )
 }
 
+/// `out[i]` = the pooled row `i` of `x` (rows of width `width`; segment
+/// bounds `cu` for First/Mean, `out.len() / width` rows for Each), divided by
+/// max(its L2 norm, 1e-12) when `normalize`. A segment outside `x` or empty
+/// is an `Err` (the kernel traps).
+pub fn pool_normalize(
+    x: &[f16],
+    width: usize,
+    mode: k::PoolMode,
+    cu: &[i32],
+    normalize: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    assert!(width > 0 && x.len().is_multiple_of(width) && out.len().is_multiple_of(width));
+    let n = out.len() / width;
+    match mode {
+        k::PoolMode::Each => assert!(n <= x.len() / width),
+        _ => assert!(cu.len() == n + 1),
+    }
+    let p = k::PoolNormalizeParams {
+        x: ptr(x),
+        cu: ptr(cu),
+        out: ptr_mut(out),
+        n: n as i32,
+        rows: (x.len() / width) as i32,
+        width: width as i32,
+        mode,
+        normalize: normalize as i32,
+        _pad: 0,
+    };
+    launch(
+        Kernel {
+            name: "pool_normalize_f16",
+            func: bertrt_emu_pool_normalize_f16,
+            params: p,
+        },
+        k::pool_normalize_geometry(n, width),
+    )
+}
+
 // ---- the launch seam under emulation -------------------------------------------
 
 use super::fp16::{DevPtr, Launch, Seam};
@@ -329,6 +369,8 @@ pub struct EmuSeam {
     allocations: Mutex<BTreeMap<u64, Box<[u128]>>>,
     /// A pretend device size, to exercise out-of-memory handling.
     limit: Option<usize>,
+    /// Bytes copied device -> host so far.
+    downloaded: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl EmuSeam {
@@ -342,6 +384,12 @@ impl EmuSeam {
             limit: Some(bytes),
             ..Self::default()
         }
+    }
+
+    /// The count of bytes copied device -> host, shared: a test keeps it
+    /// while the seam moves into a model.
+    pub fn download_counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        self.downloaded.clone()
     }
 
     fn used(&self) -> usize {
@@ -402,6 +450,8 @@ impl Seam for EmuSeam {
 
     fn download(&self, src: DevPtr, dst: &mut [u8]) -> Result<()> {
         self.check_range(src, dst.len(), "download")?;
+        self.downloaded
+            .fetch_add(dst.len(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: as in upload, with the roles swapped.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
         Ok(())

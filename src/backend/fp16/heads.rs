@@ -3,15 +3,27 @@
 use super::workspace::{Buf, Workspace};
 use super::{DevPtr, Fp16Model, Seam};
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{ClassifierHead, HeadWeights, Linear, MlmHead};
 use crate::output::HeadOutput;
 
 impl<S: Seam> Fp16Model<S> {
-    /// Pooled = tanh(FirstTokens Wp^T + bp), where the model has a pooler.
+    /// Pooled = tanh(FirstTokens Wp^T + bp), read back, where the model has
+    /// a pooler.
     pub(super) fn pooler(&self, ws: &Workspace, t: usize, s: usize) -> Result<Option<Vec<f32>>> {
-        let Some(p) = &self.w.pooler else {
+        if !self.run_pooler(ws, t, s)? {
             return Ok(None);
+        }
+        Ok(Some(
+            self.read(ws[Buf::Pooled], s * self.w.config.hidden_size)?,
+        ))
+    }
+
+    /// Pooled = tanh(FirstTokens Wp^T + bp) on the device; false (and
+    /// nothing run) when the model has no pooler.
+    pub(super) fn run_pooler(&self, ws: &Workspace, t: usize, s: usize) -> Result<bool> {
+        let Some(p) = &self.w.pooler else {
+            return Ok(false);
         };
         self.gather_first_tokens(ws, t, s)?;
         self.linear(
@@ -21,17 +33,35 @@ impl<S: Seam> Fp16Model<S> {
             s,
             Some(Activation::Tanh),
         )?;
-        Ok(Some(
-            self.read(ws[Buf::Pooled], s * self.w.config.hidden_size)?,
-        ))
+        Ok(true)
     }
 
-    /// The head's output; `Pooled` already holds the pooler output.
+    /// Whether the head reads `Pooled` (so the pooler must run first).
+    pub(super) fn head_reads_pooler(&self) -> bool {
+        matches!(
+            self.w.head,
+            HeadWeights::SequenceClassification(ClassifierHead::Pooled(_))
+                | HeadWeights::AlbertPreTraining { .. }
+        )
+    }
+
+    /// The head's output; `Pooled` already holds the pooler output where
+    /// [`Self::head_reads_pooler`].
     pub(super) fn head(&self, ws: &Workspace, t: usize, s: usize) -> Result<HeadOutput> {
         let (x, logits) = (ws[Buf::Hidden], ws[Buf::HeadLogits]);
+        if let Some(l) = self.token_logits(ws, x, t)? {
+            return Ok(match &self.w.head {
+                HeadWeights::AlbertPreTraining { sop, .. } => {
+                    self.linear(ws[Buf::Pooled], sop, ws[Buf::SeqLogits], s, None)?;
+                    HeadOutput::PreTraining {
+                        mlm: l,
+                        sop: self.read(ws[Buf::SeqLogits], s * 2)?,
+                    }
+                }
+                _ => HeadOutput::TokenLogits(l),
+            });
+        }
         Ok(match &self.w.head {
-            HeadWeights::None => HeadOutput::None,
-            HeadWeights::MaskedLm(m) => HeadOutput::TokenLogits(self.mlm(m, ws, t)?),
             HeadWeights::QuestionAnswering(l) => {
                 self.linear(x, l, logits, t, None)?;
                 let se = self.read(logits, t * 2)?;
@@ -39,10 +69,6 @@ impl<S: Seam> Fp16Model<S> {
                     start: se.iter().step_by(2).copied().collect(),
                     end: se.iter().skip(1).step_by(2).copied().collect(),
                 }
-            }
-            HeadWeights::TokenClassification(l) => {
-                self.linear(x, l, logits, t, None)?;
-                HeadOutput::TokenLogits(self.read(logits, t * l.out_dim)?)
             }
             HeadWeights::SequenceClassification(ClassifierHead::Pooled(l)) => {
                 self.linear(ws[Buf::Pooled], l, ws[Buf::SeqLogits], s, None)?;
@@ -64,33 +90,57 @@ impl<S: Seam> Fp16Model<S> {
                 self.linear(ws[Buf::SeqScratch], out_proj, ws[Buf::SeqLogits], s, None)?;
                 HeadOutput::SequenceLogits(self.read(ws[Buf::SeqLogits], s * out_proj.out_dim)?)
             }
+            HeadWeights::None => HeadOutput::None,
+            HeadWeights::MaskedLm(_)
+            | HeadWeights::TokenClassification(_)
+            | HeadWeights::Discriminator { .. }
+            | HeadWeights::AlbertPreTraining { .. } => {
+                return Err(Error::Internal(
+                    "a token-level head gave no token logits".into(),
+                ))
+            }
+        })
+    }
+
+    /// The per-token logits of the token-level heads (MLM, also
+    /// AlbertForPreTraining's; token classification; ELECTRA discriminator)
+    /// over `n` rows of `x` (`Hidden`, or rows gathered from it), read back
+    /// `[n, width]`; None for the other heads.
+    pub(super) fn token_logits(
+        &self,
+        ws: &Workspace,
+        x: DevPtr,
+        n: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let logits = ws[Buf::HeadLogits];
+        Ok(Some(match &self.w.head {
+            HeadWeights::MaskedLm(m) | HeadWeights::AlbertPreTraining { mlm: m, .. } => {
+                self.mlm(m, ws, x, n)?
+            }
+            HeadWeights::TokenClassification(l) => {
+                self.linear(x, l, logits, n, None)?;
+                self.read(logits, n * l.out_dim)?
+            }
             HeadWeights::Discriminator {
                 dense,
                 act,
                 prediction,
             } => {
-                self.linear(x, dense, ws[Buf::HeadTransform], t, Some(*act))?;
-                self.linear(ws[Buf::HeadTransform], prediction, logits, t, None)?;
-                HeadOutput::TokenLogits(self.read(logits, t)?)
+                self.linear(x, dense, ws[Buf::HeadTransform], n, Some(*act))?;
+                self.linear(ws[Buf::HeadTransform], prediction, logits, n, None)?;
+                self.read(logits, n)?
             }
-            HeadWeights::AlbertPreTraining { mlm, sop } => {
-                let mlm = self.mlm(mlm, ws, t)?;
-                self.linear(ws[Buf::Pooled], sop, ws[Buf::SeqLogits], s, None)?;
-                HeadOutput::PreTraining {
-                    mlm,
-                    sop: self.read(ws[Buf::SeqLogits], s * 2)?,
-                }
-            }
-        })
+            _ => return Ok(None),
+        }))
     }
 
     /// u = LN(act(x Wt^T + bt)); logits = u Wd^T + bd, Wd the word
-    /// embeddings when tied.
-    fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, t: usize) -> Result<Vec<f32>> {
+    /// embeddings when tied; over `n` rows of `x`.
+    fn mlm(&self, m: &MlmHead<DevPtr>, ws: &Workspace, x: DevPtr, n: usize) -> Result<Vec<f32>> {
         let (u, zeros) = (ws[Buf::HeadTransform], ws[Buf::Zeros]);
-        self.linear(ws[Buf::Hidden], &m.transform, u, t, Some(m.act))?;
+        self.linear(x, &m.transform, u, n, Some(m.act))?;
         let e = m.transform.out_dim;
-        self.add_bias_residual_layernorm(u, zeros, zeros, &m.ln, u, t, e)?;
+        self.add_bias_residual_layernorm(u, zeros, zeros, &m.ln, u, n, e)?;
         let d = &m.decoder;
         let decoder = Linear {
             w: d.w.unwrap_or(self.w.embeddings.word),
@@ -98,7 +148,7 @@ impl<S: Seam> Fp16Model<S> {
             in_dim: d.in_dim,
             out_dim: d.out_dim,
         };
-        self.linear(u, &decoder, ws[Buf::HeadLogits], t, None)?;
-        self.read(ws[Buf::HeadLogits], t * d.out_dim)
+        self.linear(u, &decoder, ws[Buf::HeadLogits], n, None)?;
+        self.read(ws[Buf::HeadLogits], n * d.out_dim)
     }
 }

@@ -157,6 +157,15 @@ impl<S: Seam> Fp16Model<S> {
             .collect())
     }
 
+    /// `n` f32 values from the device.
+    pub(super) fn read_f32(&self, p: DevPtr, n: usize) -> Result<Vec<f32>> {
+        let mut b = vec![0u8; n * 4];
+        self.seam.download(p, &mut b)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
     pub(super) fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
         self.seam.upload(p, bytemuck::cast_slice(v))
     }

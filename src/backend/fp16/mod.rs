@@ -10,6 +10,7 @@
 mod heads;
 mod launch;
 pub mod seam;
+mod wanted;
 mod workspace;
 
 use crate::backend::kernels::{self as k, Geometry};

@@ -39,9 +39,12 @@ pub(super) enum Buf {
     SeqLogits,
     /// [tokens, max(E, H)] zeros: bias and residual of a plain LayerNorm.
     Zeros,
+    /// Per token (u32): the rows a token-level head runs on when asked for
+    /// some rows only (gathered into `AttnOut`, free after the encoder).
+    HeadRowIds,
 }
 
-const ALL: [Buf; 19] = [
+const ALL: [Buf; 20] = [
     Buf::InputIds,
     Buf::PositionIds,
     Buf::TokenTypeIds,
@@ -61,6 +64,7 @@ const ALL: [Buf; 19] = [
     Buf::SeqScratch,
     Buf::SeqLogits,
     Buf::Zeros,
+    Buf::HeadRowIds,
 ];
 
 /// The model widths the buffers are sized by.
@@ -96,7 +100,7 @@ impl Buf {
         const U32: usize = 4;
         let wide = w.embed.max(w.hidden);
         match self {
-            Buf::InputIds | Buf::PositionIds | Buf::TokenTypeIds => tokens * U32,
+            Buf::InputIds | Buf::PositionIds | Buf::TokenTypeIds | Buf::HeadRowIds => tokens * U32,
             Buf::CuSeqlens => (seqs + 1) * U32,
             Buf::FirstRows => seqs * U32,
             Buf::AttnTiles => {
