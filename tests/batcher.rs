@@ -5,7 +5,7 @@ mod common;
 
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
-use bertrt::output::Want;
+use bertrt::output::{HeadOutput, Want, Wanted};
 use bertrt::tasks::embed::{embed, pool_embeddings, EmbedOptions, Embedding, Pooling};
 use bertrt::tokenize::Truncation;
 use bertrt::{Device, Engine};
@@ -315,4 +315,66 @@ fn task_helpers_through_the_batcher_equal_direct_calls() {
         r.forward_time > std::time::Duration::ZERO,
         "forward time not set"
     );
+}
+
+/// Requests for token rows share one forward, each getting its own rows'
+/// logits (its rows counted from its own first token); a request that wants
+/// something else waits for the next forward.
+#[test]
+fn token_row_requests_share_a_forward_and_get_their_own_rows() {
+    let eng = engine();
+    let (hook, release) = gate();
+    let batcher = Batcher::new(
+        eng.clone(),
+        BatcherConfig {
+            max_batch_tokens: 400,
+            max_batch_requests: 8,
+            before_forward: Some(hook),
+            after_forward: None,
+        },
+    )
+    .unwrap();
+    let texts = texts();
+    let (tx, rx) = mpsc::channel();
+    // The first request alone (held by the gate); then three for rows and
+    // one for the head, queued behind it.
+    let mut asked = Vec::new();
+    for (i, t) in texts.iter().take(4).enumerate() {
+        let s = seqs(&eng, t);
+        let n = s[0].input_ids.len();
+        let want = Want::TokenLogitsAt(vec![n - 1, 0, n / 2]);
+        asked.push((s.clone(), want.clone()));
+        let tx = tx.clone();
+        batcher
+            .submit_want(s, want, Box::new(move |r| tx.send((i, r)).unwrap()))
+            .unwrap();
+    }
+    let s = seqs(&eng, &texts[5]);
+    asked.push((s.clone(), Want::Head));
+    let tx4 = tx.clone();
+    batcher
+        .submit_want(s, Want::Head, Box::new(move |r| tx4.send((4, r)).unwrap()))
+        .unwrap();
+    release.send(()).unwrap();
+    for _ in 0..asked.len() {
+        let (i, r) = rx.recv().unwrap();
+        let r = r.unwrap();
+        let (s, want) = &asked[i];
+        let batch = bertrt::batch::Batch::pack(s, &eng.config).unwrap();
+        let alone = eng.forward_want(&batch, want).unwrap();
+        match (&r.output, &alone) {
+            (Wanted::TokenLogitsAt(a), Wanted::TokenLogitsAt(b)) => {
+                assert!(max_abs_diff(a, b) <= 1e-5, "request {i}: rows differ")
+            }
+            (
+                Wanted::Head(HeadOutput::TokenLogits(a)),
+                Wanted::Head(HeadOutput::TokenLogits(b)),
+            ) => assert!(max_abs_diff(a, b) <= 1e-5, "request {i}: head differs"),
+            (a, b) => panic!("request {i}: {a:?} / {b:?}"),
+        }
+    }
+    // The gated first forward, the other three rows requests together, the
+    // head request alone.
+    let st = batcher.stats();
+    assert_eq!((st.batches, st.max_requests_in_batch), (3, 3), "{st:?}");
 }
