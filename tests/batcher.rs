@@ -348,6 +348,13 @@ fn token_row_requests_share_a_forward_and_get_their_own_rows() {
         batcher
             .submit_want(s, want, Box::new(move |r| tx.send((i, r)).unwrap()))
             .unwrap();
+        // The worker takes the first request (and stops at the gate) before
+        // the others are queued.
+        let t0 = std::time::Instant::now();
+        while i == 0 && batcher.queue_len() > 0 {
+            assert!(t0.elapsed().as_secs() < 20, "the worker never took a request");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
     let s = seqs(&eng, &texts[5]);
     asked.push((s.clone(), Want::Head));
