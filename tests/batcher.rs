@@ -352,7 +352,10 @@ fn token_row_requests_share_a_forward_and_get_their_own_rows() {
         // the others are queued.
         let t0 = std::time::Instant::now();
         while i == 0 && batcher.queue_len() > 0 {
-            assert!(t0.elapsed().as_secs() < 20, "the worker never took a request");
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "the worker never took a request"
+            );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }

@@ -25,7 +25,7 @@ impl<S: Seam> Fp16Model<S> {
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
         let ws = self.run_encoder(&mut guard, batch)?;
         let out = match want {
-            Want::Everything => unreachable!("returned above"),
+            Want::Everything => return Err(Error::Internal("Want::Everything reduced".into())),
             Want::Head => {
                 if self.head_reads_pooler() {
                     self.run_pooler(ws, t, s)?;
