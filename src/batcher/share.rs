@@ -43,7 +43,7 @@ pub(super) struct Share {
 /// `at`, given the whole forward's `total`.
 pub(super) fn slice_wanted(out: &Wanted, want: &Want, total: &Share, at: &Share) -> Wanted {
     let part = |v: &[f32], of: &std::ops::Range<usize>, n: usize| {
-        let w = if n == 0 { 0 } else { v.len() / n };
+        let w = v.len().checked_div(n).unwrap_or(0);
         v[of.start * w..of.end * w].to_vec()
     };
     match out {
