@@ -13,6 +13,7 @@
 // row_block_threads(width) threads (a multiple of 32), strided over the row.
 // Dynamic shared memory: width fp32 (the pooled row, kept for the normalize).
 // Precision: sums and the norm in fp32. A segment outside x or empty traps.
+// ptxas -v (CUDA 13.0, -O3, scripts/check-ptxas.sh): 31 regs sm_80, 36 sm_86/89, 32 sm_90; 0 spills, 0 stack.
 #include "common.cuh"
 
 #define POOL_FIRST 0
