@@ -10,7 +10,7 @@
 use crate::batch::{Batch, SequenceIds};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::{ForwardOutput, HeadOutput};
+use crate::output::{ForwardOutput, Want, Wanted};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -56,11 +56,11 @@ impl Default for BatcherConfig {
 
 /// One request's share of a forward: its sequences packed alone (so the
 /// task helpers that take a batch and its output work unchanged) and the
-/// matching slice of the forward output.
+/// matching slice of what it asked the forward for.
 #[derive(Debug, Clone)]
 pub struct RequestOutput {
     pub batch: Batch,
-    pub output: ForwardOutput,
+    pub output: Wanted,
     /// From submission to the start of its forward.
     pub queue_time: Duration,
     /// The whole packed forward this request was part of.
@@ -85,6 +85,7 @@ enum Job {
     Seqs {
         seqs: Vec<SequenceIds>,
         own_batch: Batch,
+        want: Want,
         reply: Reply,
         queued_at: Instant,
     },
@@ -151,14 +152,24 @@ impl Batcher {
         &self.config
     }
 
-    /// Validates `seqs` on their own and queues them; `reply` is called once,
-    /// from the worker thread, with this request's outputs or its error.
-    /// Validation errors are returned here and never reach a batch.
+    /// Validates `seqs` on their own and queues them for every output;
+    /// `reply` is called once, from the worker thread, with this request's
+    /// outputs or its error. Validation errors are returned here and never
+    /// reach a batch.
     pub fn submit_with(&self, seqs: Vec<SequenceIds>, reply: Reply) -> Result<()> {
+        self.submit_want(seqs, Want::Everything, reply)
+    }
+
+    /// [`Batcher::submit_with`] for only what `want` asks (token rows are the
+    /// request's own, counted from its first token).
+    pub fn submit_want(&self, seqs: Vec<SequenceIds>, want: Want, reply: Reply) -> Result<()> {
         if seqs.is_empty() {
             return Err(Error::Input("a request needs at least one sequence".into()));
         }
         let own_batch = Batch::pack(&seqs, &self.engine.config)?;
+        if let Want::TokenLogitsAt(rows) = &want {
+            crate::output::check_token_rows(rows, own_batch.num_tokens())?;
+        }
         let tokens = own_batch.num_tokens();
         if tokens > self.config.max_batch_tokens {
             return Err(Error::Input(format!(
@@ -174,6 +185,7 @@ impl Batcher {
         q.jobs.push_back(Job::Seqs {
             seqs,
             own_batch,
+            want,
             reply,
             queued_at: Instant::now(),
         });
@@ -184,9 +196,15 @@ impl Batcher {
 
     /// Blocking form of [`Batcher::submit_with`].
     pub fn run(&self, seqs: Vec<SequenceIds>) -> Result<RequestOutput> {
+        self.run_want(seqs, Want::Everything)
+    }
+
+    /// Blocking form of [`Batcher::submit_want`].
+    pub fn run_want(&self, seqs: Vec<SequenceIds>, want: Want) -> Result<RequestOutput> {
         let (tx, rx) = mpsc::channel();
-        self.submit_with(
+        self.submit_want(
             seqs,
+            want,
             Box::new(move |r| {
                 let _ = tx.send(r);
             }),
@@ -195,15 +213,21 @@ impl Batcher {
             .map_err(|_| Error::Internal("the batcher dropped a request".into()))?
     }
 
-    /// Runs `batch`'s sequences as one request (blocking): a
-    /// [`crate::tasks::RunForward`] for the task helpers, so their forwards
-    /// share batches with other callers.
+    /// Runs `batch`'s sequences as one request (blocking), for every output.
     pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
-        self.forward_timed(batch).map(|r| r.output)
+        self.forward_want(batch, &Want::Everything)?
+            .into_everything()
     }
 
-    /// [`Batcher::forward`] with the request's times.
-    pub fn forward_timed(&self, batch: &Batch) -> Result<RequestOutput> {
+    /// Runs `batch`'s sequences as one request (blocking) for only what
+    /// `want` asks: a [`crate::tasks::RunForward`] for the task helpers, so
+    /// their forwards share batches with other callers.
+    pub fn forward_want(&self, batch: &Batch, want: &Want) -> Result<Wanted> {
+        self.forward_timed(batch, want).map(|r| r.output)
+    }
+
+    /// [`Batcher::forward_want`] with the request's times.
+    pub fn forward_timed(&self, batch: &Batch, want: &Want) -> Result<RequestOutput> {
         let (ids, types) = (batch.input_ids(), batch.token_type_ids());
         let seqs = (0..batch.num_seqs())
             .map(|s| {
@@ -214,7 +238,7 @@ impl Batcher {
                 }
             })
             .collect();
-        self.run(seqs)
+        self.run_want(seqs, want.clone())
     }
 
     /// Queues `work` to run alone on the engine between batches; `work`'s
@@ -295,8 +319,18 @@ fn panic_error(payload: &(dyn std::any::Any + Send)) -> Error {
     ))
 }
 
-/// A request taken for a forward: its sequences, own batch, reply, and when it was queued.
-type Taken = (Vec<SequenceIds>, Batch, Reply, Instant);
+/// A request taken for a forward: its sequences, own batch, want, reply, and
+/// when it was queued.
+type Taken = (Vec<SequenceIds>, Batch, Want, Reply, Instant);
+
+mod share;
+use share::{merged_want, slice_wanted, token_rows, Share};
+
+/// Whether requests wanting `a` and `b` can share one forward: the same
+/// reduction (token rows of any requests merge).
+fn shares_forward(a: &Want, b: &Want) -> bool {
+    matches!((a, b), (Want::TokenLogitsAt(_), Want::TokenLogitsAt(_))) || a == b
+}
 
 enum Next {
     Batch(Vec<Taken>),
@@ -305,7 +339,8 @@ enum Next {
 }
 
 /// Takes the next unit of work: an exclusive job alone, or as many waiting
-/// requests (in arrival order) as fit the budgets.
+/// requests (in arrival order) as fit the budgets and want the same kind of
+/// output as the first.
 fn take_next(shared: &Shared, config: &BatcherConfig) -> Next {
     let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
     while q.jobs.is_empty() {
@@ -323,9 +358,16 @@ fn take_next(shared: &Shared, config: &BatcherConfig) -> Next {
     let mut taken = Vec::new();
     let mut tokens = 0;
     while taken.len() < config.max_batch_requests {
-        let fits = match q.jobs.front() {
-            Some(Job::Seqs { own_batch, .. }) => {
-                taken.is_empty() || tokens + own_batch.num_tokens() <= config.max_batch_tokens
+        let fits = match (q.jobs.front(), taken.first()) {
+            (Some(Job::Seqs { .. }), None) => true,
+            (
+                Some(Job::Seqs {
+                    own_batch, want, ..
+                }),
+                Some((_, _, first, _, _)),
+            ) => {
+                tokens + own_batch.num_tokens() <= config.max_batch_tokens
+                    && shares_forward(first, want)
             }
             _ => false,
         };
@@ -335,6 +377,7 @@ fn take_next(shared: &Shared, config: &BatcherConfig) -> Next {
         let Some(Job::Seqs {
             seqs,
             own_batch,
+            want,
             reply,
             queued_at,
         }) = q.jobs.pop_front()
@@ -342,7 +385,7 @@ fn take_next(shared: &Shared, config: &BatcherConfig) -> Next {
             unreachable!("front was checked to be a request")
         };
         tokens += own_batch.num_tokens();
-        taken.push((seqs, own_batch, reply, queued_at));
+        taken.push((seqs, own_batch, want, reply, queued_at));
     }
     q.queued_tokens -= tokens;
     Next::Batch(taken)
@@ -360,8 +403,9 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
         };
         let all: Vec<SequenceIds> = requests
             .iter()
-            .flat_map(|(s, _, _, _)| s.iter().cloned())
+            .flat_map(|(s, _, _, _, _)| s.iter().cloned())
             .collect();
+        let want = merged_want(&requests);
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if let Some(hook) = &config.before_forward {
@@ -370,11 +414,11 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
             // Each request was packed alone already, so this cannot fail on
             // its input; an error here is the engine's.
             let batch = Batch::pack(&all, &engine.config)?;
-            engine.forward(&batch)
+            engine.forward_want(&batch, &want)
         }))
         .unwrap_or_else(|p| Err(panic_error(p.as_ref())));
         let forward_time = started.elapsed();
-        let batch_tokens: usize = requests.iter().map(|(_, b, _, _)| b.num_tokens()).sum();
+        let batch_tokens: usize = requests.iter().map(|(_, b, _, _, _)| b.num_tokens()).sum();
         if let Some(observe) = &config.after_forward {
             observe(&BatchReport {
                 requests: requests.len(),
@@ -394,15 +438,24 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
         }
         match result {
             Ok(out) => {
-                let (mut first_seq, mut first_tok) = (0, 0);
-                let total = (all.len(), out.hidden.len() / engine.config.hidden_size);
-                for (_, own_batch, reply, queued_at) in requests {
-                    let (n_seqs, n_toks) = (own_batch.num_seqs(), own_batch.num_tokens());
-                    let output = slice_output(&out, total, first_seq..first_seq + n_seqs, {
-                        first_tok..first_tok + n_toks
-                    });
-                    first_seq += n_seqs;
-                    first_tok += n_toks;
+                let total = Share {
+                    seqs: 0..all.len(),
+                    toks: 0..batch_tokens,
+                    rows: 0..token_rows(&want),
+                };
+                let mut at = Share {
+                    seqs: 0..0,
+                    toks: 0..0,
+                    rows: 0..0,
+                };
+                for (_, own_batch, own_want, reply, queued_at) in requests {
+                    let next = |r: &std::ops::Range<usize>, n: usize| r.end..r.end + n;
+                    at = Share {
+                        seqs: next(&at.seqs, own_batch.num_seqs()),
+                        toks: next(&at.toks, own_batch.num_tokens()),
+                        rows: next(&at.rows, token_rows(&own_want)),
+                    };
+                    let output = slice_wanted(&out, &want, &total, &at);
                     reply(Ok(RequestOutput {
                         batch: own_batch,
                         output,
@@ -413,45 +466,10 @@ fn worker_loop(engine: &Engine, shared: &Shared, config: &BatcherConfig) {
             }
             Err(e) => {
                 let msg = e.to_string();
-                for (_, _, reply, _) in requests {
+                for (_, _, _, reply, _) in requests {
                     reply(Err(Error::Internal(format!("batch failed: {msg}"))));
                 }
             }
         }
-    }
-}
-
-/// The rows of `out` that belong to sequences `seqs` (tokens `toks`), given
-/// the whole batch's `(sequences, tokens)`.
-fn slice_output(
-    out: &ForwardOutput,
-    (n_seqs, n_toks): (usize, usize),
-    seqs: std::ops::Range<usize>,
-    toks: std::ops::Range<usize>,
-) -> ForwardOutput {
-    let per_tok = |v: &[f32]| {
-        let w = v.len() / n_toks;
-        v[toks.start * w..toks.end * w].to_vec()
-    };
-    let per_seq = |v: &[f32]| {
-        let w = v.len() / n_seqs;
-        v[seqs.start * w..seqs.end * w].to_vec()
-    };
-    ForwardOutput {
-        hidden: per_tok(&out.hidden),
-        pooled: out.pooled.as_deref().map(per_seq),
-        head: match &out.head {
-            HeadOutput::None => HeadOutput::None,
-            HeadOutput::TokenLogits(l) => HeadOutput::TokenLogits(per_tok(l)),
-            HeadOutput::SequenceLogits(l) => HeadOutput::SequenceLogits(per_seq(l)),
-            HeadOutput::StartEnd { start, end } => HeadOutput::StartEnd {
-                start: per_tok(start),
-                end: per_tok(end),
-            },
-            HeadOutput::PreTraining { mlm, sop } => HeadOutput::PreTraining {
-                mlm: per_tok(mlm),
-                sop: per_seq(sop),
-            },
-        },
     }
 }

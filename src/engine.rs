@@ -8,7 +8,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{read_dir, ModelWeights, WeightFiles};
 use crate::options::{Dtype, LoadOptions};
-use crate::output::ForwardOutput;
+use crate::output::{ForwardOutput, Want, Wanted};
 use crate::tokenize::{Encoded, Tokenizer, Truncation};
 use std::path::{Path, PathBuf};
 
@@ -42,6 +42,12 @@ impl std::str::FromStr for Device {
 /// A forward-pass implementation over packed batches.
 pub trait Backend: Send + Sync {
     fn forward(&self, batch: &Batch) -> Result<ForwardOutput>;
+    /// Only what `want` asks for. This default runs the whole forward and
+    /// reduces on the host; a device backend computes and copies back only
+    /// the part asked for.
+    fn forward_want(&self, batch: &Batch, want: &Want) -> Result<Wanted> {
+        crate::output::reduce(self.forward(batch)?, batch, want)
+    }
     /// e.g. "cpu (f32)" or "cuda:0 NVIDIA H100 (fp16)".
     fn describe(&self) -> String;
     /// The format the forward pass really computes in (after any fallback).
@@ -190,9 +196,15 @@ impl Engine {
         self.backend.dtype()
     }
 
-    /// Runs a packed batch.
+    /// Runs a packed batch: every output.
     pub fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
         self.backend.forward(batch)
+    }
+
+    /// Runs a packed batch for only what `want` asks (on a GPU, only that is
+    /// computed and copied back).
+    pub fn forward_want(&self, batch: &Batch, want: &Want) -> Result<Wanted> {
+        self.backend.forward_want(batch, want)
     }
 
     /// Tokenizes (with the model's length limit) and packs many inputs.

@@ -5,6 +5,7 @@ mod common;
 
 use bertrt::batch::SequenceIds;
 use bertrt::batcher::{Batcher, BatcherConfig, ForwardHook};
+use bertrt::output::{HeadOutput, Want, Wanted};
 use bertrt::tasks::embed::{embed, pool_embeddings, EmbedOptions, Embedding, Pooling};
 use bertrt::tokenize::Truncation;
 use bertrt::{Device, Engine};
@@ -109,7 +110,8 @@ fn batched_answers_equal_single_answers() {
     for _ in 0..texts.len() {
         let (i, r) = rx.recv().unwrap();
         let r = r.unwrap();
-        let e = pool_embeddings(&eng.config, &r.batch, &r.output, &opts()).unwrap();
+        let out = r.output.into_everything().unwrap();
+        let e = pool_embeddings(&eng.config, &r.batch, &out, &opts()).unwrap();
         got[i] = Some(vector(e.into_iter().next().unwrap()));
     }
     let mut worst = 0f32;
@@ -221,9 +223,14 @@ fn bad_input_and_panics_fail_only_their_own_request() {
     );
     let r = batcher.run(seqs(&eng, "still serving")).unwrap();
     let got = vector(
-        pool_embeddings(&eng.config, &r.batch, &r.output, &opts())
-            .unwrap()
-            .remove(0),
+        pool_embeddings(
+            &eng.config,
+            &r.batch,
+            &r.output.clone().into_everything().unwrap(),
+            &opts(),
+        )
+        .unwrap()
+        .remove(0),
     );
     let single = vector(embed(&eng, &["still serving"], &opts()).unwrap().remove(0));
     assert!(max_abs_diff(&got, &single) <= 1e-6);
@@ -286,7 +293,7 @@ fn task_helpers_through_the_batcher_equal_direct_calls() {
         ..qa::QaOptions::hf_defaults(&eng)
     };
     let direct = qa::qa_many(&eng, &items, &opts).unwrap();
-    let batched = qa::qa_many_via(&eng, &items, &opts, &|x| b.forward(x)).unwrap();
+    let batched = qa::qa_many_via(&eng, &items, &opts, &|x, w| b.forward_want(x, w)).unwrap();
     assert_eq!(batched, direct, "QA through the batcher differs");
     let (_, batch) = eng
         .encode_batch(
@@ -295,14 +302,89 @@ fn task_helpers_through_the_batcher_equal_direct_calls() {
             Truncation::LongestFirst,
         )
         .unwrap();
-    let r = b.forward_timed(&batch).unwrap();
+    let r = b.forward_timed(&batch, &Want::Everything).unwrap();
     assert_eq!(
         r.batch, batch,
         "the request's own batch is not the one sent"
     );
-    assert_eq!(r.output.hidden, eng.forward(&batch).unwrap().hidden);
+    assert_eq!(
+        r.output.clone().into_everything().unwrap().hidden,
+        eng.forward(&batch).unwrap().hidden
+    );
     assert!(
         r.forward_time > std::time::Duration::ZERO,
         "forward time not set"
     );
+}
+
+/// Requests for token rows share one forward, each getting its own rows'
+/// logits (its rows counted from its own first token); a request that wants
+/// something else waits for the next forward.
+#[test]
+fn token_row_requests_share_a_forward_and_get_their_own_rows() {
+    let eng = engine();
+    let (hook, release) = gate();
+    let batcher = Batcher::new(
+        eng.clone(),
+        BatcherConfig {
+            max_batch_tokens: 400,
+            max_batch_requests: 8,
+            before_forward: Some(hook),
+            after_forward: None,
+        },
+    )
+    .unwrap();
+    let texts = texts();
+    let (tx, rx) = mpsc::channel();
+    // The first request alone (held by the gate); then three for rows and
+    // one for the head, queued behind it.
+    let mut asked = Vec::new();
+    for (i, t) in texts.iter().take(4).enumerate() {
+        let s = seqs(&eng, t);
+        let n = s[0].input_ids.len();
+        let want = Want::TokenLogitsAt(vec![n - 1, 0, n / 2]);
+        asked.push((s.clone(), want.clone()));
+        let tx = tx.clone();
+        batcher
+            .submit_want(s, want, Box::new(move |r| tx.send((i, r)).unwrap()))
+            .unwrap();
+        // The worker takes the first request (and stops at the gate) before
+        // the others are queued.
+        let t0 = std::time::Instant::now();
+        while i == 0 && batcher.queue_len() > 0 {
+            assert!(
+                t0.elapsed().as_secs() < 20,
+                "the worker never took a request"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    let s = seqs(&eng, &texts[5]);
+    asked.push((s.clone(), Want::Head));
+    let tx4 = tx.clone();
+    batcher
+        .submit_want(s, Want::Head, Box::new(move |r| tx4.send((4, r)).unwrap()))
+        .unwrap();
+    release.send(()).unwrap();
+    for _ in 0..asked.len() {
+        let (i, r) = rx.recv().unwrap();
+        let r = r.unwrap();
+        let (s, want) = &asked[i];
+        let batch = bertrt::batch::Batch::pack(s, &eng.config).unwrap();
+        let alone = eng.forward_want(&batch, want).unwrap();
+        match (&r.output, &alone) {
+            (Wanted::TokenLogitsAt(a), Wanted::TokenLogitsAt(b)) => {
+                assert!(max_abs_diff(a, b) <= 1e-5, "request {i}: rows differ")
+            }
+            (
+                Wanted::Head(HeadOutput::TokenLogits(a)),
+                Wanted::Head(HeadOutput::TokenLogits(b)),
+            ) => assert!(max_abs_diff(a, b) <= 1e-5, "request {i}: head differs"),
+            (a, b) => panic!("request {i}: {a:?} / {b:?}"),
+        }
+    }
+    // The gated first forward, the other three rows requests together, the
+    // head request alone.
+    let st = batcher.stats();
+    assert_eq!((st.batches, st.max_requests_in_batch), (3, 3), "{st:?}");
 }

@@ -72,6 +72,20 @@ fn graph_replays_match_eager_forwards_on_gpu() {
     common::graphs::check_graphs("bert d32", &w, open, [&[17, 1, 15], &[40, 5]], &[3, 4]);
 }
 
+/// Heads on the device (cuBLAS on fewer rows for gathered token rows, the
+/// pool_normalize kernel) give the full forward reduced on the host.
+#[test]
+#[ignore = "needs CUDA"]
+fn every_want_equals_the_full_forward_reduced_on_gpu() {
+    require_gpu();
+    for name in common::fixture_models() {
+        let w = weights(&common::model_dir(&name));
+        let batch = awkward_batch(&w.config);
+        let model = || Fp16Model::new(CudaSeam::open(0).unwrap(), &w).unwrap();
+        common::wants::check_wants(&name, &w, model, &batch, MIN_COS, ATOL);
+    }
+}
+
 #[test]
 #[ignore = "needs CUDA"]
 fn long_sequences_match_cpu_on_gpu() {

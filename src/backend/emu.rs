@@ -15,7 +15,6 @@ use std::ffi::c_void;
 use half::f16;
 
 use super::kernels::{self as k, Geometry};
-use crate::config::Activation;
 use crate::{Error, Result};
 
 extern "C" {
@@ -38,6 +37,7 @@ extern "C" {
     pub(crate) fn bertrt_emu_attention_f16(p: k::AttentionParams);
     pub(crate) fn bertrt_emu_gather_rows_f16(p: k::GatherRowsParams);
     pub(crate) fn bertrt_emu_cast_f32_f16(p: k::CastF32Params);
+    pub(crate) fn bertrt_emu_pool_normalize_f16(p: k::PoolNormalizeParams);
     pub(crate) fn bertrt_emu_attention_tc_d32_f16(p: k::AttentionTcParams<32>);
     pub(crate) fn bertrt_emu_attention_tc_d64_f16(p: k::AttentionTcParams<64>);
     pub(crate) fn bertrt_emu_attention_tc_d128_f16(p: k::AttentionTcParams<128>);
@@ -213,4 +213,43 @@ pub fn cast_f32(x: &[f16], out: &mut [f32]) -> Result<()> {
     )?;
     m.get(out_p, out);
     Ok(())
+}
+
+/// `out[i]` = the pooled row `i` of `x` (rows of width `width`; segment
+/// bounds `cu` for First/Mean, `out.len() / width` rows for Each), divided by
+/// max(its L2 norm, 1e-12) when `normalize`. A segment outside `x` or empty
+/// is an `Err` (the kernel traps).
+pub fn pool_normalize(
+    x: &[f16],
+    width: usize,
+    mode: k::PoolMode,
+    cu: &[i32],
+    normalize: bool,
+    out: &mut [f32],
+) -> Result<()> {
+    assert!(width > 0 && x.len().is_multiple_of(width) && out.len().is_multiple_of(width));
+    let n = out.len() / width;
+    match mode {
+        k::PoolMode::Each => assert!(n <= x.len() / width),
+        _ => assert!(cu.len() == n + 1),
+    }
+    let p = k::PoolNormalizeParams {
+        x: ptr(x),
+        cu: ptr(cu),
+        out: ptr_mut(out),
+        n: n as i32,
+        rows: (x.len() / width) as i32,
+        width: width as i32,
+        mode,
+        normalize: normalize as i32,
+        _pad: 0,
+    };
+    launch(
+        Kernel {
+            name: "pool_normalize_f16",
+            func: bertrt_emu_pool_normalize_f16,
+            params: p,
+        },
+        k::pool_normalize_geometry(n, width),
+    )
 }

@@ -36,6 +36,7 @@ kernels! {
     AttentionParams => "attention_f16", bertrt_emu_attention_f16;
     GatherRowsParams => "gather_rows_f16", bertrt_emu_gather_rows_f16;
     CastF32Params => "cast_f32_f16", bertrt_emu_cast_f32_f16;
+    PoolNormalizeParams => "pool_normalize_f16", bertrt_emu_pool_normalize_f16;
     AttentionTcParams<32> => "attention_tc_d32_f16", bertrt_emu_attention_tc_d32_f16;
     AttentionTcParams<64> => "attention_tc_d64_f16", bertrt_emu_attention_tc_d64_f16;
     AttentionTcParams<128> => "attention_tc_d128_f16", bertrt_emu_attention_tc_d128_f16;
@@ -313,6 +314,46 @@ pub struct CastF32Params {
 }
 const _: () = assert!(std::mem::size_of::<CastF32Params>() == 24);
 
+// ---- pool_normalize.cu -------------------------------------------------------
+
+/// The `mode` codes pool_normalize.cu switches on (its `POOL_*` defines).
+#[repr(i32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// out[i] = x[cu[i]]
+    First = 0,
+    /// out[i] = mean of x[cu[i]..cu[i + 1]]
+    Mean = 1,
+    /// out[i] = x[i]
+    Each = 2,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PoolNormalizeParams {
+    pub x: u64,
+    /// [n + 1] i32 segment bounds; unused (may be 0) for [`PoolMode::Each`].
+    pub cu: u64,
+    /// [n, width] f32.
+    pub out: u64,
+    pub n: i32,
+    pub rows: i32,
+    pub width: i32,
+    pub mode: PoolMode,
+    /// 1: divide each output row by max(its L2 norm, 1e-12).
+    pub normalize: i32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<PoolNormalizeParams>() == 48);
+
+pub fn pool_normalize_geometry(n: usize, width: usize) -> Geometry {
+    Geometry {
+        grid: (n as u32, 1, 1),
+        block: (row_block_threads(width), 1, 1),
+        smem_bytes: (width * 4) as u32,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,6 +387,19 @@ mod tests {
                 "{code:?}: Rust says {}, bias_act.cu static_asserts {name} == {cu:?}",
                 code as i32
             );
+        }
+    }
+
+    #[test]
+    fn pool_modes_match_the_defines_in_pool_normalize_cu() {
+        let src = include_str!("../../kernels/pool_normalize.cu");
+        for (mode, name) in [
+            (PoolMode::First, "POOL_FIRST"),
+            (PoolMode::Mean, "POOL_MEAN"),
+            (PoolMode::Each, "POOL_EACH"),
+        ] {
+            let line = format!("#define {name} {}", mode as i32);
+            assert!(src.contains(&line), "pool_normalize.cu lacks `{line}`");
         }
     }
 

@@ -6,7 +6,7 @@ use super::{sigmoid, softmax, RunForward};
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::HeadOutput;
+use crate::output::{HeadOutput, Want};
 use crate::tokenize::Truncation;
 use serde::Serialize;
 
@@ -36,7 +36,9 @@ fn empty_check(text: &str) -> Result<()> {
 /// Every label with its score, best first. Softmax, or sigmoid for
 /// multi-label and single-logit models, plain logits for regression, as HF.
 pub fn classify(engine: &Engine, text: &str, pair: Option<&str>) -> Result<Vec<LabelScore>> {
-    let mut all = classify_many_via(engine, &[(text, pair)], false, &|b| engine.forward(b))?;
+    let mut all = classify_many_via(engine, &[(text, pair)], false, &|b, w| {
+        engine.forward_want(b, w)
+    })?;
     Ok(all.remove(0))
 }
 
@@ -59,8 +61,8 @@ pub fn classify_many_via(
         empty_check(text)?;
     }
     let (_, batch) = engine.encode_batch(items, None, Truncation::LongestFirst)?;
-    let out = run(&batch)?;
-    let HeadOutput::SequenceLogits(all_logits) = &out.head else {
+    let head = run(&batch, &Want::Head)?.into_head()?;
+    let HeadOutput::SequenceLogits(all_logits) = &head else {
         return Err(Error::Internal(
             "the classifier produced no sequence logits".into(),
         ));
@@ -92,7 +94,7 @@ pub fn classify_many_via(
 /// Per-token labels (argmax of softmax), special tokens and `ignore` labels
 /// left out, as the token-classification pipeline without aggregation.
 pub fn classify_tokens(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<TokenLabel>> {
-    classify_tokens_via(engine, text, ignore, &|b| engine.forward(b))
+    classify_tokens_via(engine, text, ignore, &|b, w| engine.forward_want(b, w))
 }
 
 /// [`classify_tokens`] with its forward run by `run`.
@@ -112,7 +114,7 @@ pub fn classify_tokens_via(
 /// the mean, the word is the tokens joined by the tokenizer's decoder. Groups
 /// whose type is in `ignore` are dropped after grouping (as HF does).
 pub fn classify_entities(engine: &Engine, text: &str, ignore: &[&str]) -> Result<Vec<EntityGroup>> {
-    classify_entities_via(engine, text, ignore, &|b| engine.forward(b))
+    classify_entities_via(engine, text, ignore, &|b, w| engine.forward_want(b, w))
 }
 
 /// [`classify_entities`] with its forward run by `run`.
@@ -175,8 +177,8 @@ fn token_labels(engine: &Engine, text: &str, run: RunForward) -> Result<Vec<Toke
     }
     empty_check(text)?;
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
-    let out = run(&batch)?;
-    let HeadOutput::TokenLogits(logits) = &out.head else {
+    let head = run(&batch, &Want::Head)?.into_head()?;
+    let HeadOutput::TokenLogits(logits) = &head else {
         return Err(Error::Internal(
             "the token classifier produced no token logits".into(),
         ));

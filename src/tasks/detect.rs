@@ -5,7 +5,7 @@ use super::{sigmoid, RunForward};
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::HeadOutput;
+use crate::output::{HeadOutput, Want};
 use crate::tokenize::Truncation;
 use serde::Serialize;
 
@@ -21,7 +21,7 @@ pub struct TokenScore {
 
 /// Scores every non-special token of `text`.
 pub fn detect(engine: &Engine, text: &str) -> Result<Vec<TokenScore>> {
-    detect_via(engine, text, &|b| engine.forward(b))
+    detect_via(engine, text, &|b, w| engine.forward_want(b, w))
 }
 
 /// [`detect`] with its forward run by `run`.
@@ -36,8 +36,8 @@ pub fn detect_via(engine: &Engine, text: &str, run: RunForward) -> Result<Vec<To
         return Err(Error::Input("empty text".into()));
     }
     let (encs, batch) = engine.encode_batch(&[(text, None)], None, Truncation::LongestFirst)?;
-    let out = run(&batch)?;
-    let HeadOutput::TokenLogits(logits) = &out.head else {
+    let head = run(&batch, &Want::Head)?.into_head()?;
+    let HeadOutput::TokenLogits(logits) = &head else {
         return Err(Error::Internal(
             "the discriminator produced no token logits".into(),
         ));

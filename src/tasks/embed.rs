@@ -6,7 +6,7 @@ use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::ForwardOutput;
+use crate::output::{embeddings_of, ForwardOutput, Want};
 use crate::tokenize::Truncation;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -218,67 +218,63 @@ pub fn embed_reporting(engine: &Engine, texts: &[&str], opts: &EmbedOptions) -> 
         .filter(|(_, e)| e.truncated_tokens > 0)
         .map(|(i, e)| (i, e.truncated_tokens))
         .collect();
-    let out = engine.forward(&batch)?;
+    let rows = engine
+        .forward_want(&batch, &opts.want())?
+        .into_embeddings()?;
     Ok(Embedded {
-        embeddings: pool_embeddings(&engine.config, &batch, &out, opts)?,
+        embeddings: split_embeddings(&engine.config, &batch, rows, opts)?,
         truncated,
     })
 }
 
-/// Pools (and normalises) a forward's output into one embedding per
-/// sequence of `batch`; the dynamic batcher reuses it on each request's share.
+impl EmbedOptions {
+    /// What a forward must return for these embeddings: `[seqs, H]` pooled
+    /// (per token for [`Pooling::None`]) and normalized where asked.
+    pub fn want(&self) -> Want {
+        Want::Embeddings {
+            pooling: self.pooling,
+            normalize: self.normalize,
+        }
+    }
+}
+
+/// Pools (and normalises) a full forward's output into one embedding per
+/// sequence of `batch`, on the host.
 pub fn pool_embeddings(
     config: &ModelConfig,
     batch: &Batch,
     out: &ForwardOutput,
     opts: &EmbedOptions,
 ) -> Result<Vec<Embedding>> {
-    let h = config.hidden_size;
-    let mut res = Vec::with_capacity(batch.num_seqs());
-    for s in 0..batch.num_seqs() {
-        let rows = batch.seq_range(s);
-        let tok = |r: usize| &out.hidden[r * h..(r + 1) * h];
-        let mut e = match opts.pooling {
-            Pooling::Cls => Embedding::Vector(tok(rows.start).to_vec()),
-            Pooling::Mean => {
-                let mut v = vec![0f64; h];
-                for r in rows.clone() {
-                    for (a, &x) in v.iter_mut().zip(tok(r)) {
-                        *a += x as f64;
-                    }
-                }
-                let n = rows.len() as f64;
-                Embedding::Vector(v.iter().map(|a| (a / n) as f32).collect())
-            }
-            Pooling::Pooler => {
-                let p = out.pooled.as_ref().ok_or_else(|| {
-                    Error::Input(format!(
-                        "{} has no pooler; use cls or mean pooling",
-                        config.architecture
-                    ))
-                })?;
-                Embedding::Vector(p[s * h..(s + 1) * h].to_vec())
-            }
-            Pooling::None => Embedding::Tokens(rows.map(|r| tok(r).to_vec()).collect()),
-        };
-        if opts.normalize {
-            match &mut e {
-                Embedding::Vector(v) => l2_normalize(v),
-                Embedding::Tokens(vs) => vs.iter_mut().for_each(|v| l2_normalize(v)),
-            }
-        }
-        res.push(e);
-    }
-    Ok(res)
+    let rows = embeddings_of(out, batch, opts.pooling, opts.normalize)?;
+    split_embeddings(config, batch, rows, opts)
 }
 
-/// v / max(||v||, 1e-12), as torch.nn.functional.normalize.
-fn l2_normalize(v: &mut [f32]) {
-    let n = v
-        .iter()
-        .map(|x| (*x as f64).powi(2))
-        .sum::<f64>()
-        .sqrt()
-        .max(1e-12);
-    v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+/// The rows of a [`Want::Embeddings`] forward (`[seqs, H]`, or `[tokens, H]`
+/// for [`Pooling::None`]) as one embedding per sequence of `batch`; the
+/// dynamic batcher's callers use it on each request's share.
+pub fn split_embeddings(
+    config: &ModelConfig,
+    batch: &Batch,
+    rows: Vec<f32>,
+    opts: &EmbedOptions,
+) -> Result<Vec<Embedding>> {
+    let h = config.hidden_size;
+    let n = match opts.pooling {
+        Pooling::None => batch.num_tokens(),
+        _ => batch.num_seqs(),
+    };
+    if rows.len() != n * h {
+        return Err(Error::Internal(format!(
+            "the forward gave {} values for {n} embeddings of width {h}",
+            rows.len()
+        )));
+    }
+    let row = |r: usize| rows[r * h..(r + 1) * h].to_vec();
+    Ok((0..batch.num_seqs())
+        .map(|s| match opts.pooling {
+            Pooling::None => Embedding::Tokens(batch.seq_range(s).map(row).collect()),
+            _ => Embedding::Vector(row(s)),
+        })
+        .collect())
 }

@@ -4,7 +4,7 @@
 use super::{softmax, top_k, RunForward};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::HeadOutput;
+use crate::output::Want;
 use crate::tokenize::Truncation;
 use serde::Serialize;
 
@@ -18,7 +18,7 @@ pub struct MaskPrediction {
 
 /// Predictions for every mask in `text`, one list per mask, in order.
 pub fn fill_mask(engine: &Engine, text: &str, k: usize) -> Result<Vec<Vec<MaskPrediction>>> {
-    fill_mask_via(engine, text, k, &|b| engine.forward(b))
+    fill_mask_via(engine, text, k, &|b, w| engine.forward_want(b, w))
 }
 
 /// [`fill_mask`] with its forward run by `run`.
@@ -56,22 +56,24 @@ pub fn fill_mask_via(
             "no mask token in {text:?}; put {mask} where a word should be predicted"
         )));
     }
-    let out = run(&batch)?;
-    let (HeadOutput::TokenLogits(logits) | HeadOutput::PreTraining { mlm: logits, .. }) = &out.head
-    else {
-        return Err(Error::Internal(format!(
-            "the MLM head of {} produced no token logits",
-            engine.config.architecture
-        )));
-    };
+    // Only the mask rows' logits: [masks, vocab].
+    let logits = run(&batch, &Want::TokenLogitsAt(positions.clone()))?.into_token_logits()?;
     let v = engine.config.vocab_size;
+    if logits.len() != positions.len() * v {
+        return Err(Error::Internal(format!(
+            "the MLM head of {} gave {} logits for {} masks of vocabulary {v}",
+            engine.config.architecture,
+            logits.len(),
+            positions.len()
+        )));
+    }
     // With several masks HF keeps special tokens in `sequence` so the other
     // masks stay visible.
     let single = positions.len() == 1;
     let pad = engine.config.pad_token_id;
     let mut all = Vec::new();
-    for &p in &positions {
-        let probs = softmax(&logits[p * v..(p + 1) * v]);
+    for (&p, row) in positions.iter().zip(logits.chunks_exact(v)) {
+        let probs = softmax(row);
         let mut row = Vec::new();
         for id in top_k(&probs, k.min(v)) {
             let mut filled = ids.clone();

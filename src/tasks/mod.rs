@@ -5,12 +5,13 @@ pub mod embed;
 pub mod fill_mask;
 pub mod qa;
 
-/// Where a task's forwards run: the engine itself (`&|b| engine.forward(b)`),
-/// or a [`crate::batcher::Batcher`] shared with other callers
-/// ([`crate::batcher::Batcher::forward`]); forwards are padding-free, so the
-/// answers are the same either way.
-pub type RunForward<'a> =
-    &'a (dyn Fn(&crate::batch::Batch) -> crate::Result<crate::output::ForwardOutput> + Sync);
+/// Where a task's forwards run, each asked for only what the task needs: the
+/// engine itself (`&|b, w| engine.forward_want(b, w)`), or a
+/// [`crate::batcher::Batcher`] shared with other callers
+/// ([`crate::batcher::Batcher::forward_want`]); forwards are padding-free, so
+/// the answers are the same either way.
+pub type RunForward<'a> = &'a (dyn Fn(&crate::batch::Batch, &crate::output::Want) -> crate::Result<crate::output::Wanted>
+         + Sync);
 
 /// Numerically stable softmax, in f64 as the comparison with PyTorch needs
 /// only f32 accuracy but ties must order the same way.

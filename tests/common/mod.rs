@@ -8,6 +8,7 @@ pub mod record;
 pub mod seam_kernels;
 pub mod seam_tensor_cores;
 pub mod server;
+pub mod wants;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

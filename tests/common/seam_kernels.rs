@@ -6,6 +6,7 @@ use bertrt::backend::cpu::ops;
 use bertrt::backend::fp16::{DevPtr, Epilogue, Seam};
 use bertrt::backend::kernels as k;
 use bertrt::config::Activation;
+use bertrt::output::{pool_rows, PoolRows};
 use bertrt::rng::Rng;
 use half::f16;
 
@@ -286,6 +287,45 @@ pub fn check_all_kernels<S: Seam>(s: &S) -> Vec<String> {
         .collect();
     check("gather_rows", &get_f16(s, out, row_ids.len() * w), &want);
     report.push("gather_rows: ok".into());
+
+    // pool + normalize: f32 out against bertrt::output::pool_rows (f64)
+    let (lens, w) = ([1usize, 6, 2], 45);
+    let rows: usize = lens.iter().sum();
+    let x = rand(&mut rng, rows * w, 2.0);
+    let cu: Vec<usize> = std::iter::once(0)
+        .chain(lens.iter().scan(0, |a, l| {
+            *a += l;
+            Some(*a)
+        }))
+        .collect();
+    let cu_u32: Vec<u32> = cu.iter().map(|&c| c as u32).collect();
+    for (mode, pool, n) in [
+        (k::PoolMode::First, PoolRows::First(&cu), lens.len()),
+        (k::PoolMode::Mean, PoolRows::Mean(&cu), lens.len()),
+        (k::PoolMode::Each, PoolRows::Each, rows),
+    ] {
+        let out = put_f16(s, &vec![f32::NAN; 2 * n * w]); // n*w f32, NaN-poisoned
+        let p = k::PoolNormalizeParams {
+            x: put_f16(s, &x),
+            cu: put_u32(s, &cu_u32),
+            out,
+            n: n as i32,
+            rows: rows as i32,
+            width: w as i32,
+            mode,
+            normalize: 1,
+            _pad: 0,
+        };
+        s.launch(p, k::pool_normalize_geometry(n, w)).unwrap();
+        let mut b = vec![0u8; n * w * 4];
+        s.download(out, &mut b).unwrap();
+        let got: Vec<f32> = b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let e = check("pool_normalize", &got, &pool_rows(&x, w, pool, true));
+        report.push(format!("pool_normalize {mode:?}: max |err| {e:.2e}"));
+    }
 
     // GEMM (cuBLAS on the GPU, ops::linear under emulation): y[m,n] =
     // x[m,k] w[n,k]^T against a naive f64 triple loop, which shares no code

@@ -7,7 +7,7 @@ use crate::batch::Batch;
 use crate::engine::Backend;
 use crate::error::{Error, Result};
 use crate::model::ModelWeights;
-use crate::output::ForwardOutput;
+use crate::output::{ForwardOutput, Want, Wanted};
 use cudarc::driver::{result as drv, sys as drv_sys};
 use std::sync::atomic::Ordering;
 
@@ -19,6 +19,10 @@ pub struct CudaBackend {
 impl Backend for CudaBackend {
     fn forward(&self, batch: &Batch) -> Result<ForwardOutput> {
         self.model.forward(batch)
+    }
+
+    fn forward_want(&self, batch: &Batch, want: &Want) -> Result<Wanted> {
+        self.model.forward_want(batch, want)
     }
 
     fn describe(&self) -> String {

@@ -6,8 +6,8 @@ use super::{launch, Kernel};
 use crate::backend::fp16::{
     check_geometry, DevPtr, Epilogue, GraphId, Launch, Seam, Traffic, TrafficCounter,
 };
-use crate::config::Activation;
 use crate::backend::kernels::Geometry;
+use crate::config::Activation;
 use crate::{Error, Result};
 use half::f16;
 use std::collections::BTreeMap;
@@ -192,7 +192,9 @@ impl Seam for EmuSeam {
     fn gemm(&self, x: DevPtr, w: DevPtr, y: DevPtr, m: usize, n: usize, k: usize) -> Result<()> {
         // Checked when issued, and again when a recorded list runs.
         self.check_gemm(x, w, y, m, n, k)?;
-        self.run_or_record(Box::new(move |seam| seam.gemm_now(x, w, 0, y, m, n, k, None)))
+        self.run_or_record(Box::new(move |seam| {
+            seam.gemm_now(x, w, 0, y, m, n, k, None)
+        }))
     }
 
     /// As cuBLASLt's BIAS / GELU_BIAS epilogues: the bias added to the fp32

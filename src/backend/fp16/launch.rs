@@ -171,7 +171,11 @@ impl<S: Seam> Fp16Model<S> {
     pub(super) fn read(&self, p: DevPtr, n: usize) -> Result<Readback> {
         let offset = self.readback_used.fetch_add(n * 2, Ordering::Relaxed);
         self.seam.download_async(p, offset, n * 2)?;
-        Ok(Readback { offset, n })
+        Ok(Readback {
+            offset,
+            n,
+            f32: false,
+        })
     }
 
     /// After the forward's one wait: everything `read` queued.
@@ -180,13 +184,32 @@ impl<S: Seam> Fp16Model<S> {
         self.seam.read_back(0, &mut bytes)?;
         Ok(Fetched(bytes))
     }
+
+    /// As [`Self::read`] for `n` f32 values.
+    pub(super) fn read_f32(&self, p: DevPtr, n: usize) -> Result<Readback> {
+        let offset = self.readback_used.fetch_add(n * 4, Ordering::Relaxed);
+        self.seam.download_async(p, offset, n * 4)?;
+        Ok(Readback {
+            offset,
+            n,
+            f32: true,
+        })
+    }
+
+    /// A synchronous copy (it waits for the stream): for the few inputs
+    /// that are not part of the staged region.
+    pub(super) fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
+        self.seam.upload(p, bytemuck::cast_slice(v))
+    }
 }
 
-/// Where a queued read lands in the readback buffer: `n` fp16 values.
+/// Where a queued read lands in the readback buffer: `n` fp16 values, or
+/// f32 ones.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Readback {
     offset: usize,
     n: usize,
+    f32: bool,
 }
 
 /// The readback buffer's contents after the wait.
@@ -194,6 +217,12 @@ pub(super) struct Fetched(Vec<u8>);
 
 impl Readback {
     pub(super) fn values(self, f: &Fetched) -> Vec<f32> {
+        if self.f32 {
+            return f.0[self.offset..self.offset + 4 * self.n]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+        }
         f.0[self.offset..self.offset + 2 * self.n]
             .chunks_exact(2)
             .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())

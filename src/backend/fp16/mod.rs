@@ -17,6 +17,7 @@ mod l2;
 mod launch;
 pub mod seam;
 pub mod staging;
+mod wanted;
 mod workspace;
 
 use crate::backend::kernels::{self as k, Geometry};

@@ -45,6 +45,9 @@ pub(super) enum Buf {
     SeqLogits,
     /// The inputs' region: `Layout::of(tokens, seqs)`.
     Staging,
+    /// Per token (u32): the rows a token-level head runs on when asked for
+    /// some rows only (gathered into `AttnOut`, free after the encoder).
+    HeadRowIds,
 }
 
 /// The inputs, which live in `Staging`.
@@ -58,7 +61,7 @@ const STAGED: [Buf; 6] = [
 ];
 
 /// The allocations.
-const ALL: [Buf; 13] = [
+const ALL: [Buf; 14] = [
     Buf::Staging,
     Buf::Embedded,
     Buf::Hidden,
@@ -72,6 +75,7 @@ const ALL: [Buf; 13] = [
     Buf::Pooled,
     Buf::SeqScratch,
     Buf::SeqLogits,
+    Buf::HeadRowIds,
 ];
 
 /// The model widths the buffers are sized by.
@@ -95,13 +99,16 @@ impl Widths {
         }
     }
 
-    /// An upper bound on what a forward reads back: the hidden states, the
-    /// pooler output and the heads' logits.
+    /// An upper bound on what a forward reads back: the hidden states (or
+    /// as many f32 rows: pooled embeddings come back in f32), the pooler
+    /// output and the heads' logits.
     pub(super) fn readback_bytes(&self, tokens: usize, seqs: usize) -> usize {
-        [Buf::Hidden, Buf::Pooled, Buf::HeadLogits, Buf::SeqLogits]
+        let hidden_f32 = tokens * self.hidden * 4;
+        let rest: usize = [Buf::Pooled, Buf::HeadLogits, Buf::SeqLogits]
             .iter()
             .map(|b| b.bytes(self, tokens, seqs))
-            .sum()
+            .sum();
+        hidden_f32 + rest
     }
 
     /// Bytes of every buffer for `tokens` tokens in `seqs` sequences.
@@ -122,6 +129,7 @@ impl Buf {
             | Buf::FirstRows
             | Buf::AttnTiles => 0, // views into Staging
             Buf::Staging => Layout::of(tokens, seqs).bytes(),
+            Buf::HeadRowIds => tokens * 4,
             Buf::Embedded => tokens * w.embed * HALF,
             Buf::Hidden | Buf::AttnOut => tokens * w.hidden * HALF,
             Buf::AttnContext => (tokens + 1) * w.hidden * HALF,

@@ -43,7 +43,7 @@ use crate::batch::{Batch, SequenceIds};
 use crate::config::Head;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::output::HeadOutput;
+use crate::output::{HeadOutput, Want};
 use serde::Serialize;
 use spans::{char_slice, char_span, decode_spans, normalize};
 use tokenizers::{Encoding, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -126,7 +126,7 @@ pub fn qa_many(
     items: &[(&str, &str)],
     opts: &QaOptions,
 ) -> Result<Vec<Vec<Answer>>> {
-    qa_many_via(engine, items, opts, &|b| engine.forward(b))
+    qa_many_via(engine, items, opts, &|b, w| engine.forward_want(b, w))
 }
 
 /// [`qa_many`] with its forward run by `run`.
@@ -284,8 +284,8 @@ pub fn qa_many_via(
         })
         .collect();
     let batch = Batch::pack(&seqs, c)?;
-    let out = run(&batch)?;
-    let HeadOutput::StartEnd { start, end } = &out.head else {
+    let head = run(&batch, &Want::Head)?.into_head()?;
+    let HeadOutput::StartEnd { start, end } = &head else {
         return Err(Error::Internal(
             "the QA head produced no start/end logits".into(),
         ));

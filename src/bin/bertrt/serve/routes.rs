@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::config::Head;
-use bertrt::tasks::embed::{pool_embeddings, EmbedOptions, Embedding};
+use bertrt::tasks::embed::{split_embeddings, EmbedOptions, Embedding};
 use bertrt::tasks::RunForward;
 use bertrt::tokenize::Truncation;
 use bertrt::Engine;
@@ -231,8 +231,9 @@ pub async fn embed_seqs(
     for seq in seqs {
         let (tx, rx) = tokio::sync::oneshot::channel();
         s.batcher
-            .submit_with(
+            .submit_want(
                 vec![seq],
+                opts.want(),
                 Box::new(move |r| {
                     let _ = tx.send(r);
                 }),
@@ -253,7 +254,10 @@ pub async fn embed_seqs(
             })?
             .map_err(ApiError::from_lib)?;
         work.add(&r);
-        let mut pooled = pool_embeddings(&s.engine.config, &r.batch, &r.output, opts)
+        let mut pooled = r
+            .output
+            .into_embeddings()
+            .and_then(|rows| split_embeddings(&s.engine.config, &r.batch, rows, opts))
             .map_err(ApiError::from_lib)?;
         out.append(&mut pooled);
     }
@@ -283,8 +287,8 @@ pub async fn via_batcher<T: Send + 'static>(
     let s = s.clone();
     blocking(move || {
         let work = Mutex::new(Work::default());
-        let run = |b: &Batch| {
-            let r = s.batcher.forward_timed(b)?;
+        let run = |b: &Batch, want: &bertrt::output::Want| {
+            let r = s.batcher.forward_timed(b, want)?;
             work.lock().unwrap_or_else(|p| p.into_inner()).add(&r);
             Ok(r.output)
         };
