@@ -153,7 +153,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     }
     if a.print_config {
         let p = presets::preset(&a.model).map_err(|e| e.to_string())?;
-        crate::output::line(&p.config_json)?;
+        crate::output::line(p.config_json)?;
         return Ok(());
     }
     // Validate everything before loading anything.
