@@ -14,7 +14,9 @@
 #      headline cells (bert-base first), then the other presets, then
 #      torch.compile while time is left (without a GPU: electra-small b1 s128
 #      on the CPU, to exercise the path)
-#   4. the other test binaries (CPU and emulated suites) while time is left
+#   4. the other test binaries in the bundle (CLI, server, pipelines and
+#      goldens; gpu-check leaves the emulated and tokenizer suites out)
+#      while time is left
 #
 # Everything lands under $OUT in at most 8 files (the device tool returns no
 # more), each rewritten as the run goes, so a run cut short keeps what it did:
