@@ -7,8 +7,8 @@
 mod common;
 
 use bertrt::backend::cpu::fast::{self, GemmPath};
-use bertrt::backend::cpu::packed::PackedLinear;
-use bertrt::backend::cpu::{ops, simd, CpuEngine};
+use bertrt::backend::cpu::packed::{ATiles, PackedLinear};
+use bertrt::backend::cpu::{amx, ops, simd, CpuEngine};
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::rng::Rng;
 use bertrt::Dtype;
@@ -90,7 +90,15 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
                 let b = randn(&mut rng, n);
                 let (want, mag) = linear_f64(&x, &w, &b, k, gelu, bf16);
                 let mut got = vec![0f32; m * n];
-                PackedLinear::new(&w, &b, n, k, bf16, amx).forward(&x, gelu, &mut got);
+                let p = PackedLinear::new(&w, &b, n, k, bf16, amx);
+                // The three AMX shapes must really run on the tiles.
+                let fits = n % 32 == 0 && k % 32 == 0;
+                assert_eq!(
+                    p.on_amx(),
+                    amx && fits && amx::available(),
+                    "m{m} k{k} n{n}: AMX path"
+                );
+                p.forward(&x, gelu, &mut got);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     // f32 accumulation rounds k times: 8 standard deviations
                     // of that random walk, sqrt(k) 2^-24 sum |x w|. A wrong
@@ -106,6 +114,43 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
             }
         }
     }
+}
+
+#[test]
+fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
+    if !amx::available() {
+        panic!("the CPU has no AMX: the fused AMX FFN is untested here");
+    }
+    let mut rng = Rng::new(11);
+    // 45 rows: a padded 32-row block; K blocks of 768 and 3072.
+    let (m, h, i) = (45, 768, 3072);
+    let x = randn(&mut rng, m * h);
+    let (w1, b1) = (randn(&mut rng, i * h), randn(&mut rng, i));
+    let (w2, b2) = (randn(&mut rng, h * i), randn(&mut rng, h));
+    let up = PackedLinear::new(&w1, &b1, i, h, true, true);
+    let down = PackedLinear::new(&w2, &b2, h, i, true, true);
+    assert!(up.on_amx() && down.on_amx());
+    let mut u = vec![0f32; m * i];
+    let mut want = vec![0f32; m * h];
+    up.forward(&x, true, &mut u);
+    down.forward(&u, false, &mut want);
+    // The same GELU on the same values, rounded to bf16 once either way.
+    let (mut a, mut mid) = (ATiles::default(), ATiles::default());
+    a.fill(&x, h);
+    up.forward_tiles_to_tiles(&a, true, &mut mid);
+    let mut got = vec![0f32; m * h];
+    down.forward_tiles(&mid, false, &mut got);
+    let differ: Vec<usize> = (0..got.len()).filter(|&j| got[j] != want[j]).collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} outputs differ; first [{}, {}]: {} vs {} (seed 11)",
+        differ.len(),
+        got.len(),
+        differ[0] / h,
+        differ[0] % h,
+        got[differ[0]],
+        want[differ[0]]
+    );
 }
 
 #[test]

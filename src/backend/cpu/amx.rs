@@ -55,56 +55,96 @@ fn request_tile_permission() -> bool {
     ret == 0
 }
 
-/// One block of C: `c[32 x 32] = sum over segments of a[32 x 2kp] * b[2kp x 32]`
-/// with
-/// - `a`: bf16 pairs, 32 rows `lda` pairs apart from `a_off`, segment `i`
-///   starting `k_at[i]` pairs further;
-/// - `segments[i]`: `kp_i` rows of 32 pairs (one K block of a bf16 panel
-///   32 columns wide), `kp_i` a multiple of [`PAIRS`];
-/// - `c`: 32 rows `ldc` apart from `c_off`, overwritten.
-///
-/// The whole K stays in the accumulator tiles: C is written once.
-pub struct Block<'a> {
-    pub a: &'a [u32],
-    pub a_off: usize,
-    pub lda: usize,
-    pub segments: &'a [(&'a [u32], usize)],
-    pub c_off: usize,
-    pub ldc: usize,
+/// u32 (bf16 pairs) in one K step of a 32-row A block or a 32-column B
+/// panel: two tiles of 16 x 16 pairs.
+pub const STEP: usize = 2 * TILE * PAIRS;
+
+/// Where pair `j` of row `r` of a 32-row A block sits in tile order: K steps
+/// of [`STEP`], each the block's rows 0-15 then 16-31, 16 pairs per row, so
+/// every A tile is 1 KiB of contiguous memory.
+pub fn a_tile_index(r: usize, j: usize) -> usize {
+    (j / PAIRS) * STEP + r * PAIRS + j % PAIRS
 }
 
-/// Runs one [`Block`]. Needs [`available`].
-pub fn block(blk: &Block, c: &mut [f32]) {
-    assert!(available(), "amx::block without AMX");
-    let rows = 2 * TILE;
-    for &(seg, k_at) in blk.segments {
-        let kp = seg.len() / rows;
+/// This thread's tile state, configured for [`Tiles::block`] once and
+/// released on drop. Tile state belongs to the thread, hence not `Send`.
+pub struct Tiles {
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+impl Tiles {
+    /// Configures the tiles: tmm0-3 accumulators (16 x 16 f32), tmm4-5 A
+    /// (16 rows x 16 pairs), tmm6-7 B (16 pairs x 16 columns). Needs
+    /// [`available`].
+    pub fn configure() -> Tiles {
+        assert!(available(), "amx::Tiles without AMX");
+        let cfg = config();
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AMX present and permitted (asserted); ldtilecfg reads the
+        // 64-byte aligned config it is given and nothing else.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
+        }
+        Tiles {
+            _thread_bound: std::marker::PhantomData,
+        }
+    }
+
+    /// One block of C, `c[32 x 32] = a[32 x K] * b[K x 32]`, overwritten:
+    /// - `a`: the block's rows in tile order ([`a_tile_index`]), K steps
+    ///   of [`STEP`];
+    /// - `segments`: B's K blocks in order, each whole steps of 16 pair rows
+    ///   x 32 columns (a bf16 panel 32 columns wide), together as many steps
+    ///   as `a`;
+    /// - `bias`: 32 values the accumulators start from, else zeros;
+    /// - `c`: 32 rows `ldc` apart from `c_off`.
+    ///
+    /// The whole K stays in the accumulator tiles: C is written once.
+    pub fn block(
+        &self,
+        a: &[u32],
+        segments: &[&[u32]],
+        bias: Option<&[f32]>,
+        c: &mut [f32],
+        c_off: usize,
+        ldc: usize,
+    ) {
+        let steps: usize = segments.iter().map(|s| s.len() / STEP).sum();
         assert!(
-            kp > 0 && kp.is_multiple_of(PAIRS) && seg.len() == kp * rows,
-            "amx block: a segment of {} pairs is not whole tiles",
-            seg.len()
+            segments.iter().all(|s| s.len().is_multiple_of(STEP)) && a.len() == steps * STEP,
+            "amx block: {} u32 of A for B segments of {:?} u32",
+            a.len(),
+            segments.iter().map(|s| s.len()).collect::<Vec<_>>()
         );
-        assert!(k_at + kp <= blk.lda, "amx block: segment past the row of a");
-    }
-    assert!(
-        blk.a_off + (rows - 1) * blk.lda + blk.lda <= blk.a.len(),
-        "amx block: a too short"
-    );
-    assert!(
-        blk.ldc >= rows && blk.c_off + (rows - 1) * blk.ldc + rows <= c.len(),
-        "amx block: c too short"
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: AMX present and permitted (asserted); the asserts above keep
-    // every tile row the asm loads or stores inside a, the segments and c; c
-    // is the only mutable borrow.
-    unsafe {
-        block_asm(blk, c)
+        let rows = 2 * TILE;
+        assert!(
+            bias.is_none_or(|b| b.len() == rows),
+            "amx block: bias not 32 long"
+        );
+        assert!(
+            ldc >= rows && c_off + (rows - 1) * ldc + rows <= c.len(),
+            "amx block: c too short"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the tiles were configured by `self` on this thread (not
+        // Send); the asserts above keep every tile row loaded inside a and
+        // the segments and every row stored inside c, the only mutable borrow.
+        unsafe {
+            block_asm(a, segments, bias, c.as_mut_ptr().add(c_off), ldc)
+        }
     }
 }
 
-/// The palette-1 tile configuration: tmm0-3 accumulators (16 x 16 f32),
-/// tmm4-5 A (16 rows x 16 pairs), tmm6-7 B (16 pairs x 16 columns).
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: releases the tile state this thread configured in `new`.
+        unsafe {
+            std::arch::asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -120,51 +160,59 @@ fn config() -> TileConfig {
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn block_asm(blk: &Block, c: &mut [f32]) {
+unsafe fn block_asm(a: &[u32], segments: &[&[u32]], bias: Option<&[f32]>, c: *mut f32, ldc: usize) {
     use std::arch::asm;
-    let cfg = config();
-    let a = blk.a.as_ptr().add(blk.a_off);
-    let cp = c.as_mut_ptr().add(blk.c_off);
-    let lda = (blk.lda * 4) as isize;
-    let ldb = (2 * TILE * 4) as isize;
-    let ldc = (blk.ldc * 4) as isize;
-    let a1 = a.add(TILE * blk.lda);
-    let c1 = cp.add(TILE * blk.ldc);
-    asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack));
-    asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
-    );
-    for &(seg, k_at) in blk.segments {
-        let b = seg.as_ptr();
-        for step in 0..seg.len() / (2 * TILE) / PAIRS {
-            let ak = a.add(k_at + step * PAIRS);
-            let a1k = a1.add(k_at + step * PAIRS);
-            let bk = b.add(step * PAIRS * 2 * TILE);
+    // A tiles are contiguous (64-byte rows); B tiles are the two 16-column
+    // halves of a 32-column panel (128-byte rows).
+    let (lda, ldb) = (64isize, 128isize);
+    match bias {
+        // A row stride of 0 repeats the 16 bias values down all 16 rows.
+        Some(b) => asm!(
+            "tileloadd tmm0, [{b} + {zero}*1]",
+            "tileloadd tmm1, [{b} + {zero}*1 + 64]",
+            "tileloadd tmm2, [{b} + {zero}*1]",
+            "tileloadd tmm3, [{b} + {zero}*1 + 64]",
+            b = in(reg) b.as_ptr(), zero = in(reg) 0isize,
+            options(nostack, readonly),
+        ),
+        None => asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        ),
+    }
+    let mut ak = a.as_ptr();
+    for seg in segments {
+        let mut bk = seg.as_ptr();
+        for _ in 0..seg.len() / STEP {
+            // Each load placed just before its first use, so the next tile
+            // loads overlap the products already issued.
             asm!(
-                "tileloadd tmm4, [{a0} + {lda}*1]",
-                "tileloadd tmm5, [{a1} + {lda}*1]",
+                "tileloadd tmm4, [{a} + {lda}*1]",
                 "tileloadd tmm6, [{b} + {ldb}*1]",
-                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a} + {lda}*1 + 1024]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) ak, a1 = in(reg) a1k, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
+                a = in(reg) ak, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
                 options(nostack, readonly),
             );
+            ak = ak.add(STEP);
+            bk = bk.add(STEP);
         }
     }
+    let ldc_b = (ldc * 4) as isize;
+    let c1 = c.add(TILE * ldc);
     asm!(
         "tilestored [{c0} + {ldc}*1], tmm0",
         "tilestored [{c0} + {ldc}*1 + 64], tmm1",
         "tilestored [{c1} + {ldc}*1], tmm2",
         "tilestored [{c1} + {ldc}*1 + 64], tmm3",
-        "tilerelease",
-        c0 = in(reg) cp, c1 = in(reg) c1, ldc = in(reg) ldc,
+        c0 = in(reg) c, c1 = in(reg) c1, ldc = in(reg) ldc_b,
         options(nostack),
     );
 }

@@ -6,7 +6,7 @@
 
 use super::native::View;
 use super::ops;
-use super::packed::{Packed, PackedLinear};
+use super::packed::{ATiles, Packed, PackedLinear};
 use super::simd::{self, features};
 use crate::batch::Batch;
 use crate::config::Activation;
@@ -170,20 +170,42 @@ impl FastEncoder {
         let mut ctx = vec![0f32; t * h];
         let mut y = vec![0f32; t * h];
         let inter = w.ffn.iter().map(|f| f.up.out_dim).max().unwrap_or(0);
-        let mut u_buf = vec![0f32; t * inter];
+        let mut u_buf = Vec::new();
+        // On AMX every linear reads its A as bf16 tiles from these two
+        // buffers, and the FFN's GELU output goes straight into them.
+        let (mut a_in, mut a_mid) = (ATiles::default(), ATiles::default());
         for &(ai, fi) in &w.schedule {
             let (fa, ff) = (&self.attention[ai], &self.ffn[fi]);
             let (la, lf) = (&w.attention[ai].ln, &w.ffn[fi].ln);
-            fa.qkv.forward(&x, false, &mut qkv);
+            let tiles = self.path == GemmPath::AmxBf16
+                && [&fa.qkv, &fa.out, &ff.up, &ff.down]
+                    .iter()
+                    .all(|l| l.on_amx());
+            let linear = |l: &PackedLinear, x: &[f32], y: &mut [f32], a: &mut ATiles| {
+                if tiles {
+                    a.fill(x, l.in_dim());
+                    l.forward_tiles(a, false, y);
+                } else {
+                    l.forward(x, false, y);
+                }
+            };
+            linear(&fa.qkv, &x, &mut qkv, &mut a_in);
             attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
-            fa.out.forward(&ctx, false, &mut y);
+            linear(&fa.out, &ctx, &mut y, &mut a_in);
             residual_layernorm(&mut y, &x, &la.gamma, &la.beta, c.layer_norm_eps);
-            let u = &mut u_buf[..t * w.ffn[fi].up.out_dim];
-            ff.up.forward(&y, gelu, u);
-            if !gelu {
-                u.par_iter_mut().for_each(|v| *v = ops::act(*v, c.act));
+            if tiles && gelu {
+                a_in.fill(&y, h);
+                ff.up.forward_tiles_to_tiles(&a_in, true, &mut a_mid);
+                ff.down.forward_tiles(&a_mid, false, &mut x);
+            } else {
+                u_buf.resize(t * inter, 0f32);
+                let u = &mut u_buf[..t * w.ffn[fi].up.out_dim];
+                ff.up.forward(&y, gelu, u);
+                if !gelu {
+                    u.par_iter_mut().for_each(|v| *v = ops::act(*v, c.act));
+                }
+                ff.down.forward(u, false, &mut x);
             }
-            ff.down.forward(u, false, &mut x);
             residual_layernorm(&mut x, &y, &lf.gamma, &lf.beta, c.layer_norm_eps);
         }
         x

@@ -385,71 +385,121 @@ impl PackedLinear {
         }
     }
 
+    /// K, the width of the input rows.
+    pub fn in_dim(&self) -> usize {
+        self.w.k
+    }
+
     /// Whether this linear runs on AMX tiles.
     pub fn on_amx(&self) -> bool {
         self.amx
     }
 
-    /// The AMX forward: A converted to bf16 pairs with rows padded to whole
-    /// 32-row blocks, blocks of 32 x 32 over K blocks, then bias and GELU on
-    /// each finished block.
+    /// The AMX forward: A converted to [`ATiles`], then [`Self::forward_tiles`].
     fn forward_amx(&self, x: &[f32], gelu: bool, y: &mut [f32]) {
-        let (k, n) = (self.w.k, self.w.n);
-        let Storage::Bf16(data) = &self.w.data else {
-            unreachable!("AMX on f32 weights")
-        };
-        let data: &[u32] = data.get();
-        let m = x.len() / k;
-        let blk = 2 * amx::TILE;
-        let (kp, m_pad) = (k.div_ceil(2), m.next_multiple_of(blk));
-        let mut xa = vec![0u32; m_pad * kp];
-        let rows = rows_per_task(m, blk);
-        xa.par_chunks_mut(rows * kp)
-            .zip(x.par_chunks(rows * k))
-            .for_each(|(d, s)| simd::to_bf16_pairs(s, k, &mut d[..s.len() / k * kp]));
+        let mut a = ATiles::default();
+        a.fill(x, self.w.k);
+        self.forward_tiles(&a, gelu, y);
+    }
+
+    /// `y = act(a W^T + b)` from A already in AMX tile order; `y` holds
+    /// `a`'s real rows. Needs [`Self::on_amx`].
+    pub fn forward_tiles(&self, a: &ATiles, gelu: bool, y: &mut [f32]) {
+        let n = self.w.n;
+        assert!(
+            y.len() == a.m * n,
+            "packed linear: y {} for {} rows -> {n}",
+            y.len(),
+            a.m
+        );
+        let m_pad = a.m.next_multiple_of(2 * amx::TILE);
         let mut padded = Vec::new();
-        let out: &mut [f32] = if m_pad == m {
+        let out: &mut [f32] = if m_pad == a.m {
             &mut *y
         } else {
             padded.resize(m_pad * n, 0f32);
             &mut padded
         };
-        out.par_chunks_mut(rows * n)
-            .zip(xa.par_chunks(rows * kp))
-            .for_each(|(yc, xc)| {
-                let mt = xc.len() / kp;
-                for p in 0..n / blk {
-                    // This panel's K blocks and where each starts in A's rows.
-                    let segments: Vec<(&[u32], usize)> = self
-                        .w
-                        .blocks
-                        .iter()
-                        .enumerate()
-                        .map(|(bi, &(k0, kl))| {
-                            let bkp = kl / 2;
-                            (
-                                &data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk],
-                                k0 / 2,
-                            )
-                        })
-                        .collect();
-                    let bias = &self.bias[p * blk..(p + 1) * blk];
-                    for m0 in (0..mt).step_by(blk) {
-                        let b = amx::Block {
-                            a: xc,
-                            a_off: m0 * kp,
-                            lda: kp,
-                            segments: &segments,
-                            c_off: m0 * n + p * blk,
-                            ldc: n,
-                        };
-                        amx::block(&b, yc);
-                        simd::bias_gelu_block(yc, m0 * n + p * blk, n, blk, blk, bias, gelu);
+        self.amx_blocks(a, gelu, AmxOut::Rows(out));
+        if m_pad != a.m {
+            y.copy_from_slice(&padded[..a.m * n]);
+        }
+    }
+
+    /// `out = act(a W^T + b)` as bf16 pairs in AMX tile order, the next
+    /// linear's A: each finished 32 x 32 block is one K step of it, so the
+    /// f32 result never goes to memory. Needs [`Self::on_amx`].
+    pub fn forward_tiles_to_tiles(&self, a: &ATiles, gelu: bool, out: &mut ATiles) {
+        out.shape(a.m, self.w.n);
+        self.amx_blocks(a, gelu, AmxOut::Tiles(&mut out.data));
+    }
+
+    /// Per task of whole 32-row blocks: the tiles configured once, then
+    /// panel by panel (a panel's B stays cached across the task's row
+    /// blocks) 32 x 32 blocks over the whole K; bias starts the
+    /// accumulators, or comes with GELU on the finished block.
+    fn amx_blocks(&self, a: &ATiles, gelu: bool, out: AmxOut) {
+        assert!(self.amx, "amx_blocks on a linear not on AMX");
+        let (k, n) = (self.w.k, self.w.n);
+        assert!(a.k == k, "packed linear: A tiles of K {} for K {k}", a.k);
+        let Storage::Bf16(data) = &self.w.data else {
+            unreachable!("AMX on f32 weights")
+        };
+        let data: &[u32] = data.get();
+        let blk = 2 * amx::TILE;
+        let kp = k.div_ceil(2);
+        let rows = rows_per_task(a.m, blk);
+        let a_rows = a.data.par_chunks(rows * kp);
+        let task = |xc: &[u32], mut dst: AmxOut| {
+            let tiles = amx::Tiles::configure();
+            let mt = xc.len() / kp;
+            let mut block = [0f32; 32 * 32];
+            for p in 0..n / blk {
+                // This panel's K blocks, in K order.
+                let segments: Vec<&[u32]> = self
+                    .w
+                    .blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(bi, &(_, kl))| {
+                        let bkp = kl / 2;
+                        &data[self.w.block_at[bi] + p * bkp * blk..][..bkp * blk]
+                    })
+                    .collect();
+                let bias = &self.bias[p * blk..(p + 1) * blk];
+                for m0 in (0..mt).step_by(blk) {
+                    let a = &xc[m0 * kp..(m0 + blk) * kp];
+                    let (c, c_off, ldc) = match &mut dst {
+                        AmxOut::Rows(y) => (&mut **y, m0 * n + p * blk, n),
+                        AmxOut::Tiles(_) => (&mut block[..], 0, blk),
+                    };
+                    if gelu {
+                        tiles.block(a, &segments, None, c, c_off, ldc);
+                        simd::bias_gelu_block(c, c_off, ldc, blk, blk, bias, true);
+                    } else {
+                        tiles.block(a, &segments, Some(bias), c, c_off, ldc);
+                    }
+                    if let AmxOut::Tiles(d) = &mut dst {
+                        // One K step of the next A: this block's 32 rows,
+                        // 16 pairs each.
+                        let d = &mut d[(m0 / blk) * blk * (n / 2)..][..blk * (n / 2)];
+                        for (r, row) in block.chunks(blk).enumerate() {
+                            let i = amx::a_tile_index(r, p * amx::PAIRS);
+                            simd::to_bf16_pairs(row, blk, &mut d[i..i + amx::PAIRS]);
+                        }
                     }
                 }
-            });
-        if m_pad != m {
-            y.copy_from_slice(&padded[..m * n]);
+            }
+        };
+        match out {
+            AmxOut::Rows(y) => y
+                .par_chunks_mut(rows * n)
+                .zip(a_rows)
+                .for_each(|(yc, xc)| task(xc, AmxOut::Rows(yc))),
+            AmxOut::Tiles(d) => d
+                .par_chunks_mut(rows * n / 2)
+                .zip(a_rows)
+                .for_each(|(dc, xc)| task(xc, AmxOut::Tiles(dc))),
         }
     }
 
@@ -502,4 +552,71 @@ fn rows_per_task(m: usize, mr: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads * m.div_ceil(threads * 256).max(1);
     m.div_ceil(tasks).next_multiple_of(mr)
+}
+
+/// Where [`PackedLinear::amx_blocks`] writes one task's rows.
+enum AmxOut<'a> {
+    /// f32 rows, `n` apart.
+    Rows(&'a mut [f32]),
+    /// bf16 pairs in AMX tile order ([`ATiles`]).
+    Tiles(&'a mut [u32]),
+}
+
+/// An activation `[m, k]` as bf16 pairs in AMX tile order
+/// ([`amx::a_tile_index`]), rows zero-padded to whole 32-row blocks: what
+/// the AMX linears read. Reused across calls, so a forward allocates it
+/// once.
+#[derive(Debug, Default)]
+pub struct ATiles {
+    data: Vec<u32>,
+    m: usize,
+    k: usize,
+}
+
+impl ATiles {
+    /// Sizes the tiles for `m` rows of `k` (k even), keeping the storage.
+    fn shape(&mut self, m: usize, k: usize) {
+        assert!(
+            k.is_multiple_of(2 * amx::PAIRS),
+            "A tiles: K {k} is not whole tiles"
+        );
+        (self.m, self.k) = (m, k);
+        let len = m.next_multiple_of(2 * amx::TILE) * k / 2;
+        self.data.resize(len, 0);
+    }
+
+    /// `x`'s rows of `k`, converted (round to nearest even); the padding
+    /// rows are zeroed.
+    pub fn fill(&mut self, x: &[f32], k: usize) {
+        assert!(
+            x.len().is_multiple_of(k),
+            "A tiles: {} values in rows of {k}",
+            x.len()
+        );
+        self.shape(x.len() / k, k);
+        let kp = k / 2;
+        let rows = rows_per_task(self.m, 2 * amx::TILE);
+        self.data
+            .par_chunks_mut(rows * kp)
+            .enumerate()
+            .for_each(|(t, d)| {
+                let block = 2 * amx::TILE * kp;
+                let mut row = vec![0u32; kp];
+                for (b, db) in d.chunks_mut(block).enumerate() {
+                    for r in 0..2 * amx::TILE {
+                        let at = (t * rows + b * 2 * amx::TILE + r) * k;
+                        if at >= x.len() {
+                            row.fill(0);
+                        } else {
+                            simd::to_bf16_pairs(&x[at..at + k], k, &mut row);
+                        }
+                        for (j0, src) in row.chunks_exact(amx::PAIRS).enumerate() {
+                            let i = amx::a_tile_index(r, j0 * amx::PAIRS);
+                            let src: &[u32; amx::PAIRS] = src.try_into().expect("16 pairs");
+                            db[i..i + amx::PAIRS].copy_from_slice(src);
+                        }
+                    }
+                }
+            });
+    }
 }
