@@ -138,7 +138,7 @@ impl Tiles {
 impl Drop for Tiles {
     fn drop(&mut self) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: releases the tile state this thread configured in `new`.
+        // SAFETY: releases the tile state this thread configured in `configure`.
         unsafe {
             std::arch::asm!("tilerelease", options(nostack, nomem));
         }
