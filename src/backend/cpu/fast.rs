@@ -4,6 +4,7 @@
 //! queries on the same tiles. `ops` stays the plain reference it is checked
 //! against.
 
+use super::amx_attention;
 use super::native::View;
 use super::ops;
 use super::packed::{ATiles, Packed, PackedLinear};
@@ -190,7 +191,17 @@ impl FastEncoder {
                 }
             };
             linear(&fa.qkv, &x, &mut qkv, &mut a_in);
-            attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
+            if tiles && amx_attention::fits(c.head_dim) {
+                amx_attention::attention(
+                    &qkv,
+                    batch.cu_seqlens(),
+                    c.num_heads,
+                    c.head_dim,
+                    &mut ctx,
+                );
+            } else {
+                attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
+            }
             linear(&fa.out, &ctx, &mut y, &mut a_in);
             residual_layernorm(&mut y, &x, &la.gamma, &la.beta, c.layer_norm_eps);
             if tiles && gelu {

@@ -1,6 +1,7 @@
 //! The f32 CPU engine: the reference every CUDA kernel is checked against and
 //! the fallback where no GPU exists.
 pub mod amx;
+pub mod amx_attention;
 mod engine;
 pub mod fast;
 mod native;

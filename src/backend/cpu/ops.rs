@@ -256,12 +256,23 @@ pub fn per_sequence_head(
         .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
         .collect();
     let results: Vec<Vec<f32>> = items.par_iter().map(|&(s, hd)| head(s, hd)).collect();
-    for (&(s, hd), o) in items.iter().zip(results) {
-        let a = cu_seqlens[s];
-        for (i, oi) in o.chunks(head_dim).enumerate() {
-            out[(a + i) * h + hd * head_dim..][..head_dim].copy_from_slice(oi);
-        }
+    // Each sequence's rows of `out`, filled in parallel from its heads.
+    let mut rows = Vec::with_capacity(cu_seqlens.len());
+    let mut rest = &mut out[cu_seqlens.first().map_or(0, |&a| a * h)..];
+    for w in cu_seqlens.windows(2) {
+        let (seq, tail) = rest.split_at_mut((w[1] - w[0]) * h);
+        rows.push(seq);
+        rest = tail;
     }
+    rows.into_par_iter()
+        .zip(results.par_chunks(heads.max(1)))
+        .for_each(|(seq, outs)| {
+            for (hd, o) in outs.iter().enumerate() {
+                for (i, oi) in o.chunks(head_dim).enumerate() {
+                    seq[i * h + hd * head_dim..][..head_dim].copy_from_slice(oi);
+                }
+            }
+        });
 }
 
 /// y[m, n] = x[m, k] * w[n, k]^T (+ bias[n]): a PyTorch nn.Linear with the

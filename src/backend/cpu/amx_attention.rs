@@ -1,0 +1,135 @@
+//! Multi-head self-attention over packed sequences on AMX tiles, for
+//! `--dtype bf16`: per (sequence, head) Q, K and V rounded to bf16 once,
+//! then per block of 32 queries S = Q K^T on the tiles (f32), softmax in
+//! f32, P rounded to bf16 (as flash-attention rounds P to the input type)
+//! and O = P V on the tiles. Lengths are padded to 32 inside: padded keys
+//! get probability 0 and padded queries are dropped, so a sequence's output
+//! does not depend on its neighbours.
+
+use super::amx::{self, a_tile_index, Tiles, PAIRS};
+use super::ops;
+use super::simd;
+
+/// Rows of one AMX block: queries per block, keys per panel.
+const BLOCK: usize = 2 * amx::TILE;
+
+/// Whether a head size runs here: whole 32-wide K steps for Q K^T and
+/// whole 32-column panels for P V.
+pub fn fits(head_dim: usize) -> bool {
+    head_dim > 0 && head_dim.is_multiple_of(BLOCK)
+}
+
+/// `out [T, heads * d] = attention(q, k, v)` with `qkv [T, 3 * heads * d]`
+/// as [`ops::attention_packed`] reads it. Needs [`amx::available`] and
+/// [`fits`]`(d)`.
+pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out: &mut [f32]) {
+    assert!(
+        fits(d),
+        "AMX attention: head size {d} is not a multiple of {BLOCK}"
+    );
+    let h = heads * d;
+    let h3 = 3 * h;
+    let scale = 1.0 / (d as f32).sqrt();
+    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd| {
+        let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
+        let len = b - a;
+        if len == 0 {
+            return Vec::new();
+        }
+        let row = |i: usize, part: usize| &qkv[(a + i) * h3 + part * h + hd * d..][..d];
+        let lp = len.next_multiple_of(BLOCK);
+        let q = q_tiles(len, lp, d, |i| row(i, 0));
+        let k = k_panels(len, lp, d, |i| row(i, 1));
+        let v = v_panels(len, lp, d, |i| row(i, 2));
+        let tiles = Tiles::configure();
+        // u32 in one 32-row block of Q, and in one 32-key panel of K^T.
+        let qb = BLOCK * d / 2;
+        let mut scores = vec![0f32; BLOCK * lp];
+        let mut p = vec![0u32; BLOCK * lp / 2];
+        let mut o_block = vec![0f32; BLOCK * d];
+        let mut o = vec![0f32; len * d];
+        let mut pairs = vec![0u32; lp / 2];
+        for q0 in (0..len).step_by(BLOCK) {
+            let q_blk = &q[q0 / BLOCK * qb..][..qb];
+            for j in 0..lp / BLOCK {
+                let kp = &k[j * qb..][..qb];
+                tiles.block(q_blk, &[kp], None, &mut scores, j * BLOCK, lp);
+            }
+            let rows = BLOCK.min(len - q0);
+            for (r, srow) in scores.chunks_mut(lp).enumerate() {
+                if r < rows {
+                    simd::softmax_scaled(&mut srow[..len], scale);
+                    srow[len..].fill(0.0);
+                } else {
+                    srow.fill(0.0);
+                }
+                simd::to_bf16_pairs(srow, lp, &mut pairs);
+                scatter_row(&pairs, r, &mut p);
+            }
+            for c in 0..d / BLOCK {
+                let vp = &v[c * lp / 2 * BLOCK..][..lp / 2 * BLOCK];
+                tiles.block(&p, &[vp], None, &mut o_block, c * BLOCK, d);
+            }
+            o[q0 * d..(q0 + rows) * d].copy_from_slice(&o_block[..rows * d]);
+        }
+        o
+    });
+}
+
+/// One row's bf16 pairs into a 32-row A block in tile order.
+fn scatter_row(pairs: &[u32], r: usize, block: &mut [u32]) {
+    for (j0, src) in pairs.chunks_exact(PAIRS).enumerate() {
+        let i = a_tile_index(r, j0 * PAIRS);
+        block[i..i + PAIRS].copy_from_slice(src);
+    }
+}
+
+/// Q's `len` rows (padded to `lp`) as A tiles: 32-row blocks one after
+/// another, each `d / 32` K steps.
+fn q_tiles<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
+    let blk = BLOCK * d / 2;
+    let mut q = vec![0u32; lp * d / 2];
+    let mut pairs = vec![0u32; d / 2];
+    for i in 0..len {
+        simd::to_bf16_pairs(row(i), d, &mut pairs);
+        scatter_row(&pairs, i % BLOCK, &mut q[i / BLOCK * blk..][..blk]);
+    }
+    q
+}
+
+/// K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
+/// (pairs along the head dimension) x 32 keys; padded keys are zeros.
+fn k_panels<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
+    let dp = d / 2;
+    let mut k = vec![0u32; lp * dp];
+    let mut pairs = vec![0u32; dp];
+    for j in 0..len {
+        simd::to_bf16_pairs(row(j), d, &mut pairs);
+        let panel = &mut k[j / BLOCK * BLOCK * dp..][..BLOCK * dp];
+        for (pr, &v) in pairs.iter().enumerate() {
+            panel[pr * BLOCK + j % BLOCK] = v;
+        }
+    }
+    k
+}
+
+/// V as B panels of 32 columns: per panel `lp / 32` steps of 16 pair rows
+/// (pairs of consecutive keys) x 32 columns; padded keys are zeros.
+fn v_panels<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
+    let kp = lp / 2;
+    let mut v = vec![0u32; kp * d];
+    let zeros = vec![0f32; d];
+    for pr in 0..len.div_ceil(2) {
+        let lo = row(2 * pr);
+        let hi = if 2 * pr + 1 < len {
+            row(2 * pr + 1)
+        } else {
+            &zeros[..]
+        };
+        for c in 0..d / BLOCK {
+            let dst = &mut v[c * kp * BLOCK + pr * BLOCK..][..BLOCK];
+            simd::bf16_pairs_of_rows(&lo[c * BLOCK..][..BLOCK], &hi[c * BLOCK..][..BLOCK], dst);
+        }
+    }
+    v
+}
