@@ -38,9 +38,7 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
         }
         let row = |i: usize, part: usize| &qkv[(a + i) * h3 + part * h + hd * d..][..d];
         let lp = len.next_multiple_of(BLOCK);
-        let q = q_tiles(len, lp, d, |i| row(i, 0));
-        let k = k_panels(len, lp, d, |i| row(i, 1));
-        let v = v_panels(len, lp, d, |i| row(i, 2));
+        let (q, k, v) = qkv_tiles(len, lp, d, |i, part| row(i, part));
         let tiles = Tiles::configure();
         // u32 in one 32-row block of Q, and in one 32-key panel of K^T.
         let qb = BLOCK * d / 2;
@@ -84,52 +82,49 @@ fn scatter_row(pairs: &[u32], r: usize, block: &mut [u32]) {
     }
 }
 
-/// Q's `len` rows (padded to `lp`) as A tiles: 32-row blocks one after
-/// another, each `d / 32` K steps.
-fn q_tiles<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
-    let blk = BLOCK * d / 2;
-    let mut q = vec![0u32; lp * d / 2];
-    let mut pairs = vec![0u32; d / 2];
-    for i in 0..len {
-        simd::to_bf16_pairs(row(i), d, &mut pairs);
-        scatter_row(&pairs, i % BLOCK, &mut q[i / BLOCK * blk..][..blk]);
-    }
-    q
-}
-
-/// K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
-/// (pairs along the head dimension) x 32 keys; padded keys are zeros.
-fn k_panels<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
+/// This head's Q, K and V, rounded to bf16, in the three layouts the tiles
+/// read (lengths padded to `lp` with zeros):
+/// - Q as A tiles: 32-row blocks one after another, each `d / 32` K steps;
+/// - K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
+///   (pairs along the head dimension) x 32 keys;
+/// - V as B panels of 32 columns: per panel `lp / 32` steps of 16 pair rows
+///   (pairs of consecutive keys) x 32 columns.
+///
+/// Rows are taken two at a time and the next ones prefetched: a head's rows
+/// are 3 x H floats apart in `qkv`, a stride no hardware prefetcher follows.
+fn qkv_tiles<'a>(
+    len: usize,
+    lp: usize,
+    d: usize,
+    row: impl Fn(usize, usize) -> &'a [f32],
+) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+    const AHEAD: usize = 4;
     let dp = d / 2;
-    let mut k = vec![0u32; lp * dp];
+    let (mut q, mut k, mut v) = (vec![0u32; lp * dp], vec![0u32; lp * dp], vec![0u32; lp * dp]);
     let mut pairs = vec![0u32; dp];
-    for j in 0..len {
-        simd::to_bf16_pairs(row(j), d, &mut pairs);
-        let panel = &mut k[j / BLOCK * BLOCK * dp..][..BLOCK * dp];
-        for (pr, &v) in pairs.iter().enumerate() {
-            panel[pr * BLOCK + j % BLOCK] = v;
-        }
-    }
-    k
-}
-
-/// V as B panels of 32 columns: per panel `lp / 32` steps of 16 pair rows
-/// (pairs of consecutive keys) x 32 columns; padded keys are zeros.
-fn v_panels<'a>(len: usize, lp: usize, d: usize, row: impl Fn(usize) -> &'a [f32]) -> Vec<u32> {
-    let kp = lp / 2;
-    let mut v = vec![0u32; kp * d];
     let zeros = vec![0f32; d];
-    for pr in 0..len.div_ceil(2) {
-        let lo = row(2 * pr);
-        let hi = if 2 * pr + 1 < len {
-            row(2 * pr + 1)
-        } else {
-            &zeros[..]
-        };
-        for c in 0..d / BLOCK {
-            let dst = &mut v[c * kp * BLOCK + pr * BLOCK..][..BLOCK];
-            simd::bf16_pairs_of_rows(&lo[c * BLOCK..][..BLOCK], &hi[c * BLOCK..][..BLOCK], dst);
+    for i in 0..len {
+        if i + AHEAD < len {
+            for part in 0..3 {
+                simd::prefetch(row(i + AHEAD, part));
+            }
+        }
+        simd::to_bf16_pairs(row(i, 0), d, &mut pairs);
+        scatter_row(&pairs, i % BLOCK, &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp]);
+        simd::to_bf16_pairs(row(i, 1), d, &mut pairs);
+        let panel = &mut k[i / BLOCK * BLOCK * dp..][..BLOCK * dp];
+        for (pr, &x) in pairs.iter().enumerate() {
+            panel[pr * BLOCK + i % BLOCK] = x;
+        }
+        if i % 2 == 1 || i + 1 == len {
+            let pr = i / 2;
+            let lo = row(2 * pr, 2);
+            let hi = if 2 * pr + 1 < len { row(2 * pr + 1, 2) } else { &zeros[..] };
+            for c in 0..d / BLOCK {
+                let dst = &mut v[c * lp / 2 * BLOCK + pr * BLOCK..][..BLOCK];
+                simd::bf16_pairs_of_rows(&lo[c * BLOCK..][..BLOCK], &hi[c * BLOCK..][..BLOCK], dst);
+            }
         }
     }
-    v
+    (q, k, v)
 }

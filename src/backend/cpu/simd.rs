@@ -211,7 +211,7 @@ unsafe fn start_acc<const R: usize, const NV: usize>(
         Start::Accumulate => {
             for (r, row) in acc.iter_mut().enumerate() {
                 for v in 0..NV {
-                    row[v] = _mm512_maskz_loadu_ps(masks[v], cp.add(r * ldc + v * LANES));
+                    row[v] = loadk(masks[v], cp.add(r * ldc + v * LANES));
                 }
             }
         }
@@ -234,7 +234,7 @@ unsafe fn store_acc<const R: usize, const NV: usize>(
     for (r, row) in acc.iter().enumerate() {
         for v in 0..NV {
             let y = if gelu { gelu_ps(row[v]) } else { row[v] };
-            _mm512_mask_storeu_ps(cp.add(r * ldc + v * LANES), masks[v], y);
+            storek(cp.add(r * ldc + v * LANES), masks[v], y);
         }
     }
 }
@@ -436,7 +436,52 @@ unsafe fn gelu_slice_avx512(x: &mut [f32]) {
     for chunk in x.chunks_mut(LANES) {
         let m = ((1u32 << chunk.len()) - 1) as __mmask16;
         let p = chunk.as_mut_ptr();
-        _mm512_mask_storeu_ps(p, m, gelu_ps(_mm512_maskz_loadu_ps(m, p)));
+        storek(p, m, gelu_ps(loadk(m, p)));
+    }
+}
+
+/// Asks for the cache lines of `data` ahead of their use: a hint, with no
+/// effect on any result.
+pub fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(LANES) {
+        // SAFETY: a prefetch never faults and writes nothing; the address is
+        // inside `data`.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast())
+        }
+    }
+}
+
+/// A whole vector's mask.
+#[cfg(target_arch = "x86_64")]
+const FULL: __mmask16 = 0xffff;
+
+/// Loads the lanes of `k` (zeros elsewhere). Whole vectors take a plain
+/// load: a masked load cannot take its data from a store still in flight
+/// (the row just written by a tile or a previous pass), and stalls until the
+/// store reaches the cache.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn loadk(k: __mmask16, p: *const f32) -> __m512 {
+    if k == FULL {
+        _mm512_loadu_ps(p)
+    } else {
+        _mm512_maskz_loadu_ps(k, p)
+    }
+}
+
+/// Stores the lanes of `k`, plainly for a whole vector (see [`loadk`]).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn storek(p: *mut f32, k: __mmask16, v: __m512) {
+    if k == FULL {
+        _mm512_storeu_ps(p, v)
+    } else {
+        _mm512_mask_storeu_ps(p, k, v)
     }
 }
 
@@ -457,7 +502,12 @@ unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
     let mask = |n: usize| ((1u32 << n) - 1) as __mmask16;
     let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
     for ch in row.chunks(LANES) {
-        let v = _mm512_mask_loadu_ps(m, mask(ch.len()), ch.as_ptr());
+        let k = mask(ch.len());
+        let v = if k == FULL {
+            _mm512_loadu_ps(ch.as_ptr())
+        } else {
+            _mm512_mask_loadu_ps(m, k, ch.as_ptr())
+        };
         m = _mm512_max_ps(m, v);
     }
     let max = _mm512_set1_ps(_mm512_reduce_max_ps(m));
@@ -467,18 +517,18 @@ unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
         let k = mask(ch.len());
         let p = ch.as_mut_ptr();
         let e = exp_ps(_mm512_mul_ps(
-            _mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), max),
+            _mm512_sub_ps(loadk(k, p), max),
             sc,
         ));
         let e = _mm512_maskz_mov_ps(k, e);
         sum = _mm512_add_ps(sum, e);
-        _mm512_mask_storeu_ps(p, k, e);
+        storek(p, k, e);
     }
     let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
     for ch in row.chunks_mut(LANES) {
         let k = mask(ch.len());
         let p = ch.as_mut_ptr();
-        _mm512_mask_storeu_ps(p, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p), inv));
+        storek(p, k, _mm512_mul_ps(loadk(k, p), inv));
     }
 }
 
@@ -523,14 +573,14 @@ unsafe fn residual_layernorm_avx512(
     let mut i = 0;
     while i < w {
         let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
-        let mut v = _mm512_maskz_loadu_ps(k, p.add(i));
+        let mut v = loadk(k, p.add(i));
         if let Some(b) = bias {
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b.as_ptr().add(i)));
+            v = _mm512_add_ps(v, loadk(k, b.as_ptr().add(i)));
         }
         if let Some(r) = residual {
-            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, r.as_ptr().add(i)));
+            v = _mm512_add_ps(v, loadk(k, r.as_ptr().add(i)));
         }
-        _mm512_mask_storeu_ps(p.add(i), k, v);
+        storek(p.add(i), k, v);
         sum = _mm512_add_ps(sum, v);
         i += LANES;
     }
@@ -540,7 +590,7 @@ unsafe fn residual_layernorm_avx512(
     i = 0;
     while i < w {
         let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
-        let d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, p.add(i)), mv);
+        let d = _mm512_maskz_sub_ps(k, loadk(k, p.add(i)), mv);
         sq = _mm512_fmadd_ps(d, d, sq);
         i += LANES;
     }
@@ -549,11 +599,11 @@ unsafe fn residual_layernorm_avx512(
     i = 0;
     while i < w {
         let k = ((1u32 << (w - i).min(LANES)) - 1) as __mmask16;
-        let x = _mm512_maskz_loadu_ps(k, p.add(i));
-        let g = _mm512_maskz_loadu_ps(k, gamma.as_ptr().add(i));
-        let b = _mm512_maskz_loadu_ps(k, beta.as_ptr().add(i));
+        let x = loadk(k, p.add(i));
+        let g = loadk(k, gamma.as_ptr().add(i));
+        let b = loadk(k, beta.as_ptr().add(i));
         let y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(x, mv), iv), g, b);
-        _mm512_mask_storeu_ps(p.add(i), k, y);
+        storek(p.add(i), k, y);
         i += LANES;
     }
 }
@@ -581,9 +631,13 @@ pub fn to_bf16_pairs(src: &[f32], k: usize, dst: &mut [u32]) {
 unsafe fn f32_to_bf16_avx512(s: &[f32], d: &mut [u16]) {
     for (sc, dc) in s.chunks(LANES).zip(d.chunks_mut(LANES)) {
         let m = ((1u32 << sc.len()) - 1) as __mmask16;
-        let v = _mm512_maskz_loadu_ps(m, sc.as_ptr());
+        let v = loadk(m, sc.as_ptr());
         let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(v));
-        _mm256_mask_storeu_epi16(dc.as_mut_ptr().cast(), m, h);
+        if m == FULL {
+            _mm256_storeu_si256(dc.as_mut_ptr().cast(), h);
+        } else {
+            _mm256_mask_storeu_epi16(dc.as_mut_ptr().cast(), m, h);
+        }
     }
 }
 
@@ -614,11 +668,15 @@ unsafe fn bf16_pairs_avx512(lo: &[f32], hi: &[f32], out: &mut [u32]) {
     {
         let m = ((1u32 << l.len()) - 1) as __mmask16;
         let bits = |p: *const f32| {
-            let b = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, p));
+            let b = _mm512_cvtneps_pbh(loadk(m, p));
             _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(b))
         };
         let pair = _mm512_or_si512(bits(l.as_ptr()), _mm512_slli_epi32::<16>(bits(h.as_ptr())));
-        _mm512_mask_storeu_epi32(o.as_mut_ptr().cast(), m, pair);
+        if m == FULL {
+            _mm512_storeu_si512(o.as_mut_ptr().cast(), pair);
+        } else {
+            _mm512_mask_storeu_epi32(o.as_mut_ptr().cast(), m, pair);
+        }
     }
 }
 
@@ -654,10 +712,10 @@ unsafe fn bias_gelu_row(row: &mut [f32], bias: &[f32], gelu: bool) {
         let m = ((1u32 << ch.len()) - 1) as __mmask16;
         let p = ch.as_mut_ptr();
         let v = _mm512_add_ps(
-            _mm512_maskz_loadu_ps(m, p),
-            _mm512_maskz_loadu_ps(m, b.as_ptr()),
+            loadk(m, p),
+            loadk(m, b.as_ptr()),
         );
-        _mm512_mask_storeu_ps(p, m, if gelu { gelu_ps(v) } else { v });
+        storek(p, m, if gelu { gelu_ps(v) } else { v });
     }
 }
 
