@@ -109,6 +109,23 @@ impl Tiles {
         c_off: usize,
         ldc: usize,
     ) {
+        self.block_with(a, segments, bias, c, c_off, ldc, &mut |_, _| {})
+    }
+
+    /// [`Self::block`], calling `between(step, steps)` after issuing each
+    /// of its `steps` K steps: vector work placed there runs while the tile
+    /// unit multiplies (the products queue behind their loads).
+    #[allow(clippy::too_many_arguments)]
+    pub fn block_with(
+        &self,
+        a: &[u32],
+        segments: &[&[u32]],
+        bias: Option<&[f32]>,
+        c: &mut [f32],
+        c_off: usize,
+        ldc: usize,
+        between: &mut dyn FnMut(usize, usize),
+    ) {
         let steps: usize = segments.iter().map(|s| s.len() / STEP).sum();
         assert!(
             segments.iter().all(|s| s.len().is_multiple_of(STEP)) && a.len() == steps * STEP,
@@ -130,7 +147,7 @@ impl Tiles {
         // Send); the asserts above keep every tile row loaded inside a and
         // the segments and every row stored inside c, the only mutable borrow.
         unsafe {
-            block_asm(a, segments, bias, c.as_mut_ptr().add(c_off), ldc)
+            block_asm(a, segments, bias, c.as_mut_ptr().add(c_off), ldc, between)
         }
     }
 }
@@ -160,7 +177,14 @@ fn config() -> TileConfig {
 }
 
 #[cfg(target_arch = "x86_64")]
-unsafe fn block_asm(a: &[u32], segments: &[&[u32]], bias: Option<&[f32]>, c: *mut f32, ldc: usize) {
+unsafe fn block_asm(
+    a: &[u32],
+    segments: &[&[u32]],
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    ldc: usize,
+    between: &mut dyn FnMut(usize, usize),
+) {
     use std::arch::asm;
     // A tiles are contiguous (64-byte rows); B tiles are the two 16-column
     // halves of a 32-column panel (128-byte rows).
@@ -184,6 +208,8 @@ unsafe fn block_asm(a: &[u32], segments: &[&[u32]], bias: Option<&[f32]>, c: *mu
         ),
     }
     let mut ak = a.as_ptr();
+    let steps = a.len() / STEP;
+    let mut step = 0;
     for seg in segments {
         let mut bk = seg.as_ptr();
         for _ in 0..seg.len() / STEP {
@@ -201,6 +227,8 @@ unsafe fn block_asm(a: &[u32], segments: &[&[u32]], bias: Option<&[f32]>, c: *mu
                 a = in(reg) ak, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
                 options(nostack, readonly),
             );
+            between(step, steps);
+            step += 1;
             ak = ak.add(STEP);
             bk = bk.add(STEP);
         }

@@ -453,7 +453,11 @@ impl PackedLinear {
         let task = |xc: &[u32], mut dst: AmxOut| {
             let tiles = amx::Tiles::configure();
             let mt = xc.len() / kp;
-            let mut block = [0f32; 32 * 32];
+            // With GELU, blocks alternate between two buffers: a finished
+            // block's bias, GELU and store run between the K steps of the
+            // next one, while the tile unit works.
+            let mut bufs = [[0f32; 32 * 32]; 2];
+            let mut pending: Option<(usize, usize)> = None;
             for p in 0..n / blk {
                 // This panel's K blocks, in K order.
                 let segments: Vec<&[u32]> = self
@@ -469,26 +473,36 @@ impl PackedLinear {
                 let bias = &self.bias[p * blk..(p + 1) * blk];
                 for m0 in (0..mt).step_by(blk) {
                     let a = &xc[m0 * kp..(m0 + blk) * kp];
-                    let (c, c_off, ldc) = match &mut dst {
-                        AmxOut::Rows(y) => (&mut **y, m0 * n + p * blk, n),
-                        AmxOut::Tiles(_) => (&mut block[..], 0, blk),
-                    };
-                    if gelu {
-                        tiles.block(a, &segments, None, c, c_off, ldc);
-                        simd::bias_gelu_block(c, c_off, ldc, blk, blk, bias, true);
-                    } else {
-                        tiles.block(a, &segments, Some(bias), c, c_off, ldc);
-                    }
-                    if let AmxOut::Tiles(d) = &mut dst {
-                        // One K step of the next A: this block's 32 rows,
-                        // 16 pairs each.
-                        let d = &mut d[(m0 / blk) * blk * (n / 2)..][..blk * (n / 2)];
-                        for (r, row) in block.chunks(blk).enumerate() {
-                            let i = amx::a_tile_index(r, p * amx::PAIRS);
-                            simd::to_bf16_pairs(row, blk, &mut d[i..i + amx::PAIRS]);
+                    if !gelu {
+                        match &mut dst {
+                            AmxOut::Rows(y) => {
+                                tiles.block(a, &segments, Some(bias), y, m0 * n + p * blk, n)
+                            }
+                            AmxOut::Tiles(_) => {
+                                tiles.block(a, &segments, Some(bias), &mut bufs[0], 0, blk);
+                                self.store_block(&bufs[0], 0..blk, p, m0, &mut dst);
+                            }
                         }
+                        continue;
                     }
+                    let [now, prev] = &mut bufs;
+                    let mut done = 0;
+                    tiles.block_with(a, &segments, None, now, 0, blk, &mut |step, steps| {
+                        if let Some((pp, pm0)) = pending {
+                            let upto = (step + 1) * blk / steps;
+                            self.gelu_block(prev, done..upto, pp, pm0, &mut dst);
+                            done = upto;
+                        }
+                    });
+                    if let Some((pp, pm0)) = pending {
+                        self.gelu_block(prev, done..blk, pp, pm0, &mut dst);
+                    }
+                    pending = Some((p, m0));
+                    bufs.swap(0, 1);
                 }
+            }
+            if let Some((pp, pm0)) = pending {
+                self.gelu_block(&mut bufs[1], 0..blk, pp, pm0, &mut dst);
             }
         };
         match out {
@@ -500,6 +514,52 @@ impl PackedLinear {
                 .par_chunks_mut(rows * n / 2)
                 .zip(a_rows)
                 .for_each(|(dc, xc)| task(xc, AmxOut::Tiles(dc))),
+        }
+    }
+
+    /// Bias and GELU on `rows` of a finished 32 x 32 block of panel `p`,
+    /// row block `m0`, then [`Self::store_block`].
+    fn gelu_block(
+        &self,
+        buf: &mut [f32],
+        rows: std::ops::Range<usize>,
+        p: usize,
+        m0: usize,
+        dst: &mut AmxOut,
+    ) {
+        let blk = 2 * amx::TILE;
+        if rows.is_empty() {
+            return;
+        }
+        let bias = &self.bias[p * blk..(p + 1) * blk];
+        simd::bias_gelu_block(buf, rows.start * blk, blk, rows.len(), blk, bias, true);
+        self.store_block(buf, rows, p, m0, dst);
+    }
+
+    /// `rows` of a finished 32 x 32 block (panel `p`, row block `m0`) to
+    /// where the task writes: f32 rows, or one K step of the next A tiles.
+    fn store_block(
+        &self,
+        buf: &[f32],
+        rows: std::ops::Range<usize>,
+        p: usize,
+        m0: usize,
+        dst: &mut AmxOut,
+    ) {
+        let (blk, n) = (2 * amx::TILE, self.w.n);
+        match dst {
+            AmxOut::Rows(y) => {
+                for r in rows {
+                    y[(m0 + r) * n + p * blk..][..blk].copy_from_slice(&buf[r * blk..][..blk]);
+                }
+            }
+            AmxOut::Tiles(d) => {
+                let d = &mut d[(m0 / blk) * blk * (n / 2)..][..blk * (n / 2)];
+                for r in rows {
+                    let i = amx::a_tile_index(r, p * amx::PAIRS);
+                    simd::to_bf16_pairs(&buf[r * blk..][..blk], blk, &mut d[i..i + amx::PAIRS]);
+                }
+            }
         }
     }
 
