@@ -100,7 +100,11 @@ fn qkv_tiles<'a>(
 ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     const AHEAD: usize = 4;
     let dp = d / 2;
-    let (mut q, mut k, mut v) = (vec![0u32; lp * dp], vec![0u32; lp * dp], vec![0u32; lp * dp]);
+    let (mut q, mut k, mut v) = (
+        vec![0u32; lp * dp],
+        vec![0u32; lp * dp],
+        vec![0u32; lp * dp],
+    );
     let mut pairs = vec![0u32; dp];
     let zeros = vec![0f32; d];
     for i in 0..len {
@@ -110,7 +114,11 @@ fn qkv_tiles<'a>(
             }
         }
         simd::to_bf16_pairs(row(i, 0), d, &mut pairs);
-        scatter_row(&pairs, i % BLOCK, &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp]);
+        scatter_row(
+            &pairs,
+            i % BLOCK,
+            &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp],
+        );
         simd::to_bf16_pairs(row(i, 1), d, &mut pairs);
         let panel = &mut k[i / BLOCK * BLOCK * dp..][..BLOCK * dp];
         for (pr, &x) in pairs.iter().enumerate() {
@@ -119,7 +127,11 @@ fn qkv_tiles<'a>(
         if i % 2 == 1 || i + 1 == len {
             let pr = i / 2;
             let lo = row(2 * pr, 2);
-            let hi = if 2 * pr + 1 < len { row(2 * pr + 1, 2) } else { &zeros[..] };
+            let hi = if 2 * pr + 1 < len {
+                row(2 * pr + 1, 2)
+            } else {
+                &zeros[..]
+            };
             for c in 0..d / BLOCK {
                 let dst = &mut v[c * lp / 2 * BLOCK + pr * BLOCK..][..BLOCK];
                 simd::bf16_pairs_of_rows(&lo[c * BLOCK..][..BLOCK], &hi[c * BLOCK..][..BLOCK], dst);

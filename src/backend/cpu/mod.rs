@@ -4,6 +4,7 @@ pub mod amx;
 pub mod amx_attention;
 mod engine;
 pub mod fast;
+mod gelu_table;
 mod native;
 pub mod ops;
 pub mod packed;

@@ -371,51 +371,43 @@ unsafe fn exp_ps(x: __m512) -> __m512 {
     _mm512_scalef_ps(p, n)
 }
 
-/// erfc(z) = t exp(-z^2 + Q(t - 2/3)) with t = 1/(1 + z/2), one form for
-/// every z in [0, 4] (erfc(4) = 1.5e-8; beyond, GELU is x in f32). Q was
-/// fitted for this file (scripts/fit_erfc.py: minimax in f64, then rounded
-/// to f32): erfc's relative error is 1.1e-8 before f32 evaluation. One
-/// branch, no division: an erf polynomial for small z beside it doubled the
-/// work, and GELU over the FFN's [tokens, 4H] is a visible share of a bf16
-/// forward.
-const ERFC_Q: [f32; 9] = [
-    0.164_337_28,
-    -0.117_534_17,
-    -0.158_086_1,
-    0.237_966_06,
-    0.078_234,
-    -0.399_432_78,
-    -0.010_949_845,
-    1.375_353_8,
-    -0.444_140_4,
-];
-const ERFC_T_CENTER: f32 = 2.0 / 3.0;
-
-/// GELU (erf form) per lane: 0.5 x (1 + erf(x / sqrt 2)), taken as
-/// 0.5 x (2 - erfc(z)) for x >= 0 and 0.5 x erfc(z) for x < 0 (z = |x| /
-/// sqrt 2), so both sides keep their relative precision.
+/// GELU (erf form) per lane from g = |x| Phi(-|x|): -g for x < 0 and
+/// x - g for x >= 0, so both sides keep their relative precision. Phi (the
+/// normal CDF) on [-6, 0) comes from a table of quartics (`gelu_table.rs`,
+/// fitted by scripts/fit_gelu_table.py): 16 intervals of 0.375, the
+/// coefficients picked with `vpermps`; below -6, g is 0 (|GELU(-6)| =
+/// 6e-9). A short dependency chain (one conversion, four FMAs), where an
+/// erfc through exp was ~140 cycles deep and bound GELU's throughput.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn gelu_ps(x: __m512) -> __m512 {
-    let z = _mm512_mul_ps(
-        _mm512_abs_ps(x),
-        _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2),
+    use super::gelu_table::GELU_PHI;
+    const LO: f32 = -6.0;
+    const WIDTH: f32 = 0.375;
+    let neg = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x));
+    let xc = _mm512_max_ps(neg, _mm512_set1_ps(LO));
+    let u = _mm512_mul_ps(
+        _mm512_sub_ps(xc, _mm512_set1_ps(LO)),
+        _mm512_set1_ps(1.0 / WIDTH),
     );
-    let zc = _mm512_min_ps(z, _mm512_set1_ps(4.0));
-    let d = _mm512_fmadd_ps(zc, _mm512_set1_ps(0.5), _mm512_set1_ps(1.0));
-    // 1/d: 14-bit estimate, one Newton step (error ~2^-28, d in [1, 3]).
-    let r = _mm512_rcp14_ps(d);
-    let t = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
-    let s = _mm512_sub_ps(t, _mm512_set1_ps(ERFC_T_CENTER));
-    let mut q = _mm512_set1_ps(ERFC_Q[0]);
-    for &c in &ERFC_Q[1..] {
-        q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(c));
+    // Truncation is floor here (u >= 0); x = 0 would be interval 16.
+    let idx = _mm512_min_epi32(_mm512_cvttps_epi32(u), _mm512_set1_epi32(15));
+    let centre = _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(idx),
+        _mm512_set1_ps(WIDTH),
+        _mm512_set1_ps(LO + WIDTH / 2.0),
+    );
+    let t = _mm512_sub_ps(xc, centre);
+    let coef = |d: usize| _mm512_permutexvar_ps(idx, _mm512_loadu_ps(GELU_PHI[d].as_ptr()));
+    let mut phi = coef(4);
+    for d in (0..4).rev() {
+        phi = _mm512_fmadd_ps(phi, t, coef(d));
     }
-    let erfc = _mm512_mul_ps(t, exp_ps(_mm512_fnmadd_ps(zc, zc, q)));
-    let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
-    let one_plus_erf = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0), erfc), erfc);
-    _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), one_plus_erf)
+    let far = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(neg, _mm512_set1_ps(LO));
+    let g = _mm512_maskz_mul_ps(!far, _mm512_abs_ps(x), phi);
+    let positive = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_setzero_ps());
+    _mm512_mask_sub_ps(_mm512_sub_ps(_mm512_setzero_ps(), g), positive, x, g)
 }
 
 /// GELU over a slice with the vector code (for tests and the non-fused
@@ -516,10 +508,7 @@ unsafe fn softmax_avx512(row: &mut [f32], scale: f32) {
     for ch in row.chunks_mut(LANES) {
         let k = mask(ch.len());
         let p = ch.as_mut_ptr();
-        let e = exp_ps(_mm512_mul_ps(
-            _mm512_sub_ps(loadk(k, p), max),
-            sc,
-        ));
+        let e = exp_ps(_mm512_mul_ps(_mm512_sub_ps(loadk(k, p), max), sc));
         let e = _mm512_maskz_mov_ps(k, e);
         sum = _mm512_add_ps(sum, e);
         storek(p, k, e);
@@ -711,10 +700,7 @@ unsafe fn bias_gelu_row(row: &mut [f32], bias: &[f32], gelu: bool) {
     for (ch, b) in row.chunks_mut(LANES).zip(bias.chunks(LANES)) {
         let m = ((1u32 << ch.len()) - 1) as __mmask16;
         let p = ch.as_mut_ptr();
-        let v = _mm512_add_ps(
-            loadk(m, p),
-            loadk(m, b.as_ptr()),
-        );
+        let v = _mm512_add_ps(loadk(m, p), loadk(m, b.as_ptr()));
         storek(p, m, if gelu { gelu_ps(v) } else { v });
     }
 }
