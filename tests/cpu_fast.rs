@@ -154,6 +154,37 @@ fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
 }
 
 #[test]
+fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
+    if !amx::available() {
+        panic!("the CPU has no AMX: the AMX pairs output is untested here");
+    }
+    let mut rng = Rng::new(13);
+    // 45 rows: a padded 32-row block; N of a QKV projection.
+    let (m, k, n) = (45, 256, 384);
+    let x = randn(&mut rng, m * k);
+    let (w, b) = (randn(&mut rng, n * k), randn(&mut rng, n));
+    let lin = PackedLinear::new(&w, &b, n, k, true, true);
+    let mut rows = vec![0f32; m * n];
+    lin.forward(&x, false, &mut rows);
+    let mut want = vec![0u32; m * n / 2];
+    simd::to_bf16_pairs(&rows, n, &mut want);
+    let mut a = ATiles::default();
+    a.fill(&x, k);
+    let mut got = Vec::new();
+    lin.forward_tiles_to_pairs(&a, &mut got);
+    assert!(got.len() >= want.len());
+    let differ: Vec<usize> = (0..want.len()).filter(|&j| got[j] != want[j]).collect();
+    assert!(
+        differ.is_empty(),
+        "{} of {} pairs differ; first at row {}, pair {} (seed 13)",
+        differ.len(),
+        want.len(),
+        differ[0] / (n / 2),
+        differ[0] % (n / 2)
+    );
+}
+
+#[test]
 fn vector_gelu_is_as_close_to_exact_as_a_correctly_rounded_erf() {
     let mut x: Vec<f32> = (0..400_001)
         .map(|i| -12.0 + 24.0 * i as f32 / 400_000.0)

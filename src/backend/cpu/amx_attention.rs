@@ -20,15 +20,37 @@ pub fn fits(head_dim: usize) -> bool {
 }
 
 /// `out [T, heads * d] = attention(q, k, v)` with `qkv [T, 3 * heads * d]`
-/// as [`ops::attention_packed`] reads it. Needs [`amx::available`] and
-/// [`fits`]`(d)`.
+/// as [`ops::attention_packed`] reads it, rounded to bf16 first. Needs
+/// [`amx::available`] and [`fits`]`(d)`.
 pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out: &mut [f32]) {
+    let w = 3 * heads * d;
+    let mut pairs = vec![0u32; qkv.len() / 2];
+    simd::to_bf16_pairs(qkv, w, &mut pairs);
+    attention_pairs(&pairs, cu_seqlens, heads, d, out);
+}
+
+/// [`attention`] from `qkv` already in bf16 pairs by rows (`3 * heads * d
+/// / 2` per token, as [`super::packed::PackedLinear::forward_tiles_to_pairs`]
+/// writes it; rows past the last token are ignored).
+pub fn attention_pairs(
+    qkv: &[u32],
+    cu_seqlens: &[usize],
+    heads: usize,
+    d: usize,
+    out: &mut [f32],
+) {
     assert!(
         fits(d),
         "AMX attention: head size {d} is not a multiple of {BLOCK}"
     );
     let h = heads * d;
-    let h3 = 3 * h;
+    let w = 3 * h / 2;
+    assert!(
+        qkv.len() >= cu_seqlens.last().copied().unwrap_or(0) * w,
+        "AMX attention: {} pairs of qkv for {:?}",
+        qkv.len(),
+        cu_seqlens.last()
+    );
     let scale = 1.0 / (d as f32).sqrt();
     ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd| {
         let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
@@ -36,9 +58,9 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
         if len == 0 {
             return Vec::new();
         }
-        let row = |i: usize, part: usize| &qkv[(a + i) * h3 + part * h + hd * d..][..d];
+        let row = |i: usize, part: usize| &qkv[(a + i) * w + (part * h + hd * d) / 2..][..d / 2];
         let lp = len.next_multiple_of(BLOCK);
-        let (q, k, v) = qkv_tiles(len, lp, d, |i, part| row(i, part));
+        let (q, k, v) = qkv_tiles(len, lp, d, row);
         let tiles = Tiles::configure();
         // u32 in one 32-row block of Q, and in one 32-key panel of K^T.
         let qb = BLOCK * d / 2;
@@ -82,59 +104,47 @@ fn scatter_row(pairs: &[u32], r: usize, block: &mut [u32]) {
     }
 }
 
-/// This head's Q, K and V, rounded to bf16, in the three layouts the tiles
-/// read (lengths padded to `lp` with zeros):
+/// This head's Q, K and V (bf16 pairs by rows) in the three layouts the
+/// tiles read (lengths padded to `lp` with zeros):
 /// - Q as A tiles: 32-row blocks one after another, each `d / 32` K steps;
 /// - K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
 ///   (pairs along the head dimension) x 32 keys;
 /// - V as B panels of 32 columns: per panel `lp / 32` steps of 16 pair rows
 ///   (pairs of consecutive keys) x 32 columns.
 ///
-/// Rows are taken two at a time and the next ones prefetched: a head's rows
-/// are 3 x H floats apart in `qkv`, a stride no hardware prefetcher follows.
+/// The rows 4 ahead are prefetched: a head's rows are 3 x H values apart
+/// in `qkv`, a stride no hardware prefetcher follows.
 fn qkv_tiles<'a>(
     len: usize,
     lp: usize,
     d: usize,
-    row: impl Fn(usize, usize) -> &'a [f32],
+    row: impl Fn(usize, usize) -> &'a [u32],
 ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     const AHEAD: usize = 4;
     let dp = d / 2;
-    let (mut q, mut k, mut v) = (
-        vec![0u32; lp * dp],
-        vec![0u32; lp * dp],
-        vec![0u32; lp * dp],
-    );
-    let mut pairs = vec![0u32; dp];
-    let zeros = vec![0f32; d];
+    let (mut q, mut k, mut v) = (vec![0u32; lp * dp], vec![0u32; lp * dp], vec![0u32; lp * dp]);
+    let zeros = vec![0u32; dp];
     for i in 0..len {
         if i + AHEAD < len {
             for part in 0..3 {
-                simd::prefetch(row(i + AHEAD, part));
+                simd::prefetch(bytemuck::cast_slice(row(i + AHEAD, part)));
             }
         }
-        simd::to_bf16_pairs(row(i, 0), d, &mut pairs);
-        scatter_row(
-            &pairs,
-            i % BLOCK,
-            &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp],
-        );
-        simd::to_bf16_pairs(row(i, 1), d, &mut pairs);
+        scatter_row(row(i, 0), i % BLOCK, &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp]);
         let panel = &mut k[i / BLOCK * BLOCK * dp..][..BLOCK * dp];
-        for (pr, &x) in pairs.iter().enumerate() {
+        for (pr, &x) in row(i, 1).iter().enumerate() {
             panel[pr * BLOCK + i % BLOCK] = x;
         }
         if i % 2 == 1 || i + 1 == len {
+            // Keys 2pr and 2pr + 1 interleaved: bf16 pairs along K for P V.
             let pr = i / 2;
-            let lo = row(2 * pr, 2);
-            let hi = if 2 * pr + 1 < len {
-                row(2 * pr + 1, 2)
-            } else {
-                &zeros[..]
-            };
+            let lo: &[u16] = bytemuck::cast_slice(row(2 * pr, 2));
+            let hi: &[u16] = bytemuck::cast_slice(if 2 * pr + 1 < len { row(2 * pr + 1, 2) } else { &zeros[..] });
             for c in 0..d / BLOCK {
                 let dst = &mut v[c * lp / 2 * BLOCK + pr * BLOCK..][..BLOCK];
-                simd::bf16_pairs_of_rows(&lo[c * BLOCK..][..BLOCK], &hi[c * BLOCK..][..BLOCK], dst);
+                for ((o, &l), &h) in dst.iter_mut().zip(&lo[c * BLOCK..]).zip(&hi[c * BLOCK..]) {
+                    *o = l as u32 | (h as u32) << 16;
+                }
             }
         }
     }

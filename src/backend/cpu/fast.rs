@@ -175,6 +175,7 @@ impl FastEncoder {
         // On AMX every linear reads its A as bf16 tiles from these two
         // buffers, and the FFN's GELU output goes straight into them.
         let (mut a_in, mut a_mid) = (ATiles::default(), ATiles::default());
+        let mut qkv_pairs = Vec::new();
         for &(ai, fi) in &w.schedule {
             let (fa, ff) = (&self.attention[ai], &self.ffn[fi]);
             let (la, lf) = (&w.attention[ai].ln, &w.ffn[fi].ln);
@@ -190,16 +191,19 @@ impl FastEncoder {
                     l.forward(x, false, y);
                 }
             };
-            linear(&fa.qkv, &x, &mut qkv, &mut a_in);
             if tiles && amx_attention::fits(c.head_dim) {
-                amx_attention::attention(
-                    &qkv,
+                // Q, K and V leave the GEMM as bf16, the attention's input.
+                a_in.fill(&x, h);
+                fa.qkv.forward_tiles_to_pairs(&a_in, &mut qkv_pairs);
+                amx_attention::attention_pairs(
+                    &qkv_pairs,
                     batch.cu_seqlens(),
                     c.num_heads,
                     c.head_dim,
                     &mut ctx,
                 );
             } else {
+                linear(&fa.qkv, &x, &mut qkv, &mut a_in);
                 attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
             }
             linear(&fa.out, &ctx, &mut y, &mut a_in);

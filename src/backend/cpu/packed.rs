@@ -434,6 +434,14 @@ impl PackedLinear {
         self.amx_blocks(a, gelu, AmxOut::Tiles(&mut out.data));
     }
 
+    /// `y = a W^T + b` as bf16 pairs by rows (`n / 2` per row, rows padded
+    /// to whole 32-row blocks): what the AMX attention reads. Needs
+    /// [`Self::on_amx`].
+    pub fn forward_tiles_to_pairs(&self, a: &ATiles, out: &mut Vec<u32>) {
+        out.resize(a.m.next_multiple_of(2 * amx::TILE) * self.w.n / 2, 0);
+        self.amx_blocks(a, false, AmxOut::Pairs(out));
+    }
+
     /// Per task of whole 32-row blocks: the tiles configured once, then
     /// panel by panel (a panel's B stays cached across the task's row
     /// blocks) 32 x 32 blocks over the whole K; bias starts the
@@ -478,7 +486,7 @@ impl PackedLinear {
                             AmxOut::Rows(y) => {
                                 tiles.block(a, &segments, Some(bias), y, m0 * n + p * blk, n)
                             }
-                            AmxOut::Tiles(_) => {
+                            AmxOut::Tiles(_) | AmxOut::Pairs(_) => {
                                 tiles.block(a, &segments, Some(bias), &mut bufs[0], 0, blk);
                                 self.store_block(&bufs[0], 0..blk, p, m0, &mut dst);
                             }
@@ -514,6 +522,10 @@ impl PackedLinear {
                 .par_chunks_mut(rows * n / 2)
                 .zip(a_rows)
                 .for_each(|(dc, xc)| task(xc, AmxOut::Tiles(dc))),
+            AmxOut::Pairs(d) => d
+                .par_chunks_mut(rows * n / 2)
+                .zip(a_rows)
+                .for_each(|(dc, xc)| task(xc, AmxOut::Pairs(dc))),
         }
     }
 
@@ -551,6 +563,12 @@ impl PackedLinear {
             AmxOut::Rows(y) => {
                 for r in rows {
                     y[(m0 + r) * n + p * blk..][..blk].copy_from_slice(&buf[r * blk..][..blk]);
+                }
+            }
+            AmxOut::Pairs(d) => {
+                for r in rows {
+                    let at = (m0 + r) * (n / 2) + p * amx::PAIRS;
+                    simd::to_bf16_pairs(&buf[r * blk..][..blk], blk, &mut d[at..at + amx::PAIRS]);
                 }
             }
             AmxOut::Tiles(d) => {
@@ -620,6 +638,8 @@ enum AmxOut<'a> {
     Rows(&'a mut [f32]),
     /// bf16 pairs in AMX tile order ([`ATiles`]).
     Tiles(&'a mut [u32]),
+    /// bf16 pairs by rows, `n / 2` apart.
+    Pairs(&'a mut [u32]),
 }
 
 /// An activation `[m, k]` as bf16 pairs in AMX tile order
