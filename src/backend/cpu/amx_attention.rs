@@ -32,13 +32,7 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
 /// [`attention`] from `qkv` already in bf16 pairs by rows (`3 * heads * d
 /// / 2` per token, as [`super::packed::PackedLinear::forward_tiles_to_pairs`]
 /// writes it; rows past the last token are ignored).
-pub fn attention_pairs(
-    qkv: &[u32],
-    cu_seqlens: &[usize],
-    heads: usize,
-    d: usize,
-    out: &mut [f32],
-) {
+pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize, out: &mut [f32]) {
     assert!(
         fits(d),
         "AMX attention: head size {d} is not a multiple of {BLOCK}"
@@ -122,7 +116,11 @@ fn qkv_tiles<'a>(
 ) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     const AHEAD: usize = 4;
     let dp = d / 2;
-    let (mut q, mut k, mut v) = (vec![0u32; lp * dp], vec![0u32; lp * dp], vec![0u32; lp * dp]);
+    let (mut q, mut k, mut v) = (
+        vec![0u32; lp * dp],
+        vec![0u32; lp * dp],
+        vec![0u32; lp * dp],
+    );
     let zeros = vec![0u32; dp];
     for i in 0..len {
         if i + AHEAD < len {
@@ -130,7 +128,11 @@ fn qkv_tiles<'a>(
                 simd::prefetch(bytemuck::cast_slice(row(i + AHEAD, part)));
             }
         }
-        scatter_row(row(i, 0), i % BLOCK, &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp]);
+        scatter_row(
+            row(i, 0),
+            i % BLOCK,
+            &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp],
+        );
         let panel = &mut k[i / BLOCK * BLOCK * dp..][..BLOCK * dp];
         for (pr, &x) in row(i, 1).iter().enumerate() {
             panel[pr * BLOCK + i % BLOCK] = x;
@@ -139,7 +141,11 @@ fn qkv_tiles<'a>(
             // Keys 2pr and 2pr + 1 interleaved: bf16 pairs along K for P V.
             let pr = i / 2;
             let lo: &[u16] = bytemuck::cast_slice(row(2 * pr, 2));
-            let hi: &[u16] = bytemuck::cast_slice(if 2 * pr + 1 < len { row(2 * pr + 1, 2) } else { &zeros[..] });
+            let hi: &[u16] = bytemuck::cast_slice(if 2 * pr + 1 < len {
+                row(2 * pr + 1, 2)
+            } else {
+                &zeros[..]
+            });
             for c in 0..d / BLOCK {
                 let dst = &mut v[c * lp / 2 * BLOCK + pr * BLOCK..][..BLOCK];
                 for ((o, &l), &h) in dst.iter_mut().zip(&lo[c * BLOCK..]).zip(&hi[c * BLOCK..]) {
