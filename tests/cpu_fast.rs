@@ -347,6 +347,48 @@ fn amx_attention_equals_an_f64_attention_on_its_bf16_inputs() {
     }
 }
 
+/// The fixtures' heads are 8 wide, so the engine-level independence test
+/// below never reaches the AMX attention; this holds it to the same rule.
+#[test]
+fn amx_attention_of_a_sequence_does_not_depend_on_its_batch_or_threads() {
+    if !amx::available() {
+        panic!("the CPU has no AMX: the AMX attention is untested here");
+    }
+    let mut rng = Rng::new(21);
+    let (heads, d) = (2, 64);
+    let lens = [5, 33, 64, 100];
+    let h = heads * d;
+    let mut cu = vec![0];
+    for l in &lens {
+        cu.push(cu.last().unwrap() + l);
+    }
+    let t = *cu.last().unwrap();
+    let qkv = randn(&mut rng, t * 3 * h);
+    let run = |threads: usize, qkv: &[f32], cu: &[usize]| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut out = vec![0f32; cu.last().unwrap() * h];
+        pool.install(|| amx_attention::attention(qkv, cu, heads, d, &mut out));
+        out
+    };
+    let batch1 = run(1, &qkv, &cu);
+    let batch2 = run(2, &qkv, &cu);
+    assert!(batch1 == batch2, "AMX attention: 1 and 2 threads differ");
+    for (s, w) in cu.windows(2).enumerate() {
+        let alone = run(2, &qkv[w[0] * 3 * h..w[1] * 3 * h], &[0, w[1] - w[0]]);
+        let differ = (0..alone.len())
+            .filter(|&j| alone[j] != batch2[w[0] * h + j])
+            .count();
+        assert!(
+            differ == 0,
+            "AMX attention: sequence {s} (length {}) alone differs from in the batch at {differ} values",
+            lens[s]
+        );
+    }
+}
+
 fn engine(dir: &str, dtype: Dtype, threads: usize) -> CpuEngine {
     CpuEngine::with_options(weights(&common::model_dir(dir)), dtype, Some(threads)).unwrap()
 }
