@@ -175,6 +175,10 @@ impl FastEncoder {
         // On AMX every linear reads its A as bf16 tiles from these two
         // buffers, and the FFN's GELU output goes straight into them.
         let (mut a_in, mut a_mid) = (ATiles::default(), ATiles::default());
+        // The layer input x and the attention block's output y as A tiles,
+        // written by the LayerNorm that makes them; `x_tiled` says a_x
+        // holds the current x.
+        let (mut a_x, mut a_y, mut x_tiled) = (ATiles::default(), ATiles::default(), false);
         let mut qkv_pairs = Vec::new();
         for &(ai, fi) in &w.schedule {
             let (fa, ff) = (&self.attention[ai], &self.ffn[fi]);
@@ -193,8 +197,10 @@ impl FastEncoder {
             };
             if tiles && amx_attention::fits(c.head_dim) {
                 // Q, K and V leave the GEMM as bf16, the attention's input.
-                a_in.fill(&x, h);
-                fa.qkv.forward_tiles_to_pairs(&a_in, &mut qkv_pairs);
+                if !x_tiled {
+                    a_x.fill(&x, h);
+                }
+                fa.qkv.forward_tiles_to_pairs(&a_x, &mut qkv_pairs);
                 amx_attention::attention_pairs(
                     &qkv_pairs,
                     batch.cu_seqlens(),
@@ -207,10 +213,14 @@ impl FastEncoder {
                 attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
             }
             linear(&fa.out, &ctx, &mut y, &mut a_in);
-            residual_layernorm(&mut y, &x, &la.gamma, &la.beta, c.layer_norm_eps);
+            let eps = c.layer_norm_eps;
+            if tiles {
+                residual_layernorm_tiles(&mut y, &x, &la.gamma, &la.beta, eps, &mut a_y);
+            } else {
+                residual_layernorm(&mut y, &x, &la.gamma, &la.beta, eps);
+            }
             if tiles && gelu {
-                a_in.fill(&y, h);
-                ff.up.forward_tiles_to_tiles(&a_in, true, &mut a_mid);
+                ff.up.forward_tiles_to_tiles(&a_y, true, &mut a_mid);
                 ff.down.forward_tiles(&a_mid, false, &mut x);
             } else {
                 u_buf.resize(t * inter, 0f32);
@@ -221,7 +231,12 @@ impl FastEncoder {
                 }
                 ff.down.forward(u, false, &mut x);
             }
-            residual_layernorm(&mut x, &y, &lf.gamma, &lf.beta, c.layer_norm_eps);
+            x_tiled = tiles;
+            if tiles {
+                residual_layernorm_tiles(&mut x, &y, &lf.gamma, &lf.beta, eps, &mut a_x);
+            } else {
+                residual_layernorm(&mut x, &y, &lf.gamma, &lf.beta, eps);
+            }
         }
         x
     }
@@ -233,6 +248,22 @@ fn residual_layernorm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f3
     x.par_chunks_mut(w)
         .zip(residual.par_chunks(w))
         .for_each(|(row, r)| simd::residual_layernorm(row, None, Some(r), gamma, beta, eps));
+}
+
+/// [`residual_layernorm`] that also leaves its rows in `tiles`, as the next
+/// AMX linear reads them.
+fn residual_layernorm_tiles(
+    x: &mut [f32],
+    residual: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    tiles: &mut ATiles,
+) {
+    let w = gamma.len();
+    tiles.fill_after(x, w, |i, row| {
+        simd::residual_layernorm(row, None, Some(&residual[i * w..][..w]), gamma, beta, eps)
+    });
 }
 
 /// Query rows per block: the scores of 16 queries against up to 512 keys

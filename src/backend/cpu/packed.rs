@@ -665,6 +665,36 @@ impl ATiles {
         self.data.resize(len, 0);
     }
 
+    /// `before(i, row)` on each row `i` of `x` (rows of `k`, in parallel),
+    /// then the rows converted as [`Self::fill`] does, while each is still
+    /// in cache: a row-wise op whose output feeds an AMX linear writes its
+    /// f32 rows and the linear's A in one pass.
+    pub fn fill_after(
+        &mut self,
+        x: &mut [f32],
+        k: usize,
+        before: impl Fn(usize, &mut [f32]) + Sync,
+    ) {
+        assert!(
+            x.len().is_multiple_of(k),
+            "A tiles: {} values in rows of {k}",
+            x.len()
+        );
+        self.shape(x.len() / k, k);
+        let kp = k / 2;
+        let rows = rows_per_task(self.m, 2 * amx::TILE);
+        self.data
+            .par_chunks_mut(rows * kp)
+            .zip(x.par_chunks_mut(rows * k))
+            .enumerate()
+            .for_each(|(t, (d, xs))| {
+                for (i, row) in xs.chunks_mut(k).enumerate() {
+                    before(t * rows + i, row);
+                }
+                fill_rows(xs, k, d);
+            });
+    }
+
     /// `x`'s rows of `k`, converted (round to nearest even); the padding
     /// rows are zeroed.
     pub fn fill(&mut self, x: &[f32], k: usize) {
@@ -680,23 +710,31 @@ impl ATiles {
             .par_chunks_mut(rows * kp)
             .enumerate()
             .for_each(|(t, d)| {
-                let block = 2 * amx::TILE * kp;
-                let mut row = vec![0u32; kp];
-                for (b, db) in d.chunks_mut(block).enumerate() {
-                    for r in 0..2 * amx::TILE {
-                        let at = (t * rows + b * 2 * amx::TILE + r) * k;
-                        if at >= x.len() {
-                            row.fill(0);
-                        } else {
-                            simd::to_bf16_pairs(&x[at..at + k], k, &mut row);
-                        }
-                        for (j0, src) in row.chunks_exact(amx::PAIRS).enumerate() {
-                            let i = amx::a_tile_index(r, j0 * amx::PAIRS);
-                            let src: &[u32; amx::PAIRS] = src.try_into().expect("16 pairs");
-                            db[i..i + amx::PAIRS].copy_from_slice(src);
-                        }
-                    }
-                }
+                let end = ((t + 1) * rows * k).min(x.len());
+                fill_rows(&x[(t * rows * k).min(x.len())..end], k, d)
             });
+    }
+}
+
+/// Rows of `k` into 32-row blocks of A tiles (`d`, whole blocks; rows past
+/// the end of `x` zeroed).
+fn fill_rows(x: &[f32], k: usize, d: &mut [u32]) {
+    let kp = k / 2;
+    let block = 2 * amx::TILE * kp;
+    let mut row = vec![0u32; kp];
+    for (b, db) in d.chunks_mut(block).enumerate() {
+        for r in 0..2 * amx::TILE {
+            let at = (b * 2 * amx::TILE + r) * k;
+            if at >= x.len() {
+                row.fill(0);
+            } else {
+                simd::to_bf16_pairs(&x[at..at + k], k, &mut row);
+            }
+            for (j0, src) in row.chunks_exact(amx::PAIRS).enumerate() {
+                let i = amx::a_tile_index(r, j0 * amx::PAIRS);
+                let src: &[u32; amx::PAIRS] = src.try_into().expect("16 pairs");
+                db[i..i + amx::PAIRS].copy_from_slice(src);
+            }
+        }
     }
 }
