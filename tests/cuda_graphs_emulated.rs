@@ -7,8 +7,10 @@ mod common;
 use bertrt::backend::emu::EmuSeam;
 use bertrt::backend::fp16::staging::Bucket;
 use bertrt::backend::fp16::Fp16Model;
+use bertrt::output::Want;
 use common::fp16::*;
 use common::graphs::*;
+use common::wants::head_values;
 
 #[test]
 fn graph_replays_match_eager_forwards_on_a_fixture() {
@@ -77,4 +79,44 @@ fn a_forward_makes_one_upload_and_one_wait() {
             assert!(bits(&out) == bits(&first), "{what}: a repeat differs");
         }
     }
+}
+
+/// fill-mask on a replayed graph: the mask rows go up in the forward's one
+/// upload and the gather after the replay reads them from device memory, so
+/// each want in the bucket gets its own rows (other ones, another count),
+/// bit for bit the full forward's logits at those rows.
+#[test]
+fn fill_mask_rows_go_up_per_forward_under_graphs() {
+    let w = weights(&common::model_dir("bert_mlm"));
+    let x = batch(&w, &[6, 11, 2], 4);
+    let t = x.num_tokens();
+    let model = Fp16Model::new(EmuSeam::new(), &w).unwrap();
+    let logits = head_values(&model.forward(&x).unwrap().head);
+    let vocab = logits.len() / t;
+    assert!(vocab > 1, "bert_mlm: vocabulary {vocab}");
+    for rows in [vec![3, t - 1, 8], vec![0, 5], vec![t - 2]] {
+        let before = model.traffic();
+        let got = model
+            .forward_want(&x, &Want::TokenLogitsAt(rows.clone()))
+            .unwrap()
+            .into_token_logits()
+            .unwrap();
+        let d = model.traffic().since(&before);
+        assert_eq!((d.uploads, d.syncs), (1, 1), "rows {rows:?}: {d:?}");
+        let expected: Vec<u32> = rows
+            .iter()
+            .flat_map(|&r| &logits[r * vocab..][..vocab])
+            .map(|v| v.to_bits())
+            .collect();
+        let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+        assert!(
+            got == expected,
+            "rows {rows:?}: not the full forward's rows"
+        );
+    }
+    assert_eq!(
+        model.graph_counts(),
+        (1, 4),
+        "one capture, every forward replayed"
+    );
 }

@@ -57,12 +57,16 @@ fn full_bytes(out: &ForwardOutput) -> usize {
     2 * (out.hidden.len() + pooled + head_values(&out.head).len())
 }
 
-/// fill-mask reads back masks x vocab halves, not tokens x vocab.
+/// fill-mask reads back masks x vocab halves, not tokens x vocab, and its
+/// mask rows go up with the inputs: one upload and one wait, as for every
+/// other forward.
 #[test]
 fn fill_mask_reads_back_masks_times_vocab() {
     let (model, downloaded, batch, _) = counted("bert_mlm");
     let t = batch.num_tokens();
+    let before = model.traffic();
     let full = model.forward(&batch).unwrap();
+    let full_up = model.traffic().since(&before).upload_bytes;
     let vocab = head_values(&full.head).len() / t;
     assert!(vocab > 1, "bert_mlm: vocabulary {vocab}");
     assert_eq!(
@@ -71,9 +75,18 @@ fn fill_mask_reads_back_masks_times_vocab() {
         "the full forward"
     );
     let masks = vec![3, t - 1, 8];
+    let before = model.traffic();
     model
         .forward_want(&batch, &Want::TokenLogitsAt(masks.clone()))
         .unwrap();
+    let d = model.traffic().since(&before);
+    assert_eq!(d.uploads, 1, "fill-mask: uploads {d:?}");
+    assert_eq!(d.syncs, 1, "fill-mask: host waits {d:?}");
+    assert_eq!(
+        d.upload_bytes,
+        full_up + 4 * masks.len() as u64,
+        "fill-mask: the full forward's inputs and one u32 per mask row"
+    );
     assert_eq!(
         downloaded.since(&model),
         masks.len() * vocab * 2,

@@ -195,12 +195,6 @@ impl<S: Seam> Fp16Model<S> {
             f32: true,
         })
     }
-
-    /// A synchronous copy (it waits for the stream): for the few inputs
-    /// that are not part of the staged region.
-    pub(super) fn upload_u32(&self, p: DevPtr, v: &[u32]) -> Result<()> {
-        self.seam.upload(p, bytemuck::cast_slice(v))
-    }
 }
 
 /// Where a queued read lands in the readback buffer: `n` fp16 values, or

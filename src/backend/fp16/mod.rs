@@ -137,7 +137,7 @@ impl<S: Seam> Fp16Model<S> {
     /// workspace, nothing is copied back. What `bertrt bench` times by default.
     pub fn encode(&self, batch: &Batch) -> Result<()> {
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        self.run_encoder(&mut guard, batch, Mode::Auto)?;
+        self.run_encoder(&mut guard, batch, &[], Mode::Auto)?;
         self.seam.synchronize()
     }
 
@@ -157,7 +157,7 @@ impl<S: Seam> Fp16Model<S> {
     fn forward_in(&self, batch: &Batch, mode: Mode) -> Result<ForwardOutput> {
         let (t, s) = (batch.num_tokens(), batch.num_seqs());
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        let ws = self.run_encoder(&mut guard, batch, mode)?;
+        let ws = self.run_encoder(&mut guard, batch, &[], mode)?;
         let pooled = self.pooler(ws, t, s)?;
         let head = self.op("heads", || self.head(ws, t, s))?;
         let hidden = self.read(ws[Buf::Hidden], t * self.w.config.hidden_size)?;
@@ -170,13 +170,15 @@ impl<S: Seam> Fp16Model<S> {
         })
     }
 
-    /// Sizes the workspace for `batch`, uploads its inputs in one copy and
-    /// runs the encoder (eagerly, or as its bucket's graph): the last hidden
-    /// states end in the workspace's `Hidden` (the batch's rows first).
+    /// Sizes the workspace for `batch`, uploads its inputs (and `head_rows`,
+    /// into `HeadRowIds`) in one copy and runs the encoder (eagerly, or as
+    /// its bucket's graph): the last hidden states end in the workspace's
+    /// `Hidden` (the batch's rows first).
     fn run_encoder<'w>(
         &self,
         slot: &'w mut Option<Workspace>,
         batch: &Batch,
+        head_rows: &[usize],
         mode: Mode,
     ) -> Result<&'w Workspace> {
         let (t, s) = (batch.num_tokens(), batch.num_seqs());
@@ -197,7 +199,8 @@ impl<S: Seam> Fp16Model<S> {
         let staged = match bucket {
             Some(b) => Staged::padded(batch, b),
             None => Staged::exact(batch),
-        };
+        }
+        .with_head_rows(head_rows);
         let (st, ss) = (staged.tokens, staged.seqs);
         Workspace::ensure(slot, &self.seam, &self.widths, self.weight_bytes, st, ss)?;
         let Some(ws) = slot.as_mut() else {

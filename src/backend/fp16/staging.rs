@@ -1,7 +1,7 @@
 //! A batch's inputs as one host buffer for one upload: ids, positions, token
-//! types, cu_seqlens, first rows and attention_tc's tile list, packed as u32
-//! words ([`Layout`]); the workspace's input buffers are views into the one
-//! device region it lands in.
+//! types, cu_seqlens, first rows, attention_tc's tile list and the rows a
+//! token-level head is asked for, packed as u32 words ([`Layout`]); the
+//! workspace's input buffers are views into the one device region it lands in.
 //!
 //! Also the CUDA-graph bucket policy: a small batch is padded up to its
 //! bucket's sizes, so one captured launch list serves every batch in the
@@ -54,18 +54,23 @@ pub(super) struct Layout {
     pub first_rows: usize,
     /// `[attention_tc_max_tiles(tokens, seqs)][2]`.
     pub tiles: usize,
+    /// The head's row ids (fill-mask's mask positions), last: the encoder's
+    /// inputs keep their places whatever their count, so a graph captured
+    /// for the bucket still reads them where they are.
+    pub head_rows: usize,
     pub words: usize,
 }
 
 impl Layout {
-    pub fn of(tokens: usize, seqs: usize) -> Layout {
+    /// With room for `head_rows` row ids.
+    pub fn of(tokens: usize, seqs: usize, head_rows: usize) -> Layout {
         let ids = 0;
         let positions = ids + tokens;
         let types = positions + tokens;
         let cu_seqlens = types + tokens;
         let first_rows = cu_seqlens + seqs + 2;
         let tiles = first_rows + seqs;
-        let words = tiles + 2 * k::attention_tc_max_tiles(tokens, seqs);
+        let rows_at = tiles + 2 * k::attention_tc_max_tiles(tokens, seqs);
         Layout {
             ids,
             positions,
@@ -73,7 +78,8 @@ impl Layout {
             cu_seqlens,
             first_rows,
             tiles,
-            words,
+            head_rows: rows_at,
+            words: rows_at + head_rows,
         }
     }
 
@@ -136,7 +142,7 @@ impl Staged {
 
     /// Ids, positions and types (zeros past the batch) and the tiles.
     fn new(batch: &Batch, tokens: usize, seqs: usize, tiles: &[i32]) -> Staged {
-        let layout = Layout::of(tokens, seqs);
+        let layout = Layout::of(tokens, seqs, 0);
         let mut words = vec![0u32; layout.words];
         let t = batch.num_tokens();
         words[layout.ids..][..t].copy_from_slice(batch.input_ids());
@@ -153,6 +159,15 @@ impl Staged {
             max_len: 0,
             tiles: tiles.len() / 2,
         }
+    }
+
+    /// With the rows a token-level head runs on (fill-mask's masks), so
+    /// they go up in the same copy as the encoder's inputs.
+    pub fn with_head_rows(mut self, rows: &[usize]) -> Staged {
+        self.layout = Layout::of(self.tokens, self.seqs, rows.len());
+        self.words.extend(rows.iter().map(|&r| r as u32));
+        debug_assert_eq!(self.words.len(), self.layout.words);
+        self
     }
 
     /// cu_seqlens (`seqs + 1` bounds, then the trash sequence's end) and each

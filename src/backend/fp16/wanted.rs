@@ -24,7 +24,11 @@ impl<S: Seam> Fp16Model<S> {
             _ => {}
         }
         let mut guard = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
-        let ws = self.run_encoder(&mut guard, batch, Mode::Auto)?;
+        let head_rows = match want {
+            Want::TokenLogitsAt(rows) => rows.as_slice(),
+            _ => &[],
+        };
+        let ws = self.run_encoder(&mut guard, batch, head_rows, Mode::Auto)?;
         let out: Pending<Wanted> = match want {
             Want::Everything => return Err(Error::Internal("Want::Everything reduced".into())),
             Want::Head => {
@@ -49,15 +53,14 @@ impl<S: Seam> Fp16Model<S> {
         Ok(out(&self.fetch()?))
     }
 
-    /// The token-level head over the `rows` of `Hidden` only: the rows are
-    /// gathered first, so every head GEMM (the MLM decoder's `[rows, vocab]`
-    /// too) runs on them alone. `[rows.len(), width]`.
+    /// The token-level head over the `rows` of `Hidden` only (their ids went
+    /// up with the inputs, into `HeadRowIds`): the rows are gathered first,
+    /// so every head GEMM (the MLM decoder's `[rows, vocab]` too) runs on
+    /// them alone. `[rows.len(), width]`.
     fn token_logits_at(&self, ws: &Workspace, t: usize, rows: &[usize]) -> Result<Readback> {
         let n = rows.len();
         let gathered = ws[Buf::AttnOut]; // [tokens, H], free after the encoder; n <= t
         if n > 0 {
-            let ids: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-            self.upload_u32(ws[Buf::HeadRowIds], &ids)?;
             self.seam.launch(
                 k::GatherRowsParams {
                     x: ws[Buf::Hidden],

@@ -43,25 +43,27 @@ pub(super) enum Buf {
     Pooled,
     SeqScratch,
     SeqLogits,
-    /// The inputs' region: `Layout::of(tokens, seqs)`.
+    /// The inputs' region: `Layout::of(tokens, seqs, tokens)`.
     Staging,
-    /// Per token (u32): the rows a token-level head runs on when asked for
-    /// some rows only (gathered into `AttnOut`, free after the encoder).
+    /// A view into `Staging` too (u32, up to one per token): the rows a
+    /// token-level head runs on when asked for some rows only (gathered
+    /// into `AttnOut`, free after the encoder).
     HeadRowIds,
 }
 
 /// The inputs, which live in `Staging`.
-const STAGED: [Buf; 6] = [
+const STAGED: [Buf; 7] = [
     Buf::InputIds,
     Buf::PositionIds,
     Buf::TokenTypeIds,
     Buf::CuSeqlens,
     Buf::FirstRows,
     Buf::AttnTiles,
+    Buf::HeadRowIds,
 ];
 
 /// The allocations.
-const ALL: [Buf; 14] = [
+const ALL: [Buf; 13] = [
     Buf::Staging,
     Buf::Embedded,
     Buf::Hidden,
@@ -75,7 +77,6 @@ const ALL: [Buf; 14] = [
     Buf::Pooled,
     Buf::SeqScratch,
     Buf::SeqLogits,
-    Buf::HeadRowIds,
 ];
 
 /// The model widths the buffers are sized by.
@@ -127,9 +128,10 @@ impl Buf {
             | Buf::TokenTypeIds
             | Buf::CuSeqlens
             | Buf::FirstRows
-            | Buf::AttnTiles => 0, // views into Staging
-            Buf::Staging => Layout::of(tokens, seqs).bytes(),
-            Buf::HeadRowIds => tokens * 4,
+            | Buf::AttnTiles
+            | Buf::HeadRowIds => 0, // views into Staging
+            // At most one head row per token (`check_token_rows`).
+            Buf::Staging => Layout::of(tokens, seqs, tokens).bytes(),
             Buf::Embedded => tokens * w.embed * HALF,
             Buf::Hidden | Buf::AttnOut => tokens * w.hidden * HALF,
             Buf::AttnContext => (tokens + 1) * w.hidden * HALF,
@@ -171,6 +173,7 @@ impl Workspace {
             layout.cu_seqlens,
             layout.first_rows,
             layout.tiles,
+            layout.head_rows,
         ]) {
             self.ptrs[b as usize] = base + 4 * words as u64;
         }
