@@ -22,6 +22,24 @@ fn bf16_round(x: f32) -> f64 {
     half::bf16::from_f32(x).to_f64()
 }
 
+/// `got == want` bit for bit; else how many of the values (rows of
+/// `width`) differ and where the first is.
+fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T], width: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let differ: Vec<usize> = (0..got.len()).filter(|&j| got[j] != want[j]).collect();
+    if let Some(&j) = differ.first() {
+        panic!(
+            "{what}: {} of {} values differ; first [{}, {}]: {:?} vs {:?}",
+            differ.len(),
+            got.len(),
+            j / width,
+            j % width,
+            got[j],
+            want[j]
+        );
+    }
+}
+
 /// y = act(x W^T + b) by an f64 triple loop, inputs optionally rounded to
 /// bf16, with sum |x w| + |b| per element (what f32 rounding scales with).
 fn linear_f64(
@@ -140,17 +158,7 @@ fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
     up.forward_tiles_to_tiles(&a, true, &mut mid);
     let mut got = vec![0f32; m * h];
     down.forward_tiles(&mid, false, &mut got);
-    let differ: Vec<usize> = (0..got.len()).filter(|&j| got[j] != want[j]).collect();
-    assert!(
-        differ.is_empty(),
-        "{} of {} outputs differ; first [{}, {}]: {} vs {} (seed 11)",
-        differ.len(),
-        got.len(),
-        differ[0] / h,
-        differ[0] % h,
-        got[differ[0]],
-        want[differ[0]]
-    );
+    assert_same(&got, &want, h, "FFN outputs (seed 11)");
 }
 
 #[test]
@@ -173,15 +181,7 @@ fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
     let mut got = Vec::new();
     lin.forward_tiles_to_pairs(&a, &mut got);
     assert!(got.len() >= want.len());
-    let differ: Vec<usize> = (0..want.len()).filter(|&j| got[j] != want[j]).collect();
-    assert!(
-        differ.is_empty(),
-        "{} of {} pairs differ; first at row {}, pair {} (seed 13)",
-        differ.len(),
-        want.len(),
-        differ[0] / (n / 2),
-        differ[0] % (n / 2)
-    );
+    assert_same(&got[..want.len()], &want, n / 2, "bf16 pairs (seed 13)");
 }
 
 #[test]
@@ -378,14 +378,11 @@ fn amx_attention_of_a_sequence_does_not_depend_on_its_batch_or_threads() {
     assert!(batch1 == batch2, "AMX attention: 1 and 2 threads differ");
     for (s, w) in cu.windows(2).enumerate() {
         let alone = run(2, &qkv[w[0] * 3 * h..w[1] * 3 * h], &[0, w[1] - w[0]]);
-        let differ = (0..alone.len())
-            .filter(|&j| alone[j] != batch2[w[0] * h + j])
-            .count();
-        assert!(
-            differ == 0,
-            "AMX attention: sequence {s} (length {}) alone differs from in the batch at {differ} values",
+        let what = format!(
+            "AMX attention, sequence {s} (length {}) alone vs in the batch",
             lens[s]
         );
+        assert_same(&alone, &batch2[w[0] * h..w[1] * h], h, &what);
     }
 }
 

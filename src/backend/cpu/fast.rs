@@ -167,7 +167,8 @@ impl FastEncoder {
             x = y;
         }
         let gelu = c.act == Activation::Gelu;
-        let mut qkv = vec![0f32; t * 3 * h];
+        // f32 QKV only off the AMX attention path.
+        let mut qkv = Vec::new();
         let mut ctx = vec![0f32; t * h];
         let mut y = vec![0f32; t * h];
         let inter = w.ffn.iter().map(|f| f.up.out_dim).max().unwrap_or(0);
@@ -209,6 +210,7 @@ impl FastEncoder {
                     &mut ctx,
                 );
             } else {
+                qkv.resize(t * 3 * h, 0f32);
                 linear(&fa.qkv, &x, &mut qkv, &mut a_in);
                 attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
             }

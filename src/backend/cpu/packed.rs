@@ -675,16 +675,9 @@ impl ATiles {
         k: usize,
         before: impl Fn(usize, &mut [f32]) + Sync,
     ) {
-        assert!(
-            x.len().is_multiple_of(k),
-            "A tiles: {} values in rows of {k}",
-            x.len()
-        );
-        self.shape(x.len() / k, k);
-        let kp = k / 2;
-        let rows = rows_per_task(self.m, 2 * amx::TILE);
+        let rows = self.shape_for(x.len(), k);
         self.data
-            .par_chunks_mut(rows * kp)
+            .par_chunks_mut(rows * k / 2)
             .zip(x.par_chunks_mut(rows * k))
             .enumerate()
             .for_each(|(t, (d, xs))| {
@@ -698,21 +691,23 @@ impl ATiles {
     /// `x`'s rows of `k`, converted (round to nearest even); the padding
     /// rows are zeroed.
     pub fn fill(&mut self, x: &[f32], k: usize) {
-        assert!(
-            x.len().is_multiple_of(k),
-            "A tiles: {} values in rows of {k}",
-            x.len()
-        );
-        self.shape(x.len() / k, k);
-        let kp = k / 2;
-        let rows = rows_per_task(self.m, 2 * amx::TILE);
+        let rows = self.shape_for(x.len(), k);
         self.data
-            .par_chunks_mut(rows * kp)
-            .enumerate()
-            .for_each(|(t, d)| {
-                let end = ((t + 1) * rows * k).min(x.len());
-                fill_rows(&x[(t * rows * k).min(x.len())..end], k, d)
-            });
+            .par_chunks_mut(rows * k / 2)
+            .zip(x.par_chunks(rows * k))
+            .for_each(|(d, xs)| fill_rows(xs, k, d));
+    }
+
+    /// Shapes the tiles for `len` values in rows of `k`; the rows each
+    /// parallel task converts (whole 32-row blocks, so the tasks' chunks of
+    /// the tiles and of the rows pair up one to one).
+    fn shape_for(&mut self, len: usize, k: usize) -> usize {
+        assert!(
+            len.is_multiple_of(k),
+            "A tiles: {len} values in rows of {k}"
+        );
+        self.shape(len / k, k);
+        rows_per_task(self.m, 2 * amx::TILE)
     }
 }
 
