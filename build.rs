@@ -68,6 +68,27 @@ fn main() {
     }
     build_fatbin(&kernels_dir, &cu, &sources, &out_dir);
     embed_git_commit(&manifest);
+    host_amx_cfg();
+}
+
+/// `cfg(host_amx)` when the machine building (and, for `cargo test`, running)
+/// this crate reports AMX tiles and AMX-BF16: the tests that need the tiles
+/// run there and are listed as ignored elsewhere, rather than passing without
+/// having run. /proc/cpuinfo's mtime is the boot time, so a target/ reused
+/// on another machine re-checks.
+fn host_amx_cfg() {
+    println!("cargo:rustc-check-cfg=cfg(host_amx)");
+    println!("cargo:rerun-if-changed=/proc/cpuinfo");
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let has = |f: &str| {
+        flags
+            .lines()
+            .find(|l| l.starts_with("flags"))
+            .is_some_and(|l| l.split_whitespace().any(|w| w == f))
+    };
+    if has("amx_tile") && has("amx_bf16") {
+        println!("cargo:rustc-cfg=host_amx");
+    }
 }
 
 /// `BERTRT_GIT_COMMIT`: the commit this build came from ("unknown" outside a

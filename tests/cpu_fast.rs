@@ -135,6 +135,7 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
 }
 
 #[test]
+#[cfg_attr(not(host_amx), ignore = "this CPU reports no AMX (amx_tile, amx_bf16)")]
 fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
     if !amx::available() {
         panic!("the CPU has no AMX: the fused AMX FFN is untested here");
@@ -162,6 +163,7 @@ fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
 }
 
 #[test]
+#[cfg_attr(not(host_amx), ignore = "this CPU reports no AMX (amx_tile, amx_bf16)")]
 fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
     if !amx::available() {
         panic!("the CPU has no AMX: the AMX pairs output is untested here");
@@ -279,6 +281,7 @@ fn tiled_attention_equals_the_reference() {
 }
 
 #[test]
+#[cfg_attr(not(host_amx), ignore = "this CPU reports no AMX (amx_tile, amx_bf16)")]
 fn amx_attention_equals_an_f64_attention_on_its_bf16_inputs() {
     if !amx::available() {
         panic!("the CPU has no AMX: the AMX attention is untested here");
@@ -350,6 +353,7 @@ fn amx_attention_equals_an_f64_attention_on_its_bf16_inputs() {
 /// The fixtures' heads are 8 wide, so the engine-level independence test
 /// below never reaches the AMX attention; this holds it to the same rule.
 #[test]
+#[cfg_attr(not(host_amx), ignore = "this CPU reports no AMX (amx_tile, amx_bf16)")]
 fn amx_attention_of_a_sequence_does_not_depend_on_its_batch_or_threads() {
     if !amx::available() {
         panic!("the CPU has no AMX: the AMX attention is untested here");
@@ -413,29 +417,52 @@ fn fast_f32_models_equal_the_reference_engine() {
     });
 }
 
+/// The bf16 path this CPU should take: AMX where /proc/cpuinfo reports it
+/// (`cfg(host_amx)`, read by build.rs), else the AVX512-BF16 tiles.
+fn bf16_path_here() -> GemmPath {
+    if cfg!(host_amx) {
+        GemmPath::AmxBf16
+    } else {
+        GemmPath::Avx512Bf16
+    }
+}
+
+#[test]
+fn amx_is_used_exactly_where_the_cpu_reports_it() {
+    assert_eq!(amx::available(), cfg!(host_amx));
+    let bf = engine("bert_mlm", Dtype::Bf16, 2);
+    assert_eq!(bf.path(), bf16_path_here(), "dtype bf16 took the wrong path");
+}
+
 #[test]
 fn bf16_embeddings_agree_with_f32_on_every_fixture() {
+    // Every bf16 path this CPU runs: the AVX512-BF16 tiles also where AMX
+    // is the default, as CPUs without AMX (and VMs that hide it) run them.
+    let mut paths = vec![GemmPath::Avx512Bf16];
+    if bf16_path_here() == GemmPath::AmxBf16 {
+        paths.push(GemmPath::AmxBf16);
+    }
     common::for_each_fixture_model(|name| {
         let f32e = engine(name, Dtype::F32, 2);
-        let bf = engine(name, Dtype::Bf16, 2);
-        assert_eq!(
-            bf.path(),
-            GemmPath::AmxBf16,
-            "{name}: bf16 did not run the AMX path"
-        );
         let cfg = f32e.weights.config.clone();
         let batch = Batch::pack(&awkward_sequences(&cfg), &cfg).unwrap();
-        let (a, b) = (f32e.encode(&batch), bf.encode(&batch));
-        let h = cfg.hidden_size;
-        for (s, w) in batch.cu_seqlens().windows(2).enumerate() {
-            // Mean-pooled sequence embedding, as the embed task makes.
-            let pool = |x: &[f32]| -> Vec<f32> {
-                (0..h)
-                    .map(|j| (w[0]..w[1]).map(|t| x[t * h + j]).sum::<f32>() / (w[1] - w[0]) as f32)
-                    .collect()
-            };
-            let c = cosine(&pool(&a), &pool(&b));
-            assert!(c >= 0.9995, "{name} sequence {s}: cosine(f32, bf16) = {c}");
+        let a = f32e.encode(&batch);
+        for &path in &paths {
+            let w = weights(&common::model_dir(name));
+            let b = CpuEngine::with_path(w, path, Some(2)).unwrap().encode(&batch);
+            let h = cfg.hidden_size;
+            for (s, w) in batch.cu_seqlens().windows(2).enumerate() {
+                // Mean-pooled sequence embedding, as the embed task makes.
+                let pool = |x: &[f32]| -> Vec<f32> {
+                    (0..h)
+                        .map(|j| {
+                            (w[0]..w[1]).map(|t| x[t * h + j]).sum::<f32>() / (w[1] - w[0]) as f32
+                        })
+                        .collect()
+                };
+                let c = cosine(&pool(&a), &pool(&b));
+                assert!(c >= 0.9995, "{name} {path} sequence {s}: cosine(f32, bf16) = {c}");
+            }
         }
     });
 }
@@ -443,9 +470,13 @@ fn bf16_embeddings_agree_with_f32_on_every_fixture() {
 #[test]
 fn a_sequence_does_not_depend_on_its_batch_or_the_thread_count() {
     for name in ["bert_mlm", "albert_share_attention", "roberta_mlm"] {
-        for dtype in [Dtype::F32, Dtype::Bf16] {
-            let one = engine(name, dtype, 1);
-            let two = engine(name, dtype, 2);
+        let mut paths = vec![GemmPath::Avx512F32, GemmPath::Avx512Bf16];
+        if bf16_path_here() == GemmPath::AmxBf16 {
+            paths.push(GemmPath::AmxBf16);
+        }
+        for path in paths {
+            let on = |n| CpuEngine::with_path(weights(&common::model_dir(name)), path, Some(n));
+            let (one, two) = (on(1).unwrap(), on(2).unwrap());
             let cfg = one.weights.config.clone();
             let seqs = awkward_sequences(&cfg);
             let h = cfg.hidden_size;
@@ -475,7 +506,7 @@ fn a_sequence_does_not_depend_on_its_batch_or_the_thread_count() {
                             .fold(0f32, f32::max);
                         assert!(
                             worst <= 1e-6,
-                            "{name} {dtype} threads {threads}: sequence {i} in batch {order:?} differs from alone by {worst:e}"
+                            "{name} {path} threads {threads}: sequence {i} in batch {order:?} differs from alone by {worst:e}"
                         );
                     }
                 }

@@ -57,13 +57,31 @@ impl CpuEngine {
 
     /// An engine computing in `dtype` (f32 or bf16) on `threads` threads.
     pub fn with_options(
-        mut weights: ModelWeights,
+        weights: ModelWeights,
         dtype: Dtype,
         threads: Option<usize>,
     ) -> Result<Self> {
         if !dtype.on_cpu() {
             return Err(Error::Input(format!(
                 "dtype {dtype} is not available on device cpu (use f32 or bf16)"
+            )));
+        }
+        let (path, note) = choose_path(dtype == Dtype::Bf16);
+        let mut engine = Self::with_path(weights, path, threads)?;
+        engine.note = note;
+        Ok(engine)
+    }
+
+    /// An engine on exactly `path` (tests and benchmarks compare the paths
+    /// one CPU can run); an error names the path this CPU cannot run.
+    pub fn with_path(
+        mut weights: ModelWeights,
+        path: GemmPath,
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        if !path.runs_here() {
+            return Err(Error::Device(format!(
+                "the CPU path \"{path}\" needs instructions this CPU does not have"
             )));
         }
         let pool = match threads {
@@ -76,14 +94,13 @@ impl CpuEngine {
                     .map_err(|e| Error::Device(format!("cannot start {n} CPU threads: {e}")))?,
             ),
         };
-        let (path, note) = choose_path(dtype == Dtype::Bf16);
         let fast = (path != GemmPath::Portable).then(|| FastEncoder::take(&mut weights, path));
         Ok(CpuEngine {
             weights,
             pool,
             fast,
             path,
-            note,
+            note: None,
         })
     }
 

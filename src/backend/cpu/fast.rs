@@ -33,6 +33,17 @@ impl GemmPath {
     pub fn is_bf16(self) -> bool {
         matches!(self, GemmPath::Avx512Bf16 | GemmPath::AmxBf16)
     }
+
+    /// Whether this CPU has the instructions the path needs.
+    pub fn runs_here(self) -> bool {
+        let f = features();
+        match self {
+            GemmPath::Portable => true,
+            GemmPath::Avx512F32 => f.avx512,
+            GemmPath::Avx512Bf16 => f.avx512_bf16,
+            GemmPath::AmxBf16 => f.avx512_bf16 && super::amx::available(),
+        }
+    }
 }
 
 impl std::fmt::Display for GemmPath {
