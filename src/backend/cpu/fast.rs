@@ -19,7 +19,8 @@ use rayon::prelude::*;
 pub enum GemmPath {
     /// AVX-512 f32 FMA tiles on packed weights.
     Avx512F32,
-    /// AVX512-BF16 `vdpbf16ps` tiles on bf16 weights, f32 accumulation.
+    /// bf16 weights and activations (rounded with AVX512-BF16) on the FMA
+    /// tiles, widened in registers; f32 accumulation (`simd::tile_bf16`).
     Avx512Bf16,
     /// AMX `tdpbf16ps` tiles on bf16 weights (the AVX512-BF16 tiles for
     /// shapes AMX tiles do not fit), f32 accumulation.

@@ -205,18 +205,18 @@ impl Packed {
         );
     }
 
-    /// As [`Packed::gemm_rows`] for bf16 weights, `a` already in bf16 pairs
-    /// (`[m, k.div_ceil(2)]`, dense) and `c` dense `[m, n]`.
-    fn gemm_rows_bf16(&self, a: &[u32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
+    /// As [`Packed::gemm_rows`] for bf16 weights, `a` dense `[m, k]` f32
+    /// values that are bf16 already ([`simd::round_to_bf16`]) and `c` dense
+    /// `[m, n]`.
+    fn gemm_rows_bf16(&self, a: &[f32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
         let Storage::Bf16(data) = &self.data else {
             unreachable!("gemm_rows_bf16 on f32 weights")
         };
-        let lda = self.k.div_ceil(2);
         let rows = Rows {
             a,
             a_off: 0,
-            lda,
-            m: a.len() / lda,
+            lda: self.k,
+            m: a.len() / self.k,
         };
         self.gemm_steps(
             data.get(),
@@ -231,17 +231,17 @@ impl Packed {
         );
     }
 
-    /// The blocked loop both element types share. A K "step" is one value
-    /// of `T`: `per_step` values of k (1 for f32, 2 for bf16 pairs). A is
-    /// packed once for every K block (block `bi` at `m_pad * s0`), then C is
+    /// The blocked loop both panel types share. A panel row holds
+    /// `per_row` values of k (1 for f32, 2 for bf16 pairs). A is packed once
+    /// for every K block (block `(k0, kl)` at `m_pad * k0`), then C is
     /// computed in column chunks whose rows stay in L2 across the K blocks.
     #[allow(clippy::too_many_arguments)]
-    fn gemm_steps<T: Copy + Default>(
+    fn gemm_steps<P: Copy>(
         &self,
-        data: &[T],
-        per_step: usize,
-        tile: fn(usize, Tile<T>, &mut [f32]),
-        a: Rows<T>,
+        data: &[P],
+        per_row: usize,
+        tile: fn(usize, Tile<P>, &mut [f32]),
+        a: Rows,
         bias: Option<&[f32]>,
         gelu: bool,
         c: &mut [f32],
@@ -251,21 +251,18 @@ impl Packed {
         let (w, m) = (self.width(), a.m);
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
-        let steps: Vec<(usize, usize)> = self
-            .blocks
-            .iter()
-            .map(|&(k0, kl)| (k0 / per_step, kl.div_ceil(per_step)))
-            .collect();
         let m_pad = m.next_multiple_of(mr);
-        let mut ap = vec![T::default(); m_pad * self.k.div_ceil(per_step)];
-        for &(s0, sl) in &steps {
-            pack_a(a.a, a.a_off + s0, a.lda, m, sl, mr, &mut ap[m_pad * s0..]);
+        let mut ap = vec![0f32; m_pad * self.k];
+        for &(k0, kl) in &self.blocks {
+            pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[m_pad * k0..]);
         }
         let chunk = (CHUNK_COLS / w).max(1);
         for p0 in (0..self.panels()).step_by(chunk) {
-            for (bi, &(s0, sl)) in steps.iter().enumerate() {
+            for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+                let rows_of_block = kl.div_ceil(per_row);
                 for p in p0..self.panels().min(p0 + chunk) {
-                    let panel = &data[self.block_at[bi] + p * sl * w..][..sl * w];
+                    let panel =
+                        &data[self.block_at[bi] + p * rows_of_block * w..][..rows_of_block * w];
                     let start = match (bi, bias) {
                         (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
                         (0, None) => Start::Zero,
@@ -274,11 +271,11 @@ impl Packed {
                     for m0 in (0..m).step_by(mr) {
                         let t = Tile {
                             a: &ap,
-                            a_off: m_pad * s0 + m0 * sl,
+                            a_off: m_pad * k0 + m0 * kl,
                             a_ks: mr,
                             rows: mr.min(m - m0),
                             panel,
-                            kc: sl,
+                            kc: kl,
                             cols: w.min(self.n - p * w),
                             c_off: c_off + m0 * ldc + p * w,
                             ldc,
@@ -294,8 +291,8 @@ impl Packed {
 }
 
 /// `m` rows of A inside `a`, `lda` apart from `a_off`.
-struct Rows<'a, T> {
-    a: &'a [T],
+struct Rows<'a> {
+    a: &'a [f32],
     a_off: usize,
     lda: usize,
     m: usize,
@@ -310,15 +307,7 @@ const CHUNK_COLS: usize = 512;
 /// tile's broadcasts then read one sequential stream. Transposed 16 k at a
 /// time through a small block, so both the reads and the writes are
 /// sequential runs rather than one scattered element per step.
-fn pack_a<T: Copy + Default>(
-    a: &[T],
-    off: usize,
-    lda: usize,
-    m: usize,
-    kc: usize,
-    mr: usize,
-    ap: &mut [T],
-) {
+fn pack_a(a: &[f32], off: usize, lda: usize, m: usize, kc: usize, mr: usize, ap: &mut [f32]) {
     const KB: usize = 16;
     assert!(mr <= simd::MAX_ROWS);
     for (t, tile) in ap[..m.next_multiple_of(mr) * kc]
@@ -326,7 +315,7 @@ fn pack_a<T: Copy + Default>(
         .enumerate()
     {
         let rows = mr.min(m - t * mr);
-        let mut block = [[T::default(); KB]; simd::MAX_ROWS];
+        let mut block = [[0f32; KB]; simd::MAX_ROWS];
         for k0 in (0..kc).step_by(KB) {
             let kn = KB.min(kc - k0);
             for (r, b) in block[..rows].iter_mut().enumerate() {
@@ -604,14 +593,13 @@ impl PackedLinear {
         }
         let rows = rows_per_task(m, simd::max_rows(self.w.nv));
         if self.w.is_bf16() {
-            let kp = k.div_ceil(2);
-            let mut xa = vec![0u32; m * kp];
-            xa.par_chunks_mut(rows * kp)
-                .zip(x.par_chunks(rows * k))
-                .for_each(|(d, s)| simd::to_bf16_pairs(s, k, d));
             y.par_chunks_mut(rows * n)
-                .zip(xa.par_chunks(rows * kp))
-                .for_each(|(yc, xc)| self.w.gemm_rows_bf16(xc, Some(&self.bias), gelu, yc));
+                .zip(x.par_chunks(rows * k))
+                .for_each(|(yc, xc)| {
+                    let mut xa = vec![0f32; xc.len()];
+                    simd::round_to_bf16(xc, &mut xa);
+                    self.w.gemm_rows_bf16(&xa, Some(&self.bias), gelu, yc)
+                });
         } else {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
