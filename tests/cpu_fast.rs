@@ -431,7 +431,11 @@ fn bf16_path_here() -> GemmPath {
 fn amx_is_used_exactly_where_the_cpu_reports_it() {
     assert_eq!(amx::available(), cfg!(host_amx));
     let bf = engine("bert_mlm", Dtype::Bf16, 2);
-    assert_eq!(bf.path(), bf16_path_here(), "dtype bf16 took the wrong path");
+    assert_eq!(
+        bf.path(),
+        bf16_path_here(),
+        "dtype bf16 took the wrong path"
+    );
 }
 
 #[test]
@@ -449,7 +453,9 @@ fn bf16_embeddings_agree_with_f32_on_every_fixture() {
         let a = f32e.encode(&batch);
         for &path in &paths {
             let w = weights(&common::model_dir(name));
-            let b = CpuEngine::with_path(w, path, Some(2)).unwrap().encode(&batch);
+            let b = CpuEngine::with_path(w, path, Some(2))
+                .unwrap()
+                .encode(&batch);
             let h = cfg.hidden_size;
             for (s, w) in batch.cu_seqlens().windows(2).enumerate() {
                 // Mean-pooled sequence embedding, as the embed task makes.
@@ -461,7 +467,10 @@ fn bf16_embeddings_agree_with_f32_on_every_fixture() {
                         .collect()
                 };
                 let c = cosine(&pool(&a), &pool(&b));
-                assert!(c >= 0.9995, "{name} {path} sequence {s}: cosine(f32, bf16) = {c}");
+                assert!(
+                    c >= 0.9995,
+                    "{name} {path} sequence {s}: cosine(f32, bf16) = {c}"
+                );
             }
         }
     });

@@ -266,6 +266,9 @@ impl WeightStore {
                 format!("holds {} values for shape {shape:?}", out.len()),
             ));
         }
+        if let Bytes::Mapped { map, start, end } = &t.bytes {
+            release_pages(map, *start, *end);
+        }
         self.used.lock().unwrap().insert(name.to_string());
         Ok(out)
     }
@@ -302,6 +305,21 @@ impl WeightStore {
         }
         count.values().max_by_key(|c| c.0).map(|c| c.1)
     }
+}
+
+/// Drops the mapped file pages of bytes `start..end` from this process's
+/// resident set once they are copied out, so loading does not hold the file
+/// and its f32 copy at once (peak RSS about one copy, not two). Advisory:
+/// an error only leaves the pages resident.
+#[allow(unsafe_code)]
+fn release_pages(map: &Mmap, start: usize, end: usize) {
+    #[cfg(unix)]
+    // SAFETY: the mapping is a read-only file mapping, and no slice of this
+    // range is alive (the copy above has ended): MADV_DONTNEED only unmaps
+    // the pages, and a later read faults them in again from the file.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+    };
 }
 
 #[allow(unsafe_code)]

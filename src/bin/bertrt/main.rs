@@ -35,6 +35,15 @@ fn err(e: bertrt::Error) -> String {
     e.to_string()
 }
 
+/// This process's peak resident memory so far (VmHWM; None off Linux): for
+/// `info`, the cost of loading the model.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib >> 10)
+}
+
 fn run(job: Job) -> CliResult {
     match job {
         Job::Bench(a) => bench::run(a),
@@ -76,6 +85,7 @@ fn run(job: Job) -> CliResult {
                 ("backend", serde_json::json!(e.backend_name())),
                 ("device_weight_bytes_fp16", serde_json::json!(bytes_f16)),
                 ("device_weight_mib_fp16", serde_json::json!(bytes_f16 >> 20)),
+                ("peak_rss_mib", serde_json::json!(peak_rss_mib())),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
