@@ -75,10 +75,10 @@ pub trait Backend: Send + Sync {
             "L2 persistence needs the CUDA backend".into(),
         ))
     }
-    /// One forward plus its device time in ms from events, where the backend
-    /// has them (None on the CPU).
-    fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
-        Ok((self.forward(batch)?, None))
+    /// [`Backend::forward_want`] plus its device time in ms from events,
+    /// where the backend has them (None on the CPU).
+    fn forward_want_timed(&self, batch: &Batch, want: &Want) -> Result<(Wanted, Option<f64>)> {
+        Ok((self.forward_want(batch, want)?, None))
     }
     /// The bare encoder (embeddings and layers; no pooler, no head), its last
     /// hidden states left where the backend computed them (on a GPU: not

@@ -14,7 +14,7 @@ pub struct Profiling {
 
 /// How a cell's calls are timed: the host's monotonic clock, or CUDA events
 /// recorded around each call on the GPU (device time; it includes the copy of
-/// the outputs back to the host only under [`Timed::ForwardWithHeads`]); the
+/// what the task reads back only under [`Timed::ForwardWithHeads`]); the
 /// wall clock is reported beside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,7 +29,8 @@ pub enum Timer {
 pub enum Timed {
     /// Embeddings and layers; the last hidden states stay on the device.
     Encoder,
-    /// Encoder, pooler and head, every output copied back to the host.
+    /// The forward a task runs on this model ([`task_want`]): encoder,
+    /// pooler and head, with only what the task reads copied back.
     ForwardWithHeads,
 }
 
@@ -124,6 +125,28 @@ pub fn encoder_flops(cfg: &ModelConfig, lengths: &[usize]) -> f64 {
     layers * per_layer + project
 }
 
+/// What the task for this model's head asks of a forward, for
+/// [`Timed::ForwardWithHeads`]: fill-mask on an MLM head, one mask per
+/// sequence (its middle token; the pipeline's usual input); the head's
+/// output for QA, classification and detection; a bare encoder's
+/// mean-pooled, normalized embeddings (sentence-transformers' default).
+pub fn task_want(cfg: &ModelConfig, cu_seqlens: &[usize]) -> Want {
+    match cfg.head {
+        Head::MaskedLm | Head::AlbertPreTraining => Want::TokenLogitsAt(
+            cu_seqlens
+                .windows(2)
+                .filter(|w| w[1] > w[0])
+                .map(|w| (w[0] + w[1]) / 2)
+                .collect(),
+        ),
+        Head::Base => Want::Embeddings {
+            pooling: Pooling::Mean,
+            normalize: true,
+        },
+        _ => Want::Head,
+    }
+}
+
 /// Runs one (batch, seq) cell. `seq` must fit the model (checked by `Batch::pack`).
 pub fn run_cell(
     backend: &dyn Backend,
@@ -136,10 +159,11 @@ pub fn run_cell(
     let mut rng = Rng::new(s.seed ^ ((batch as u64) << 32) ^ seq as u64);
     let lengths = s.lengths.draw(batch, seq, &mut rng);
     let b = random_batch(cfg, &lengths, &mut rng)?;
+    let want = task_want(cfg, b.cu_seqlens());
     for _ in 0..s.warmup {
         match s.timed {
             Timed::Encoder => backend.encode_timed(&b).map(drop)?,
-            Timed::ForwardWithHeads => backend.forward(&b).map(drop)?,
+            Timed::ForwardWithHeads => backend.forward_want(&b, &want).map(drop)?,
         }
     }
     let mut ms = Vec::with_capacity(s.iters);
@@ -153,7 +177,7 @@ pub fn run_cell(
         let t = Instant::now();
         let device_ms = match s.timed {
             Timed::Encoder => backend.encode_timed(&b)?,
-            Timed::ForwardWithHeads => backend.forward_timed(&b)?.1,
+            Timed::ForwardWithHeads => backend.forward_want_timed(&b, &want)?.1,
         };
         let w = t.elapsed().as_secs_f64() * 1e3;
         wall.push(w);

@@ -9,10 +9,11 @@
 //! What is timed ([`Timed`]): by default the bare encoder
 //! (`Backend::encode_timed`: embeddings and layers, the last hidden states left
 //! on the device), as PyTorch's `base_model` is timed in
-//! scripts/compare_torch.py; with `heads`, the whole `Backend::forward_timed`,
-//! pooler and head included, its outputs copied back to the host (on BERT's
-//! MLM head that copy is [tokens, vocab] logits). How: CUDA events around the
-//! call on a GPU, the wall clock on the CPU (see [`Timer`]).
+//! scripts/compare_torch.py; with `heads`, `Backend::forward_want_timed` for
+//! what the model's task asks ([`task_want`]: e.g. fill-mask's logits at one
+//! mask row per sequence, not [tokens, vocab]), pooler and head included,
+//! that answer copied back to the host. How: CUDA events around the call on
+//! a GPU, the wall clock on the CPU (see [`Timer`]).
 
 mod cell;
 mod lengths;
@@ -24,9 +25,11 @@ pub use lengths::*;
 pub use report::*;
 
 use crate::batch::{Batch, SequenceIds};
-use crate::config::ModelConfig;
+use crate::config::{Head, ModelConfig};
 use crate::engine::Backend;
 use crate::error::{Error, Result};
+use crate::output::Want;
+use crate::tasks::embed::Pooling;
 use serde::Serialize;
 use std::path::Path;
 use std::time::{Duration, Instant};

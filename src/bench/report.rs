@@ -181,7 +181,7 @@ impl Report {
             },
             match self.timed {
                 Timed::Encoder => "bare encoder",
-                Timed::ForwardWithHeads => "forward with heads, outputs to host",
+                Timed::ForwardWithHeads => "forward with heads, what the task reads to host",
             },
             self.lengths,
             self.warmup,

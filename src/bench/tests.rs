@@ -56,14 +56,19 @@ fn random_batch_avoids_pad_and_fits_vocab() {
     assert_eq!(b.position_ids()[511], 513);
 }
 
-/// Counts which forward a cell ran.
+/// Counts which forward a cell ran, and keeps the wants it was asked.
 #[derive(Default)]
 struct Counting {
     forwards: std::sync::atomic::AtomicUsize,
     encodes: std::sync::atomic::AtomicUsize,
+    wants: std::sync::Mutex<Vec<Want>>,
 }
 
 impl Backend for Counting {
+    fn forward_want(&self, batch: &Batch, want: &Want) -> Result<crate::output::Wanted> {
+        self.wants.lock().unwrap().push(want.clone());
+        self.forward(batch).map(crate::output::Wanted::Everything)
+    }
     fn forward(&self, _: &Batch) -> Result<crate::output::ForwardOutput> {
         self.forwards
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -108,6 +113,36 @@ fn cells_time_the_bare_encoder_unless_heads_are_asked_for() {
     let full = Counting::default();
     run_cell(&full, &cfg, 2, 16, &settings(Timed::ForwardWithHeads)).unwrap();
     assert_eq!(count(&full), (0, 7), "(encoder calls, forwards)");
+    // Every forward went through forward_want with the task's want.
+    let wants = full.wants.lock().unwrap();
+    assert_eq!(wants.len(), 7, "forward_want calls");
+    assert!(
+        wants.iter().all(|w| *w == task_want(&cfg, &[0, 16, 32])),
+        "{wants:?}"
+    );
+}
+
+#[test]
+fn head_cells_ask_what_the_task_reads() {
+    let mut cfg = presets::preset("bert-base").unwrap().config().unwrap();
+    let cu = [0, 5, 5, 12];
+    let mean = Want::Embeddings {
+        pooling: Pooling::Mean,
+        normalize: true,
+    };
+    cfg.head = Head::Base;
+    assert_eq!(task_want(&cfg, &cu), mean, "bare encoder: embeddings");
+    cfg.head = Head::MaskedLm;
+    // One mask row inside each non-empty sequence.
+    assert_eq!(task_want(&cfg, &cu), Want::TokenLogitsAt(vec![2, 8]));
+    for head in [
+        Head::QuestionAnswering,
+        Head::TokenClassification,
+        Head::Discriminator,
+    ] {
+        cfg.head = head;
+        assert_eq!(task_want(&cfg, &cu), Want::Head, "{head:?}");
+    }
 }
 
 #[test]

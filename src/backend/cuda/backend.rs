@@ -66,8 +66,8 @@ impl Backend for CudaBackend {
         }))
     }
 
-    fn forward_timed(&self, batch: &Batch) -> Result<(ForwardOutput, Option<f64>)> {
-        self.timed(|| self.model.forward(batch))
+    fn forward_want_timed(&self, batch: &Batch, want: &Want) -> Result<(Wanted, Option<f64>)> {
+        self.timed(|| self.model.forward_want(batch, want))
             .map(|(o, ms)| (o, Some(ms)))
     }
 

@@ -81,8 +81,8 @@ pub struct BenchArgs {
     /// persisting access-policy window; CUDA only), to time on against off.
     #[arg(long, value_enum, value_name = "on|off")]
     l2_persist: Option<OnOff>,
-    /// Time the whole forward (pooler and head, outputs copied to the host)
-    /// instead of the bare encoder.
+    /// Time the forward the model's task runs (pooler and head, with what
+    /// the task reads copied to the host) instead of the bare encoder.
     #[arg(long)]
     head: bool,
     /// Print the presets and exit.
