@@ -252,42 +252,63 @@ impl Packed {
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
         let m_pad = m.next_multiple_of(mr);
-        let mut ap = vec![0f32; m_pad * self.k];
-        for &(k0, kl) in &self.blocks {
-            pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[m_pad * k0..]);
-        }
-        let chunk = (CHUNK_COLS / w).max(1);
-        for p0 in (0..self.panels()).step_by(chunk) {
-            for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
-                let rows_of_block = kl.div_ceil(per_row);
-                for p in p0..self.panels().min(p0 + chunk) {
-                    let panel =
-                        &data[self.block_at[bi] + p * rows_of_block * w..][..rows_of_block * w];
-                    let start = match (bi, bias) {
-                        (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
-                        (0, None) => Start::Zero,
-                        _ => Start::Accumulate,
-                    };
-                    for m0 in (0..m).step_by(mr) {
-                        let t = Tile {
-                            a: &ap,
-                            a_off: m_pad * k0 + m0 * kl,
-                            a_ks: mr,
-                            rows: mr.min(m - m0),
-                            panel,
-                            kc: kl,
-                            cols: w.min(self.n - p * w),
-                            c_off: c_off + m0 * ldc + p * w,
-                            ldc,
-                            start,
-                            gelu: gelu && bi == last,
+        with_a_scratch(m_pad * self.k, |ap| {
+            for &(k0, kl) in &self.blocks {
+                pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[m_pad * k0..]);
+            }
+            let chunk = (CHUNK_COLS / w).max(1);
+            for p0 in (0..self.panels()).step_by(chunk) {
+                for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+                    let rows_of_block = kl.div_ceil(per_row);
+                    for p in p0..self.panels().min(p0 + chunk) {
+                        let panel =
+                            &data[self.block_at[bi] + p * rows_of_block * w..][..rows_of_block * w];
+                        let start = match (bi, bias) {
+                            (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
+                            (0, None) => Start::Zero,
+                            _ => Start::Accumulate,
                         };
-                        tile(self.nv, t, c);
+                        for m0 in (0..m).step_by(mr) {
+                            let t = Tile {
+                                a: ap,
+                                a_off: m_pad * k0 + m0 * kl,
+                                a_ks: mr,
+                                rows: mr.min(m - m0),
+                                panel,
+                                kc: kl,
+                                cols: w.min(self.n - p * w),
+                                c_off: c_off + m0 * ldc + p * w,
+                                ldc,
+                                start,
+                                gelu: gelu && bi == last,
+                            };
+                            tile(self.nv, t, c);
+                        }
                     }
                 }
             }
-        }
+        })
     }
+}
+
+thread_local! {
+    /// Each thread's packed-A buffer, kept across calls: a forward makes
+    /// thousands of GEMM calls (the attention's per head), and a fresh
+    /// buffer each time cost a zeroing pass and, when large, page faults.
+    static A_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `f` on this thread's scratch, `len` long. Stale values are harmless:
+/// `pack_a` writes every element a tile reads (short tiles' rows as zeros).
+fn with_a_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    // Taken out while in use, so a nested call gets its own (empty) buffer.
+    let mut buf = A_SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    A_SCRATCH.set(buf);
+    r
 }
 
 /// `m` rows of A inside `a`, `lda` apart from `a_off`.
