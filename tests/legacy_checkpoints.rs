@@ -289,18 +289,7 @@ fn info_shows_format_and_shards() {
         ("bert_qa", "torch.save zip", 1),
         ("bert_sharded", "safetensors", 2),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
-            .args(["info", "--model"])
-            .arg(model_dir(name))
-            .args(["--device", "cpu", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = info_json(&model_dir(name), &[]);
         let f = v[0]["weights_format"].as_str().unwrap();
         assert!(f.contains(format), "{name}: {f}");
         assert_eq!(v[0]["weights_shards"], shards, "{name}");

@@ -188,24 +188,11 @@ fn loading_minilm_holds_one_copy_of_its_weights() {
         .len() as f64
         / (1 << 20) as f64;
     for dtype in ["f32", "bf16"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
-            .args([
-                "info", "--device", "cpu", "--dtype", dtype, "--format", "json", "-m",
-            ])
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
-        let v = if v.is_array() { v[0].clone() } else { v };
+        let v = common::info_json(&dir, &["--dtype", dtype]);
+        let v = &v[0];
         let peak = v["peak_rss_mib"]
             .as_f64()
-            .unwrap_or_else(|| panic!("no peak_rss_mib in {text}"));
+            .unwrap_or_else(|| panic!("no peak_rss_mib in {v}"));
         assert!(
             peak <= 1.5 * file_mib,
             "{dtype}: peak RSS {peak} MiB while loading a {file_mib:.0} MiB file: two copies of the weights were resident"

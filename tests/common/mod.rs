@@ -13,6 +13,23 @@ pub mod wants;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// `bertrt info --format json --device cpu -m DIR ARGS...` as JSON (the
+/// binary this test run built); panics with its stderr when it fails.
+pub fn info_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
+        .args(["info", "--format", "json", "--device", "cpu", "-m"])
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
