@@ -206,8 +206,7 @@ impl Packed {
     }
 
     /// As [`Packed::gemm_rows`] for bf16 weights, `a` dense `[m, k]` f32
-    /// values that are bf16 already ([`simd::round_to_bf16`]) and `c` dense
-    /// `[m, n]`.
+    /// (rounded to bf16 as it is packed) and `c` dense `[m, n]`.
     fn gemm_rows_bf16(&self, a: &[f32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
         let Storage::Bf16(data) = &self.data else {
             unreachable!("gemm_rows_bf16 on f32 weights")
@@ -233,8 +232,9 @@ impl Packed {
 
     /// The blocked loop both panel types share. A panel row holds
     /// `per_row` values of k (1 for f32, 2 for bf16 pairs). A is packed once
-    /// for every K block (block `(k0, kl)` at `m_pad * k0`), then C is
-    /// computed in column chunks whose rows stay in L2 across the K blocks.
+    /// for every K block (block `(k0, kl)` at `m_pad * k0`; rounded to bf16
+    /// for bf16 pairs), then C is computed in column chunks whose rows stay
+    /// in L2 across the K blocks.
     #[allow(clippy::too_many_arguments)]
     fn gemm_steps<P: Copy>(
         &self,
@@ -255,6 +255,9 @@ impl Packed {
         with_a_scratch(m_pad * self.k, |ap| {
             for &(k0, kl) in &self.blocks {
                 pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[m_pad * k0..]);
+            }
+            if per_row == 2 {
+                simd::round_to_bf16(ap);
             }
             let chunk = (CHUNK_COLS / w).max(1);
             for p0 in (0..self.panels()).step_by(chunk) {
@@ -616,11 +619,7 @@ impl PackedLinear {
         if self.w.is_bf16() {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
-                .for_each(|(yc, xc)| {
-                    let mut xa = vec![0f32; xc.len()];
-                    simd::round_to_bf16(xc, &mut xa);
-                    self.w.gemm_rows_bf16(&xa, Some(&self.bias), gelu, yc)
-                });
+                .for_each(|(yc, xc)| self.w.gemm_rows_bf16(xc, Some(&self.bias), gelu, yc));
         } else {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))

@@ -290,8 +290,8 @@ unsafe fn f32_kloop<const R: usize, const NV: usize>(
 
 /// The bf16 tile: the panel holds `kc.div_ceil(2)` rows of `16 * nv` bf16
 /// pairs `(w[2i, j], w[2i+1, j])` as u32, A f32 values that are bf16
-/// already (rounded by [`round_to_bf16`]). Each pair is widened to two f32
-/// registers (a shift, a mask) and multiplied by FMAs: a product of two
+/// already (rounded by [`round_to_bf16`] as A is packed). Each pair is
+/// widened to two f32 registers (a shift, a mask) and multiplied by FMAs: a product of two
 /// bf16 is exact in f32, so this is `vdpbf16ps`'s arithmetic (f32
 /// accumulation of exact products) at the FMA ports' rate, where
 /// `vdpbf16ps` issues at half of it on Sapphire Rapids (0.45 per cycle
@@ -639,27 +639,26 @@ pub fn to_bf16_pairs(src: &[f32], k: usize, dst: &mut [u32]) {
     }
 }
 
-/// Each value rounded to the nearest bf16 (ties to even), kept as f32: what
-/// [`tile_bf16`] reads as A. Needs AVX512-BF16.
-pub fn round_to_bf16(src: &[f32], dst: &mut [f32]) {
+/// Each value rounded in place to the nearest bf16 (ties to even), kept as
+/// f32: what [`tile_bf16`] reads as A. Needs AVX512-BF16.
+pub fn round_to_bf16(x: &mut [f32]) {
     assert!(features().avx512_bf16, "round_to_bf16 needs AVX512-BF16");
-    assert_eq!(src.len(), dst.len(), "round_to_bf16: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX512-BF16 present (asserted); src and dst are equally long
-    // and touched 16 at a time, the tail through masks.
+    // SAFETY: AVX512-BF16 present (asserted); x is touched 16 at a time, the
+    // tail through masks.
     unsafe {
-        round_to_bf16_avx512(src, dst)
+        round_to_bf16_avx512(x)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
-unsafe fn round_to_bf16_avx512(s: &[f32], d: &mut [f32]) {
-    for (sc, dc) in s.chunks(LANES).zip(d.chunks_mut(LANES)) {
-        let m = ((1u32 << sc.len()) - 1) as __mmask16;
-        let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(loadk(m, sc.as_ptr())));
+unsafe fn round_to_bf16_avx512(x: &mut [f32]) {
+    for c in x.chunks_mut(LANES) {
+        let m = ((1u32 << c.len()) - 1) as __mmask16;
+        let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(loadk(m, c.as_ptr())));
         let wide = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h));
-        storek(dc.as_mut_ptr(), m, _mm512_castsi512_ps(wide));
+        storek(c.as_mut_ptr(), m, _mm512_castsi512_ps(wide));
     }
 }
 
