@@ -9,5 +9,6 @@ mod native;
 pub mod ops;
 pub mod packed;
 pub mod simd;
+mod transpose;
 
 pub use engine::CpuEngine;

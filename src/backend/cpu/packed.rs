@@ -10,6 +10,7 @@
 use super::amx;
 use super::native::View;
 use super::simd::{self, Start, Tile, LANES};
+use super::transpose;
 use rayon::prelude::*;
 
 /// K block: a weight panel's block (256 x 32 f32 = 32 KiB) and a 14-row A
@@ -87,13 +88,84 @@ impl Packed {
         self.n.div_ceil(self.width())
     }
 
-    /// Packs `b` (`[k, n]`, any strides) in f32.
+    /// Packs `b` (`[k, n]`, any strides) in f32. A transposed matrix
+    /// (adjacent rows: nn.Linear weights, K^T) goes through the register
+    /// transpose 16 columns at a time, adjacent columns (V) are copied.
     pub fn f32(b: View, nv: usize) -> Packed {
+        if b.row_stride != 1 && b.col_stride != 1 {
+            return Packed::f32_any(b, nv);
+        }
+        let w = LANES * nv;
+        let mut p = Packed::empty(b.rows, b.cols, nv, 1);
+        let Storage::F32(data) = &mut p.data else {
+            unreachable!()
+        };
+        let out = data.get_mut::<f32>();
+        for (&(k0, kl), &at) in p.blocks.iter().zip(&p.block_at) {
+            for (pi, panel) in out[at..at + p.n.div_ceil(w) * kl * w]
+                .chunks_exact_mut(kl * w)
+                .enumerate()
+            {
+                let cols = w.min(b.cols - pi * w);
+                if b.row_stride == 1 {
+                    for j0 in (0..cols).step_by(LANES) {
+                        let src = b.offset + k0 + (pi * w + j0) * b.col_stride;
+                        let rows = LANES.min(cols - j0);
+                        let t = &mut panel[j0..];
+                        transpose::rows_to_k_major(
+                            b.data,
+                            src,
+                            b.col_stride,
+                            rows,
+                            kl,
+                            LANES,
+                            w,
+                            t,
+                        );
+                    }
+                } else {
+                    for (kk, row) in panel.chunks_exact_mut(w).enumerate() {
+                        b.row_into(k0 + kk, pi * w, &mut row[..cols]);
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    /// [`Packed::f32`] one element at a time, for any strides (and what the
+    /// fast forms are tested against).
+    fn f32_any(b: View, nv: usize) -> Packed {
         Packed::pack(b, nv, 1, |rows: &[Vec<f32>], out: &mut [u32]| {
             for (o, v) in out.iter_mut().zip(&rows[0]) {
                 *o = v.to_bits();
             }
         })
+    }
+
+    /// `[k, n]` in f32 (`per_step` 1) or bf16 pairs (2), all zero.
+    fn empty(k: usize, n: usize, nv: usize, per_step: usize) -> Packed {
+        let w = LANES * nv;
+        let blocks = k_blocks(k);
+        let mut block_at = Vec::with_capacity(blocks.len());
+        let mut at = 0;
+        for &(_, kl) in &blocks {
+            block_at.push(at);
+            at += kl.div_ceil(per_step) * n.div_ceil(w) * w;
+        }
+        let data = Aligned::zeroed(at);
+        Packed {
+            k,
+            n,
+            nv,
+            blocks,
+            block_at,
+            data: if per_step == 1 {
+                Storage::F32(data)
+            } else {
+                Storage::Bf16(data)
+            },
+        }
     }
 
     /// Packs `b` in bf16 (round to nearest even), pairs along K.
@@ -121,21 +193,18 @@ impl Packed {
     ) -> Packed {
         let (k, n) = (b.rows, b.cols);
         let w = LANES * nv;
-        let np = n.div_ceil(w);
-        let blocks = k_blocks(k);
-        let steps: usize = blocks.iter().map(|&(_, kl)| kl.div_ceil(per_step)).sum();
-        let mut data = Aligned::zeroed(steps * np * w);
+        let mut p = Packed::empty(k, n, nv, per_step);
+        let (Storage::F32(data) | Storage::Bf16(data)) = &mut p.data;
         let out = data.get_mut::<u32>();
         let mut rows = vec![vec![0f32; w]; per_step];
-        let (mut at, mut block_at) = (0, Vec::new());
-        for &(k0, kl) in &blocks {
-            block_at.push(at);
-            for p in 0..np {
-                let cols = w.min(n - p * w);
+        let mut at = 0;
+        for &(k0, kl) in &p.blocks {
+            for pi in 0..n.div_ceil(w) {
+                let cols = w.min(n - pi * w);
                 for kk in (k0..k0 + kl).step_by(per_step) {
                     for (r, row) in rows.iter_mut().enumerate() {
                         if kk + r < k {
-                            b.row_into(kk + r, p * w, &mut row[..cols]);
+                            b.row_into(kk + r, pi * w, &mut row[..cols]);
                             row[cols..].fill(0.0);
                         } else {
                             row.fill(0.0);
@@ -146,19 +215,7 @@ impl Packed {
                 }
             }
         }
-        let data = if per_step == 1 {
-            Storage::F32(data)
-        } else {
-            Storage::Bf16(data)
-        };
-        Packed {
-            k,
-            n,
-            nv,
-            blocks,
-            block_at,
-            data,
-        }
+        p
     }
 
     /// Bytes held (for the memory report).
@@ -328,32 +385,15 @@ const CHUNK_COLS: usize = 512;
 
 /// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
 /// rows, each k-major (`mr` values per k, short tiles zero-padded): the
-/// tile's broadcasts then read one sequential stream. Transposed 16 k at a
-/// time through a small block, so both the reads and the writes are
-/// sequential runs rather than one scattered element per step.
+/// tile's broadcasts then read one sequential stream.
 fn pack_a(a: &[f32], off: usize, lda: usize, m: usize, kc: usize, mr: usize, ap: &mut [f32]) {
-    const KB: usize = 16;
     assert!(mr <= simd::MAX_ROWS);
     for (t, tile) in ap[..m.next_multiple_of(mr) * kc]
         .chunks_mut(mr * kc)
         .enumerate()
     {
         let rows = mr.min(m - t * mr);
-        let mut block = [[0f32; KB]; simd::MAX_ROWS];
-        for k0 in (0..kc).step_by(KB) {
-            let kn = KB.min(kc - k0);
-            for (r, b) in block[..rows].iter_mut().enumerate() {
-                b[..kn].copy_from_slice(&a[off + (t * mr + r) * lda + k0..][..kn]);
-            }
-            for (kk, dst) in tile[k0 * mr..(k0 + kn) * mr]
-                .chunks_exact_mut(mr)
-                .enumerate()
-            {
-                for (d, b) in dst.iter_mut().zip(&block) {
-                    *d = b[kk];
-                }
-            }
-        }
+        transpose::rows_to_k_major(a, off + t * mr * lda, lda, rows, kc, mr, mr, tile);
     }
 }
 
@@ -737,6 +777,59 @@ fn fill_rows(x: &[f32], k: usize, d: &mut [u32]) {
                 let i = amx::a_tile_index(r, j0 * amx::PAIRS);
                 let src: &[u32; amx::PAIRS] = src.try_into().expect("16 pairs");
                 db[i..i + amx::PAIRS].copy_from_slice(src);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(p: &Packed) -> Vec<u32> {
+        let (Storage::F32(d) | Storage::Bf16(d)) = &p.data;
+        d.get::<u32>().to_vec()
+    }
+
+    /// The transposing and copying forms of f32 packing lay out every
+    /// element (and the zero padding) as the one-element-at-a-time form:
+    /// weights (`[n, k]` read transposed), K^T and V read from inside a
+    /// wider QKV row, with K blocks, panel tails and short K.
+    #[test]
+    fn fast_f32_packing_equals_the_plain_one() {
+        let data: Vec<f32> = (0..300 * 700).map(|i| i as f32 * 0.25 - 9.0).collect();
+        for nv in 1..=3 {
+            for (k, n) in [(1, 1), (7, 5), (64, 40), (70, 384), (300, 33), (520, 48)] {
+                let views = [
+                    View::row_major(&data[..n * k], n, k).t(),
+                    View {
+                        data: &data,
+                        offset: 11,
+                        rows: k,
+                        cols: n,
+                        row_stride: 1,
+                        col_stride: 3 * k + 2,
+                    },
+                    View {
+                        data: &data,
+                        offset: 5,
+                        rows: k,
+                        cols: n,
+                        row_stride: n + 9,
+                        col_stride: 1,
+                    },
+                ];
+                for (i, v) in views.into_iter().enumerate() {
+                    let (fast, plain) = (Packed::f32(v, nv), Packed::f32_any(v, nv));
+                    assert_eq!(
+                        (fast.blocks.clone(), fast.block_at.clone()),
+                        (plain.blocks.clone(), plain.block_at.clone())
+                    );
+                    assert!(
+                        bits(&fast) == bits(&plain),
+                        "view {i}, k {k}, n {n}, nv {nv}"
+                    );
+                }
             }
         }
     }

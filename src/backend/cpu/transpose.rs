@@ -1,0 +1,186 @@
+//! A SIMD module: rows of A into the k-major tiles the register tiles read
+//! (`simd::Tile::a_ks`), transposed 16 x 16 at a time in registers. The
+//! scalar transpose it replaces cost about two cycles per element, more than
+//! the product itself for the attention's P V (K = the sequence, N = 64).
+#![allow(unsafe_code)]
+
+use super::simd::{features, LANES};
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Writes `rows` rows of `kc` values of `a` (row `r` at `off + r * lda`)
+/// into `tile` k-major: element (r, k) at `k * ks + r`, rows `rows..mr`
+/// zero, nothing else written. `mr <= 16` and `mr <= ks`: A tiles have
+/// `ks = mr`; a panel of weights or K^T is written 16 columns at a time
+/// with `ks` its width.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_to_k_major(
+    a: &[f32],
+    off: usize,
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    mr: usize,
+    ks: usize,
+    tile: &mut [f32],
+) {
+    assert!(
+        (1..=LANES).contains(&mr) && (1..=mr).contains(&rows) && kc > 0 && mr <= ks,
+        "k-major tile: {rows} rows of {kc} into {mr} lanes {ks} apart"
+    );
+    let end = (rows - 1)
+        .checked_mul(lda)
+        .and_then(|x| x.checked_add(off)?.checked_add(kc));
+    assert!(
+        end.is_some_and(|e| e <= a.len()) && tile.len() >= (kc - 1) * ks + mr,
+        "k-major tile: {rows} rows of {kc} at {off} (stride {lda}) from {} values into {}",
+        a.len(),
+        tile.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512 {
+        // SAFETY: AVX-512 present; rows r < rows, k < kc of `a` lie inside it
+        // and lanes r < mr of each k at k * ks inside `tile` (both asserted
+        // above); every other access is masked off.
+        unsafe {
+            k_major_avx512(
+                a.as_ptr().add(off),
+                lda,
+                rows,
+                kc,
+                mr,
+                ks,
+                tile.as_mut_ptr(),
+            )
+        };
+        return;
+    }
+    rows_to_k_major_scalar(a, off, lda, rows, kc, mr, ks, tile);
+}
+
+/// The plain form of [`rows_to_k_major`]: where AVX-512 is missing, and
+/// what the tests check the vector form against.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_to_k_major_scalar(
+    a: &[f32],
+    off: usize,
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    mr: usize,
+    ks: usize,
+    tile: &mut [f32],
+) {
+    for k in 0..kc {
+        for (r, d) in tile[k * ks..][..mr].iter_mut().enumerate() {
+            *d = if r < rows { a[off + r * lda + k] } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn k_major_avx512(
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    mr: usize,
+    ks: usize,
+    tile: *mut f32,
+) {
+    let store = ((1u32 << mr) - 1) as __mmask16;
+    for k0 in (0..kc).step_by(LANES) {
+        let kn = LANES.min(kc - k0);
+        let load = ((1u32 << kn) - 1) as __mmask16;
+        let mut r = [_mm512_setzero_ps(); LANES];
+        for (i, ri) in r.iter_mut().enumerate() {
+            // Whole rows take a plain load: a masked one cannot be fed by
+            // the stores that just wrote the row (softmax's, a tile's).
+            let p = a.wrapping_add(i * lda + k0);
+            if i < rows && kn == LANES {
+                *ri = _mm512_loadu_ps(p);
+            } else if i < rows {
+                *ri = _mm512_maskz_loadu_ps(load, p);
+            }
+        }
+        let t = transpose16(r);
+        for (kk, tk) in t.iter().enumerate().take(kn) {
+            _mm512_mask_storeu_ps(tile.add((k0 + kk) * ks), store, *tk);
+        }
+    }
+}
+
+/// `t[c]` lane `r` = `r[r]` lane `c`: pairs of rows interleaved, then
+/// pairs of pairs (each 128-bit lane now holds one column of four rows),
+/// then the 128-bit lanes of four such vectors gathered per column.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: [__m512; LANES]) -> [__m512; LANES] {
+    // t[2i] lane j: r[2i][4j], r[2i+1][4j], r[2i][4j+1], r[2i+1][4j+1];
+    // t[2i+1] the same for 4j+2 and 4j+3.
+    let mut t = [_mm512_setzero_ps(); LANES];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + c] lane j: rows 4g..4g+4 of column 4j + c.
+    let mut u = [_mm512_setzero_ps(); LANES];
+    for g in 0..4 {
+        let t = &t[4 * g..4 * g + 4];
+        u[4 * g] = _mm512_shuffle_ps::<0x44>(t[0], t[2]);
+        u[4 * g + 1] = _mm512_shuffle_ps::<0xee>(t[0], t[2]);
+        u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(t[1], t[3]);
+        u[4 * g + 3] = _mm512_shuffle_ps::<0xee>(t[1], t[3]);
+    }
+    // Column 4j + c = lane j of u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_ps(); LANES];
+    for c in 0..4 {
+        let (a, b, cc, d) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+        let ab_lo = _mm512_shuffle_f32x4::<0x44>(a, b);
+        let ab_hi = _mm512_shuffle_f32x4::<0xee>(a, b);
+        let cd_lo = _mm512_shuffle_f32x4::<0x44>(cc, d);
+        let cd_hi = _mm512_shuffle_f32x4::<0xee>(cc, d);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(ab_lo, cd_lo);
+        out[4 + c] = _mm512_shuffle_f32x4::<0xdd>(ab_lo, cd_lo);
+        out[8 + c] = _mm512_shuffle_f32x4::<0x88>(ab_hi, cd_hi);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(ab_hi, cd_hi);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shape the packing meets (tile heights 8, 12, 14; short last
+    /// tiles; K tails; row strides wider than K; panels wider than the
+    /// tile, whose other lanes must stay untouched) equals the scalar form.
+    #[test]
+    fn the_vector_transpose_equals_the_scalar_one() {
+        assert!(features().avx512, "this test checks the AVX-512 form");
+        let a: Vec<f32> = (0..40 * 100).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for mr in [8, 12, 14, 16] {
+            for rows in [1, 2, mr - 1, mr] {
+                for kc in [1, 5, 16, 17, 33, 64] {
+                    for ((off, lda), ks) in
+                        [(0, kc), (3, 100), (101, 64)].into_iter().zip([mr, mr, 48])
+                    {
+                        let ks = ks.max(mr);
+                        let mut want = vec![f32::NAN; kc * ks + 3];
+                        let mut got = want.clone();
+                        let lda = lda.max(kc);
+                        rows_to_k_major_scalar(&a, off, lda, rows, kc, mr, ks, &mut want);
+                        rows_to_k_major(&a, off, lda, rows, kc, mr, ks, &mut got);
+                        assert_eq!(
+                            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "mr {mr}, rows {rows}, kc {kc}, off {off}, lda {lda}, ks {ks}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
