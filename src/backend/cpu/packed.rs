@@ -124,9 +124,8 @@ impl Packed {
                         );
                     }
                 } else {
-                    for (kk, row) in panel.chunks_exact_mut(w).enumerate() {
-                        b.row_into(k0 + kk, pi * w, &mut row[..cols]);
-                    }
+                    let src = b.offset + k0 * b.row_stride + pi * w;
+                    transpose::copy_rows(b.data, src, b.row_stride, kl, cols, panel, w);
                 }
             }
         }
@@ -289,9 +288,8 @@ impl Packed {
 
     /// The blocked loop both panel types share. A panel row holds
     /// `per_row` values of k (1 for f32, 2 for bf16 pairs). A is packed once
-    /// for every K block (block `(k0, kl)` at `m_pad * k0`; rounded to bf16
-    /// for bf16 pairs), then C is computed in column chunks whose rows stay
-    /// in L2 across the K blocks.
+    /// for every K block (rounded to bf16 for bf16 pairs), then C is
+    /// computed in column chunks whose rows stay in L2 across the K blocks.
     #[allow(clippy::too_many_arguments)]
     fn gemm_steps<P: Copy>(
         &self,
@@ -309,16 +307,22 @@ impl Packed {
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
         let m_pad = m.next_multiple_of(mr);
-        with_a_scratch(m_pad * self.k, |ap| {
+        // K block `(k0, kl)`'s A: `m_pad` rows of `kl` in 16-k blocks.
+        let a_len = |kl: usize| m_pad * kl.next_multiple_of(LANES);
+        let total = self.blocks.iter().map(|&(_, kl)| a_len(kl)).sum();
+        with_a_scratch(total, |ap| {
+            let mut at = 0;
             for &(k0, kl) in &self.blocks {
-                pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[m_pad * k0..]);
+                pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[at..]);
+                at += a_len(kl);
             }
             if per_row == 2 {
                 simd::round_to_bf16(ap);
             }
             let chunk = (CHUNK_COLS / w).max(1);
             for p0 in (0..self.panels()).step_by(chunk) {
-                for (bi, &(k0, kl)) in self.blocks.iter().enumerate() {
+                let mut at = 0;
+                for (bi, &(_, kl)) in self.blocks.iter().enumerate() {
                     let rows_of_block = kl.div_ceil(per_row);
                     for p in p0..self.panels().min(p0 + chunk) {
                         let panel =
@@ -331,7 +335,7 @@ impl Packed {
                         for m0 in (0..m).step_by(mr) {
                             let t = Tile {
                                 a: ap,
-                                a_off: m_pad * k0 + m0 * kl,
+                                a_off: at + m0 * kl.next_multiple_of(LANES),
                                 a_ks: mr,
                                 rows: mr.min(m - m0),
                                 panel,
@@ -345,6 +349,7 @@ impl Packed {
                             tile(self.nv, t, c);
                         }
                     }
+                    at += a_len(kl);
                 }
             }
         })
@@ -358,15 +363,17 @@ thread_local! {
     static A_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// `f` on this thread's scratch, `len` long. Stale values are harmless:
-/// `pack_a` writes every element a tile reads (short tiles' rows as zeros).
+/// `f` on this thread's scratch, `len` long, starting on a cache line (a
+/// 16-value row piece of a packed A block is then one line). Stale values
+/// are harmless: `pack_a` writes every element a tile reads.
 fn with_a_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     // Taken out while in use, so a nested call gets its own (empty) buffer.
     let mut buf = A_SCRATCH.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+    if buf.len() < len + LANES {
+        buf.resize(len + LANES, 0.0);
     }
-    let r = f(&mut buf[..len]);
+    let skip = buf.as_ptr().align_offset(64).min(LANES);
+    let r = f(&mut buf[skip..skip + len]);
     A_SCRATCH.set(buf);
     r
 }
@@ -384,16 +391,17 @@ struct Rows<'a> {
 const CHUNK_COLS: usize = 512;
 
 /// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
-/// rows, each k-major (`mr` values per k, short tiles zero-padded): the
-/// tile's broadcasts then read one sequential stream.
+/// rows in 16-k blocks ([`simd::a_index`]); a short last tile's missing
+/// rows are left as they are (the tile reads only its rows).
 fn pack_a(a: &[f32], off: usize, lda: usize, m: usize, kc: usize, mr: usize, ap: &mut [f32]) {
     assert!(mr <= simd::MAX_ROWS);
-    for (t, tile) in ap[..m.next_multiple_of(mr) * kc]
-        .chunks_mut(mr * kc)
+    let per_tile = mr * kc.next_multiple_of(LANES);
+    for (t, tile) in ap[..m.div_ceil(mr) * per_tile]
+        .chunks_mut(per_tile)
         .enumerate()
     {
         let rows = mr.min(m - t * mr);
-        transpose::rows_to_k_major(a, off + t * mr * lda, lda, rows, kc, mr, mr, tile);
+        transpose::rows_to_k_blocks(a, off + t * mr * lda, lda, rows, kc, mr, tile);
     }
 }
 

@@ -69,9 +69,11 @@ pub enum Start<'a> {
 /// `kc.div_ceil(2)` rows of `16 * nv` pairs).
 pub struct Tile<'a, P = f32> {
     pub a: &'a [f32],
-    /// A packed k-major: row `r` of step `k` at `a_off + k * a_ks + r`, so
-    /// the K loop reads each step's rows at fixed offsets from one pointer.
+    /// A packed in blocks of 16 k ([`a_index`]): the K loop reads each
+    /// step's rows at fixed offsets from one pointer, and packing A is a
+    /// copy of 16-value row pieces rather than a transpose.
     pub a_off: usize,
+    /// Rows of the packing (`rows` or more): a 16-k block is `16 * a_ks`.
     pub a_ks: usize,
     pub rows: usize,
     /// The packed weights of one panel, `16 * nv` values per row.
@@ -82,6 +84,12 @@ pub struct Tile<'a, P = f32> {
     pub ldc: usize,
     pub start: Start<'a>,
     pub gelu: bool,
+}
+
+/// Where element (r, k) of a tile's A lies, from `a_off`, with `ks` rows
+/// per 16-k block: block `k / 16` holds each row's 16 values in turn.
+pub fn a_index(r: usize, k: usize, ks: usize) -> usize {
+    k / LANES * LANES * ks + r * LANES + k % LANES
 }
 
 /// Panics unless rows `r < rows` of width `w` at `off + r * ld` fit in `len`.
@@ -95,41 +103,28 @@ fn assert_rows(what: &str, len: usize, off: usize, ld: usize, rows: usize, w: us
     );
 }
 
-/// Panics unless element (r, k) at `off + r * ld + k * ks`, r < rows,
-/// k < kc, lies in `len`.
-fn assert_strided(
-    what: &str,
-    len: usize,
-    off: usize,
-    ld: usize,
-    rows: usize,
-    ks: usize,
-    kc: usize,
-) {
-    let end = (rows.max(1) - 1).checked_mul(ld).and_then(|x| {
-        x.checked_add((kc.max(1) - 1).checked_mul(ks)?)?
-            .checked_add(off + 1)
-    });
-    assert!(
-        rows > 0 && kc > 0 && end.is_some_and(|e| e <= len),
-        "{what}: {rows} x {kc} at offset {off}, strides {ld} and {ks}, do not fit in {len} values"
-    );
-}
-
 impl<P> Tile<'_, P> {
     /// Panics unless every element the tile touches lies inside its slices
     /// and `c`, for panels `16 * nv` wide with `per_row` values of k per row.
     fn check(&self, nv: usize, per_row: usize, c_len: usize) {
         assert!((1..=3).contains(&nv) && self.rows <= max_rows(nv) && self.cols <= LANES * nv);
         let w = LANES * nv;
-        assert_strided(
-            "tile a",
-            self.a.len(),
-            self.a_off,
-            1,
+        assert!(
+            self.rows > 0 && self.kc > 0 && self.rows <= self.a_ks,
+            "tile a: {} rows of {} in blocks of {} rows",
             self.rows,
-            self.a_ks,
             self.kc,
+            self.a_ks
+        );
+        // The last block's last row ends furthest (a_ks >= rows).
+        let end = self.a_off + a_index(self.rows - 1, self.kc - 1, self.a_ks) + 1;
+        assert!(
+            end <= self.a.len(),
+            "tile a: {} x {} at {} need {end} values, have {}",
+            self.rows,
+            self.kc,
+            self.a_off,
+            self.a.len()
         );
         assert_rows("tile c", c_len, self.c_off, self.ldc, self.rows, self.cols);
         let panel_rows = self.kc.div_ceil(per_row);
@@ -265,23 +260,26 @@ unsafe fn f32_kloop<const R: usize, const NV: usize>(
     b: *const f32,
     kc: usize,
 ) -> [[__m512; NV]; R] {
-    for k in 0..kc {
-        let bk = b.add(k * NV * LANES);
-        // Prefetch hints (they never fault, hence wrapping arithmetic): the
-        // panel rows and the A tile 16 k ahead.
-        for v in 0..NV {
-            _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((16 * NV + v) * LANES).cast());
-        }
-        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 16) * aks).cast());
-        let mut bv = [_mm512_setzero_ps(); NV];
-        for v in 0..NV {
-            bv[v] = _mm512_loadu_ps(bk.add(v * LANES));
-        }
-        let ak = a.add(k * aks);
-        for r in 0..R {
-            let av = _mm512_set1_ps(*ak.add(r));
+    for k0 in (0..kc).step_by(LANES) {
+        let blk = a.add(k0 * aks);
+        for kk in 0..LANES.min(kc - k0) {
+            let bk = b.add((k0 + kk) * NV * LANES);
+            // Prefetch hints (they never fault, hence wrapping arithmetic):
+            // the panel rows 16 k ahead, and one row of A's next block.
             for v in 0..NV {
-                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((16 * NV + v) * LANES).cast());
+            }
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add((LANES * aks) + kk * LANES).cast());
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for v in 0..NV {
+                bv[v] = _mm512_loadu_ps(bk.add(v * LANES));
+            }
+            let ak = blk.add(kk);
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ak.add(r * LANES));
+                for v in 0..NV {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
             }
         }
     }
@@ -330,36 +328,40 @@ unsafe fn bf16_kloop<const R: usize, const NV: usize>(
     kc: usize,
 ) -> [[__m512; NV]; R] {
     let high = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    for k in (0..kc).step_by(2) {
-        let bk = b.add(k / 2 * NV * LANES);
-        for v in 0..NV {
-            _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((8 * NV + v) * LANES).cast());
-        }
-        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add((k + 16) * aks).cast());
-        let mut bv = [_mm512_setzero_ps(); NV];
-        for v in 0..NV {
-            let pairs = _mm512_loadu_si512(bk.add(v * LANES).cast());
-            bv[v] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pairs));
-        }
-        let ak = a.add(k * aks);
-        for r in 0..R {
-            let av = _mm512_set1_ps(*ak.add(r));
+    for k0 in (0..kc).step_by(LANES) {
+        let blk = a.add(k0 * aks);
+        for kk in (0..LANES.min(kc - k0)).step_by(2) {
+            let k = k0 + kk;
+            let bk = b.add(k / 2 * NV * LANES);
             for v in 0..NV {
-                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                _mm_prefetch::<_MM_HINT_T0>(bk.wrapping_add((8 * NV + v) * LANES).cast());
             }
-        }
-        if k + 1 == kc {
-            break;
-        }
-        for v in 0..NV {
-            let pairs = _mm512_loadu_si512(bk.add(v * LANES).cast());
-            bv[v] = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
-        }
-        let ak = ak.add(aks);
-        for r in 0..R {
-            let av = _mm512_set1_ps(*ak.add(r));
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add((LANES * aks) + kk * LANES).cast());
+            let mut bv = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
-                acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                let pairs = _mm512_loadu_si512(bk.add(v * LANES).cast());
+                bv[v] = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pairs));
+            }
+            let ak = blk.add(kk);
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ak.add(r * LANES));
+                for v in 0..NV {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
+            }
+            if k + 1 == kc {
+                break;
+            }
+            for v in 0..NV {
+                let pairs = _mm512_loadu_si512(bk.add(v * LANES).cast());
+                bv[v] = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+            }
+            let ak = ak.add(1);
+            for r in 0..R {
+                let av = _mm512_set1_ps(*ak.add(r * LANES));
+                for v in 0..NV {
+                    acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+                }
             }
         }
     }

@@ -1,12 +1,155 @@
-//! A SIMD module: rows of A into the k-major tiles the register tiles read
-//! (`simd::Tile::a_ks`), transposed 16 x 16 at a time in registers. The
-//! scalar transpose it replaces cost about two cycles per element, more than
-//! the product itself for the attention's P V (K = the sequence, N = 64).
+//! A SIMD module for packing: rows of A into the 16-k blocks the register
+//! tiles read (`simd::a_index`), and transposed sources (nn.Linear weights,
+//! K^T) into k-major panels, 16 x 16 at a time in registers. The scalar
+//! transpose these replace cost about two cycles per element, more than the
+//! product itself for the attention's P V (K = the sequence, N = 64).
 #![allow(unsafe_code)]
 
-use super::simd::{features, LANES};
+use super::simd::{self, features, LANES};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+/// `rows` rows of `cols` values from `src` (row `r` at `off + r * lds`) to
+/// `dst` (row `r` at `r * ldd`), in vector moves: what a call to memmove
+/// per short row cost showed in profiles (V's rows into panels).
+pub fn copy_rows(
+    src: &[f32],
+    off: usize,
+    lds: usize,
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    ldd: usize,
+) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let end = |ld: usize, off: usize| {
+        (rows - 1)
+            .checked_mul(ld)?
+            .checked_add(off)?
+            .checked_add(cols)
+    };
+    assert!(
+        end(lds, off).is_some_and(|e| e <= src.len())
+            && end(ldd, 0).is_some_and(|e| e <= dst.len()),
+        "copy_rows: {rows} x {cols} from {off} (stride {lds}) of {} into stride {ldd} of {}",
+        src.len(),
+        dst.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512 {
+        // SAFETY: AVX-512 present; rows r < rows, columns < cols of both
+        // lie inside them (asserted above); the tails are masked off.
+        unsafe {
+            copy_rows_avx512(
+                src.as_ptr().add(off),
+                lds,
+                rows,
+                cols,
+                dst.as_mut_ptr(),
+                ldd,
+            )
+        };
+        return;
+    }
+    for r in 0..rows {
+        dst[r * ldd..][..cols].copy_from_slice(&src[off + r * lds..][..cols]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_rows_avx512(
+    src: *const f32,
+    lds: usize,
+    rows: usize,
+    cols: usize,
+    dst: *mut f32,
+    ldd: usize,
+) {
+    for r in 0..rows {
+        let (s, d) = (src.add(r * lds), dst.add(r * ldd));
+        for j in (0..cols).step_by(LANES) {
+            let n = LANES.min(cols - j);
+            // Whole pieces take plain moves: a masked load cannot be fed by
+            // the stores that just wrote the row (softmax's, a tile's).
+            if n == LANES {
+                _mm512_storeu_ps(d.add(j), _mm512_loadu_ps(s.add(j)));
+            } else {
+                let m = ((1u32 << n) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(d.add(j), m, _mm512_maskz_loadu_ps(m, s.add(j)));
+            }
+        }
+    }
+}
+
+/// Writes `rows` rows of `kc` values of `a` (row `r` at `off + r * lda`)
+/// into `tile` in 16-k blocks of `ks` rows: element (r, k) at
+/// `simd::a_index(r, k, ks)`. Only those elements are written.
+pub fn rows_to_k_blocks(
+    a: &[f32],
+    off: usize,
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    ks: usize,
+    tile: &mut [f32],
+) {
+    assert!(
+        (1..=ks).contains(&rows) && kc > 0,
+        "k blocks: {rows} rows of {kc} in blocks of {ks} rows"
+    );
+    let end = (rows - 1)
+        .checked_mul(lda)
+        .and_then(|x| x.checked_add(off)?.checked_add(kc));
+    assert!(
+        end.is_some_and(|e| e <= a.len()) && tile.len() > simd::a_index(rows - 1, kc - 1, ks),
+        "k blocks: {rows} rows of {kc} at {off} (stride {lda}) from {} values into {}",
+        a.len(),
+        tile.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if features().avx512 {
+        // SAFETY: AVX-512 present; rows r < rows, k < kc of `a` lie inside
+        // it, and their places in `tile` inside it (both asserted above); the
+        // tail past kc is masked off.
+        unsafe { k_blocks_avx512(a.as_ptr().add(off), lda, rows, kc, ks, tile.as_mut_ptr()) };
+        return;
+    }
+    for r in 0..rows {
+        for k in 0..kc {
+            tile[simd::a_index(r, k, ks)] = a[off + r * lda + k];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn k_blocks_avx512(
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    kc: usize,
+    ks: usize,
+    tile: *mut f32,
+) {
+    for k0 in (0..kc).step_by(LANES) {
+        let kn = LANES.min(kc - k0);
+        let dst = tile.add(k0 * ks);
+        for r in 0..rows {
+            let (src, d) = (a.add(r * lda + k0), dst.add(r * LANES));
+            // Whole pieces take plain moves: a masked load cannot be fed by
+            // the stores that just wrote the row (softmax's, a tile's).
+            if kn == LANES {
+                _mm512_storeu_ps(d, _mm512_loadu_ps(src));
+            } else {
+                let m = ((1u32 << kn) - 1) as __mmask16;
+                _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, src));
+            }
+        }
+    }
+}
 
 /// Writes `rows` rows of `kc` values of `a` (row `r` at `off + r * lda`)
 /// into `tile` k-major: element (r, k) at `k * ks + r`, rows `rows..mr`
@@ -177,6 +320,36 @@ mod tests {
                             got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                             "mr {mr}, rows {rows}, kc {kc}, off {off}, lda {lda}, ks {ks}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16-k blocks hold each element where `a_index` says and write
+    /// nothing else (K tails, short tiles, strides wider than K).
+    #[test]
+    fn k_blocks_put_each_value_where_a_index_says() {
+        assert!(features().avx512, "this test checks the AVX-512 form");
+        let a: Vec<f32> = (0..40 * 100).map(|i| i as f32 * 0.5 - 7.0).collect();
+        for ks in [8, 12, 14] {
+            for rows in [1, ks - 1, ks] {
+                for kc in [1usize, 15, 16, 17, 40, 64] {
+                    for (off, lda) in [(0, kc), (3, 100)] {
+                        let len = ks * kc.next_multiple_of(LANES);
+                        let mut want = vec![f32::NAN; len];
+                        for r in 0..rows {
+                            for k in 0..kc {
+                                want[simd::a_index(r, k, ks)] = a[off + r * lda + k];
+                            }
+                        }
+                        let mut got = vec![f32::NAN; len];
+                        rows_to_k_blocks(&a, off, lda, rows, kc, ks, &mut got);
+                        assert_eq!(
+                            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "ks {ks}, rows {rows}, kc {kc}, off {off}"
                         );
                     }
                 }
