@@ -2,11 +2,12 @@
 //! the object the tasks and the CLI work through. Send + Sync: one engine
 //! serves many threads.
 
+use crate::backend::cpu::fast::Prepacked;
 use crate::backend::cpu::CpuEngine;
 use crate::batch::{Batch, SequenceIds};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{read_dir, ModelWeights, WeightFiles};
+use crate::model::{read_dir, read_dir_with, ModelWeights, WeightFiles};
 use crate::options::{Dtype, LoadOptions};
 use crate::output::{ForwardOutput, Want, Wanted};
 use crate::tokenize::{Encoded, Tokenizer, Truncation};
@@ -140,9 +141,13 @@ impl Engine {
 
     pub fn load_dir_with(dir: &Path, opts: &LoadOptions) -> Result<Engine> {
         opts.validate()?;
-        let (weights, files) = read_dir(dir)?;
+        let mut pre = prepacker(opts);
+        let (weights, files) = match &mut pre {
+            Some(p) => read_dir_with(dir, &mut p.hook())?,
+            None => read_dir(dir)?,
+        };
         let tokenizer = Tokenizer::from_dir(dir)?;
-        Self::from_weights(dir, weights, files, tokenizer, opts)
+        Self::assemble(dir, weights, files, tokenizer, opts, pre)
     }
 
     /// An engine over weights already read (see [`read_dir`]).
@@ -152,6 +157,17 @@ impl Engine {
         weight_files: WeightFiles,
         tokenizer: Tokenizer,
         opts: &LoadOptions,
+    ) -> Result<Engine> {
+        Self::assemble(dir, weights, weight_files, tokenizer, opts, None)
+    }
+
+    fn assemble(
+        dir: &Path,
+        weights: ModelWeights,
+        weight_files: WeightFiles,
+        tokenizer: Tokenizer,
+        opts: &LoadOptions,
+        pre: Option<Prepacked>,
     ) -> Result<Engine> {
         opts.validate()?;
         let mut warnings = Vec::new();
@@ -174,7 +190,7 @@ impl Engine {
         let config = weights.config.clone();
         let parameter_count = weights.parameter_count();
         let parameter_count_unshared = weights.parameter_count_unshared();
-        let backend = make_backend(weights, opts, &mut warnings)?;
+        let backend = make_backend_prepacked(weights, pre, opts, &mut warnings)?;
         Ok(Engine {
             dir: dir.to_path_buf(),
             config,
@@ -240,6 +256,15 @@ impl Engine {
     }
 }
 
+/// What packs the encoder's weights while they are read, where the options
+/// resolve to a CPU path that gains from it (bf16), else None.
+pub fn prepacker(opts: &LoadOptions) -> Option<Prepacked> {
+    match (opts.resolved_device(), opts.dtype) {
+        (Device::Cpu, Some(d)) => Prepacked::for_dtype(d),
+        _ => None,
+    }
+}
+
 /// The backend the options ask for, with a warning pushed when `Auto` falls
 /// back to the CPU.
 pub fn make_backend(
@@ -247,15 +272,30 @@ pub fn make_backend(
     opts: &LoadOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Box<dyn Backend>> {
+    make_backend_prepacked(weights, None, opts, warnings)
+}
+
+/// [`make_backend`] on weights read with the hook of [`prepacker`]`(opts)`.
+pub fn make_backend_prepacked(
+    weights: ModelWeights,
+    pre: Option<Prepacked>,
+    opts: &LoadOptions,
+    warnings: &mut Vec<String>,
+) -> Result<Box<dyn Backend>> {
     opts.validate()?;
-    let cpu = |w, warnings: &mut Vec<String>| -> Result<Box<dyn Backend>> {
-        let dtype = opts.dtype.unwrap_or(Dtype::F32);
-        let engine = CpuEngine::with_options(w, dtype, opts.threads)?;
+    if pre.is_some() && opts.resolved_device() != Device::Cpu {
+        return Err(Error::Internal(
+            "weights packed for the CPU while loading, for another device".into(),
+        ));
+    }
+    let dtype = opts.dtype.unwrap_or(Dtype::F32);
+    let cpu = |w, pre, warnings: &mut Vec<String>| -> Result<Box<dyn Backend>> {
+        let engine = CpuEngine::with_prepacked(w, dtype, opts.threads, pre)?;
         warnings.extend(engine.note.clone());
         Ok(Box::new(engine))
     };
     match opts.resolved_device() {
-        Device::Cpu => cpu(weights, warnings),
+        Device::Cpu => cpu(weights, pre, warnings),
         Device::Cuda(n) => crate::backend::cuda::load(&weights, n, opts.cuda_graphs),
         // The device copy is made from the host weights, which stay for the
         // CPU fallback: no second host copy either way.
@@ -263,7 +303,7 @@ pub fn make_backend(
             Ok(b) => Ok(b),
             Err(e) => {
                 warnings.push(format!("no usable CUDA device ({e}); running on the CPU"));
-                cpu(weights, warnings)
+                cpu(weights, None, warnings)
             }
         },
     }

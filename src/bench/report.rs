@@ -125,6 +125,9 @@ pub struct Report {
     pub iters: usize,
     pub seed: u64,
     pub profiling: Profiling,
+    /// The process's peak resident memory once the model was loaded (VmHWM,
+    /// MiB; None off Linux): the cost of loading, before any forward.
+    pub load_peak_rss_mib: Option<u64>,
     /// What `--l2-persist` did (None: not asked).
     pub l2_persist: Option<String>,
     pub cells: Vec<Cell>,
@@ -187,6 +190,9 @@ impl Report {
             self.warmup,
             self.iters
         );
+        if let Some(m) = self.load_peak_rss_mib {
+            s += &format!("peak RSS after loading: {m} MiB\n");
+        }
         if let Some(l2) = &self.l2_persist {
             s += &format!("{l2}\n");
         }

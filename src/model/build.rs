@@ -50,13 +50,31 @@ fn hf_builds_pooler(cfg: &ModelConfig) -> bool {
     }
 }
 
-struct Builder<'a, S: WeightSource> {
+/// Which encoder linear a [`build_weights_with`] hook is handed, by its
+/// index in [`ModelWeights`]'s `attention` / `ffn` blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncoderLinear {
+    Project,
+    Qkv(usize),
+    Out(usize),
+    Up(usize),
+    Down(usize),
+}
+
+/// Called on each encoder linear as soon as it is read (a CPU engine packs
+/// it and drops the f32, so loading never holds every layer's f32 at once).
+pub type LinearHook<'h> = &'h mut dyn FnMut(EncoderLinear, &mut Linear);
+
+struct Builder<'a, 'h, S: WeightSource> {
     src: &'a mut S,
     cfg: &'a ModelConfig,
     names: Names,
+    hook: LinearHook<'h>,
+    /// Attention and FFN blocks built so far: the next one's index.
+    built: (usize, usize),
 }
 
-impl<S: WeightSource> Builder<'_, S> {
+impl<S: WeightSource> Builder<'_, '_, S> {
     fn linear(&mut self, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
         Ok(Linear {
             w: self
@@ -85,20 +103,30 @@ impl<S: WeightSource> Builder<'_, S> {
             in_dim: h,
             out_dim: 3 * h,
         };
-        Ok(AttentionBlock {
+        let mut block = AttentionBlock {
             qkv,
             out: self.linear(&n.attn_out, h, h)?,
             ln: self.layer_norm(&n.attn_ln, h)?,
-        })
+        };
+        let i = self.built.0;
+        self.built.0 += 1;
+        (self.hook)(EncoderLinear::Qkv(i), &mut block.qkv);
+        (self.hook)(EncoderLinear::Out(i), &mut block.out);
+        Ok(block)
     }
 
     fn ffn(&mut self, n: &LayerNames) -> Result<FfnBlock> {
         let (h, i) = (self.cfg.hidden_size, self.cfg.intermediate_size);
-        Ok(FfnBlock {
+        let mut block = FfnBlock {
             up: self.linear(&n.ffn_in, h, i)?,
             down: self.linear(&n.ffn_out, i, h)?,
             ln: self.layer_norm(&n.ffn_ln, h)?,
-        })
+        };
+        let j = self.built.1;
+        self.built.1 += 1;
+        (self.hook)(EncoderLinear::Up(j), &mut block.up);
+        (self.hook)(EncoderLinear::Down(j), &mut block.down);
+        Ok(block)
     }
 
     fn embeddings(&mut self) -> Result<Embeddings> {
@@ -121,7 +149,9 @@ impl<S: WeightSource> Builder<'_, S> {
             Vec::new()
         };
         let project = if e != h || c.family == Family::Albert {
-            Some(self.linear(&self.names.embeddings_projection(), e, h)?)
+            let mut p = self.linear(&self.names.embeddings_projection(), e, h)?;
+            (self.hook)(EncoderLinear::Project, &mut p);
+            Some(p)
         } else {
             None
         };
@@ -252,17 +282,25 @@ impl<S: WeightSource> Builder<'_, S> {
     }
 }
 
-/// Builds every tensor the architecture in `cfg` needs from `src`.
-pub(crate) fn build_weights(
+/// Builds every tensor the architecture in `cfg` needs from `src`, handing
+/// each encoder linear to `hook` once read.
+pub(crate) fn build_weights_with(
     cfg: &ModelConfig,
     src: &mut impl WeightSource,
+    hook: LinearHook,
 ) -> Result<ModelWeights> {
     let present = src.names();
     let names = Names::detect(cfg.family, present.iter());
     for b in names.buffers() {
         src.skip(&b);
     }
-    let mut b = Builder { src, cfg, names };
+    let mut b = Builder {
+        src,
+        cfg,
+        names,
+        hook,
+        built: (0, 0),
+    };
     let embeddings = b.embeddings()?;
     let (attention, ffn, schedule) = b.blocks()?;
     let pooler_name = b.names.pooler();

@@ -2,7 +2,7 @@
 //! [`WeightStore`] with its shape checked against the config, naming the
 //! tensor on any mismatch.
 
-use super::build::{build_weights, WeightSource};
+use super::build::{build_weights_with, LinearHook, WeightSource};
 use super::*;
 use crate::error::{Error, Result};
 use crate::weights::{DType, WeightStore};
@@ -79,7 +79,7 @@ impl WeightSource for FileSource<'_> {
 
 /// Reads every tensor the architecture in `cfg` needs from `store`.
 pub fn load_weights(cfg: &ModelConfig, store: &WeightStore) -> Result<ModelWeights> {
-    build_weights(cfg, &mut FileSource { store })
+    build_weights_with(cfg, &mut FileSource { store }, &mut |_, _| {})
 }
 
 /// What a folder's weight files were, for `info` and warnings.
@@ -98,6 +98,11 @@ pub struct WeightFiles {
 /// A model folder's config.json and weights, read and checked: the one path
 /// from a folder to [`ModelWeights`] (the engine, the bench and the tests).
 pub fn read_dir(dir: &Path) -> Result<(ModelWeights, WeightFiles)> {
+    read_dir_with(dir, &mut |_, _| {})
+}
+
+/// [`read_dir`], handing each encoder linear to `hook` as it is read.
+pub fn read_dir_with(dir: &Path, hook: LinearHook) -> Result<(ModelWeights, WeightFiles)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(Error::config(
@@ -107,7 +112,7 @@ pub fn read_dir(dir: &Path) -> Result<(ModelWeights, WeightFiles)> {
     }
     let config = ModelConfig::from_file(&config_path)?;
     let store = WeightStore::open_dir(dir)?;
-    let weights = load_weights(&config, &store)?;
+    let weights = build_weights_with(&config, &mut FileSource { store: &store }, hook)?;
     let files = WeightFiles {
         source: store.source.clone(),
         format: store.format_description(),

@@ -11,8 +11,9 @@ mod load;
 mod random;
 mod types;
 
-pub use load::{load_weights, read_dir, WeightFiles};
-pub use random::random_weights;
+pub use build::{EncoderLinear, LinearHook};
+pub use load::{load_weights, read_dir, read_dir_with, WeightFiles};
+pub use random::{random_weights, random_weights_with};
 pub use types::*;
 
 use crate::config::ModelConfig;
@@ -21,7 +22,7 @@ impl ModelWeights {
     /// [`Self::parameter_count`] as if every layer had its own blocks (what
     /// ALBERT's sharing saves is the difference).
     pub fn parameter_count_unshared(&self) -> usize {
-        let lin = |l: &Linear| l.w.len() + l.b.len();
+        let lin = |l: &Linear| l.in_dim * l.out_dim + l.b.len();
         let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();
         let shared: usize = self
             .attention
@@ -48,7 +49,7 @@ impl ModelWeights {
     /// FFN blocks (shared ALBERT blocks counted once) and the pooler; the
     /// task head is not counted.
     pub fn parameter_count(&self) -> usize {
-        let lin = |l: &Linear| l.w.len() + l.b.len();
+        let lin = |l: &Linear| l.in_dim * l.out_dim + l.b.len();
         let ln = |l: &LayerNorm| l.gamma.len() + l.beta.len();
         let e = &self.embeddings;
         let mut n = e.word.len() + e.position.len() + e.token_type.len() + ln(&e.ln);

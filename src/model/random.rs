@@ -8,11 +8,11 @@
 //! for timing only; comparisons against PyTorch load the HF model's own
 //! weights from a folder instead (scripts/compare_torch.py).
 //!
-//! The layout is the one [`build_weights`] makes for files too: this source
+//! The layout is the one [`build_weights_with`] makes for files too: this source
 //! only supplies numbers, and follows HF's classes for optional modules (the
 //! pooler; the MLM decoder is tied, as HF ties it by default).
 
-use super::build::{build_weights, WeightSource};
+use super::build::{build_weights_with, LinearHook, WeightSource};
 use super::*;
 use crate::error::Result;
 use crate::rng::Rng;
@@ -67,7 +67,12 @@ impl WeightSource for SeededSource {
 
 /// Random weights shaped for `cfg`, the same for the same `seed`.
 pub fn random_weights(cfg: &ModelConfig, seed: u64) -> Result<ModelWeights> {
-    build_weights(cfg, &mut SeededSource(Rng::new(seed)))
+    random_weights_with(cfg, seed, &mut |_, _| {})
+}
+
+/// [`random_weights`], handing each encoder linear to `hook` once made.
+pub fn random_weights_with(cfg: &ModelConfig, seed: u64, hook: LinearHook) -> Result<ModelWeights> {
+    build_weights_with(cfg, &mut SeededSource(Rng::new(seed)), hook)
 }
 
 #[cfg(test)]

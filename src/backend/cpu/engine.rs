@@ -1,6 +1,6 @@
 //! The f32 CPU forward pass over a packed batch, op by op in data-flow order.
 
-use super::fast::{choose_path, FastEncoder, GemmPath};
+use super::fast::{choose_path, FastEncoder, GemmPath, Prepacked};
 use super::ops;
 use crate::batch::Batch;
 use crate::config::Activation;
@@ -61,13 +61,33 @@ impl CpuEngine {
         dtype: Dtype,
         threads: Option<usize>,
     ) -> Result<Self> {
+        Self::with_prepacked(weights, dtype, threads, None)
+    }
+
+    /// [`Self::with_options`] on weights read with `pre`'s hook
+    /// ([`Prepacked::for_dtype`] of the same dtype): its linears are used as
+    /// packed.
+    pub fn with_prepacked(
+        weights: ModelWeights,
+        dtype: Dtype,
+        threads: Option<usize>,
+        pre: Option<Prepacked>,
+    ) -> Result<Self> {
         if !dtype.on_cpu() {
             return Err(Error::Input(format!(
                 "dtype {dtype} is not available on device cpu (use f32 or bf16)"
             )));
         }
         let (path, note) = choose_path(dtype == Dtype::Bf16);
-        let mut engine = Self::with_path(weights, path, threads)?;
+        if let Some(p) = &pre {
+            if p.path() != path {
+                return Err(Error::Internal(format!(
+                    "weights packed for \"{}\" while loading, but the engine chose \"{path}\"",
+                    p.path()
+                )));
+            }
+        }
+        let mut engine = Self::build(weights, path, threads, pre)?;
         engine.note = note;
         Ok(engine)
     }
@@ -75,9 +95,18 @@ impl CpuEngine {
     /// An engine on exactly `path` (tests and benchmarks compare the paths
     /// one CPU can run); an error names the path this CPU cannot run.
     pub fn with_path(
+        weights: ModelWeights,
+        path: GemmPath,
+        threads: Option<usize>,
+    ) -> Result<Self> {
+        Self::build(weights, path, threads, None)
+    }
+
+    fn build(
         mut weights: ModelWeights,
         path: GemmPath,
         threads: Option<usize>,
+        pre: Option<Prepacked>,
     ) -> Result<Self> {
         if !path.runs_here() {
             return Err(Error::Device(format!(
@@ -94,7 +123,7 @@ impl CpuEngine {
                     .map_err(|e| Error::Device(format!("cannot start {n} CPU threads: {e}")))?,
             ),
         };
-        let fast = (path != GemmPath::Portable).then(|| FastEncoder::take(&mut weights, path));
+        let fast = (path != GemmPath::Portable).then(|| FastEncoder::take(&mut weights, path, pre));
         Ok(CpuEngine {
             weights,
             pool,

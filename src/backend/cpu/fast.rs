@@ -11,8 +11,10 @@ use super::packed::{ATiles, Packed, PackedLinear};
 use super::simd::{self, features};
 use crate::batch::Batch;
 use crate::config::Activation;
-use crate::model::{Linear, ModelWeights};
+use crate::model::{EncoderLinear, Linear, ModelWeights};
+use crate::options::Dtype;
 use rayon::prelude::*;
+use std::collections::HashMap;
 
 /// Which GEMM code the CPU engine runs, for the log and the tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,32 +127,76 @@ fn pack(l: &Linear, path: GemmPath) -> PackedLinear {
     )
 }
 
+/// Encoder linears packed while the files are read (`model::read_dir_with`'s
+/// hook), each f32 dropped at once: bf16 loading then never holds every
+/// layer's f32 weights together, only one layer's.
+pub struct Prepacked {
+    path: GemmPath,
+    linears: HashMap<EncoderLinear, PackedLinear>,
+}
+
+impl Prepacked {
+    /// For a load with `dtype` on the CPU: where the path chosen packs to
+    /// bf16 (half the bytes of the f32 read), else None (nothing to gain;
+    /// the portable path keeps the f32 weights).
+    pub fn for_dtype(dtype: Dtype) -> Option<Prepacked> {
+        let (path, _) = choose_path(dtype == Dtype::Bf16);
+        path.is_bf16().then(|| Prepacked {
+            path,
+            linears: HashMap::new(),
+        })
+    }
+
+    /// The hook for `read_dir_with` / `random_weights_with`.
+    pub fn hook(&mut self) -> impl FnMut(EncoderLinear, &mut Linear) + '_ {
+        |slot, l| {
+            self.linears.insert(slot, pack(l, self.path));
+            l.w = Vec::new();
+        }
+    }
+
+    pub fn path(&self) -> GemmPath {
+        self.path
+    }
+}
+
 impl FastEncoder {
     /// Packs the encoder's weights and frees their f32 originals (the heads
-    /// keep theirs): one copy of each weight stays in memory.
-    pub fn take(w: &mut ModelWeights, path: GemmPath) -> FastEncoder {
-        let mut packed = |l: &mut Linear| {
-            let p = pack(l, path);
+    /// keep theirs): one copy of each weight stays in memory. Linears in
+    /// `pre` (packed as they were read, for `path`) are taken as they are.
+    pub fn take(w: &mut ModelWeights, path: GemmPath, pre: Option<Prepacked>) -> FastEncoder {
+        let mut pre = pre.map(|p| p.linears);
+        let mut packed = |slot: EncoderLinear, l: &mut Linear| {
+            let p = pre
+                .as_mut()
+                .and_then(|m| m.remove(&slot))
+                .unwrap_or_else(|| pack(l, path));
             l.w = Vec::new();
             p
         };
         FastEncoder {
             path,
-            project: w.embeddings.project.as_mut().map(&mut packed),
+            project: w
+                .embeddings
+                .project
+                .as_mut()
+                .map(|l| packed(EncoderLinear::Project, l)),
             attention: w
                 .attention
                 .iter_mut()
-                .map(|a| FastAttention {
-                    qkv: packed(&mut a.qkv),
-                    out: packed(&mut a.out),
+                .enumerate()
+                .map(|(i, a)| FastAttention {
+                    qkv: packed(EncoderLinear::Qkv(i), &mut a.qkv),
+                    out: packed(EncoderLinear::Out(i), &mut a.out),
                 })
                 .collect(),
             ffn: w
                 .ffn
                 .iter_mut()
-                .map(|f| FastFfn {
-                    up: packed(&mut f.up),
-                    down: packed(&mut f.down),
+                .enumerate()
+                .map(|(i, f)| FastFfn {
+                    up: packed(EncoderLinear::Up(i), &mut f.up),
+                    down: packed(EncoderLinear::Down(i), &mut f.down),
                 })
                 .collect(),
         }

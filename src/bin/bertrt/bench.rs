@@ -22,8 +22,8 @@ use bertrt::bench::{
     self as lib, presets, Lengths, Machine, ModelInfo, Profiling, Report, Settings, Timed, Timer,
 };
 use bertrt::config::ModelConfig;
-use bertrt::engine::{make_backend, Backend};
-use bertrt::model::{random_weights, ModelWeights};
+use bertrt::engine::{make_backend_prepacked, prepacker, Backend};
+use bertrt::model::{random_weights_with, LinearHook, ModelWeights};
 use clap::{Args, ValueEnum};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,13 +99,18 @@ pub struct BenchArgs {
     hidden_out: Option<PathBuf>,
 }
 
-/// The model: config, weights, and where the weights came from.
-fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, String), String> {
+/// The model: config, weights (each encoder linear handed to `hook` as it
+/// is read), and where the weights came from.
+fn load_model(
+    spec: &str,
+    seed: u64,
+    hook: LinearHook,
+) -> Result<(ModelConfig, ModelWeights, String), String> {
     let s = |e: bertrt::Error| e.to_string();
     let path = Path::new(spec);
     if path.is_file() {
         let cfg = ModelConfig::from_file(path).map_err(s)?;
-        let w = random_weights(&cfg, seed).map_err(s)?;
+        let w = random_weights_with(&cfg, seed, &mut *hook).map_err(s)?;
         return Ok((
             cfg,
             w,
@@ -115,7 +120,7 @@ fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, Strin
     if !path.exists() {
         if let Some(p) = presets::find(spec) {
             let cfg = p.config().map_err(s)?;
-            let w = random_weights(&cfg, seed).map_err(s)?;
+            let w = random_weights_with(&cfg, seed, &mut *hook).map_err(s)?;
             return Ok((
                 cfg,
                 w,
@@ -129,7 +134,7 @@ fn load_model(spec: &str, seed: u64) -> Result<(ModelConfig, ModelWeights, Strin
             presets::names().join(", ")
         )
     })?;
-    let (w, files) = bertrt::model::read_dir(&dir).map_err(s)?;
+    let (w, files) = bertrt::model::read_dir_with(&dir, hook).map_err(s)?;
     Ok((w.config.clone(), w, files.source.display().to_string()))
 }
 
@@ -178,10 +183,16 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         return Err("--iters must be at least 1".into());
     }
 
-    let (cfg, weights, source) = load_model(&a.model, a.seed)?;
+    let mut pre = prepacker(&options);
+    let (cfg, weights, source) = match &mut pre {
+        Some(p) => load_model(&a.model, a.seed, &mut p.hook())?,
+        None => load_model(&a.model, a.seed, &mut |_, _| {})?,
+    };
     let parameters = weights.parameter_count();
     let mut warnings = Vec::new();
-    let backend = make_backend(weights, &options, &mut warnings).map_err(|e| e.to_string())?;
+    let backend =
+        make_backend_prepacked(weights, pre, &options, &mut warnings).map_err(|e| e.to_string())?;
+    let load_peak_rss_mib = crate::peak_rss_mib();
     let on_cpu = backend.describe().starts_with("cpu");
     for w in &warnings {
         eprintln!("bertrt: warning: {w}");
@@ -253,6 +264,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         iters: a.iters,
         seed: a.seed,
         profiling,
+        load_peak_rss_mib,
         l2_persist,
         cells: Vec::new(),
         skipped: Vec::new(),

@@ -36,8 +36,8 @@ fn err(e: bertrt::Error) -> String {
 }
 
 /// This process's peak resident memory so far (VmHWM; None off Linux): for
-/// `info`, the cost of loading the model.
-fn peak_rss_mib() -> Option<u64> {
+/// `info` and `bench`, the cost of loading the model.
+pub(crate) fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
