@@ -550,21 +550,11 @@ fn bf16_loading_never_holds_the_whole_encoder_in_f32() {
     let cfg_path = dir.join("config.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let load_peak = |dtype: &str| -> (f64, String) {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
-            .args(["bench", "--device", "cpu", "--batch", "1", "--seq", "8"])
-            .args([
-                "--iters", "1", "--warmup", "0", "--format", "json", "--dtype", dtype,
-            ])
-            .arg("--model")
-            .arg(&cfg_path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let cfg = cfg_path.to_str().unwrap();
+        let v = common::bertrt_json(&[
+            "bench", "--device", "cpu", "--batch", "1", "--seq", "8", "--iters", "1", "--warmup",
+            "0", "--format", "json", "--dtype", dtype, "--model", cfg,
+        ]);
         let peak = v["load_peak_rss_mib"].as_f64();
         (
             peak.unwrap_or_else(|| panic!("no load_peak_rss_mib in {v}")),

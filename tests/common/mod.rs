@@ -16,9 +16,18 @@ use std::path::PathBuf;
 /// `bertrt info --format json --device cpu -m DIR ARGS...` as JSON (the
 /// binary this test run built); panics with its stderr when it fails.
 pub fn info_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let mut all: Vec<&std::ffi::OsStr> = ["info", "--format", "json", "--device", "cpu", "-m"]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+    all.push(dir.as_os_str());
+    all.extend(args.iter().map(std::ffi::OsStr::new));
+    bertrt_json(&all)
+}
+
+/// `bertrt ARGS` (a command printing JSON), which must succeed: its output.
+pub fn bertrt_json<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bertrt"))
-        .args(["info", "--format", "json", "--device", "cpu", "-m"])
-        .arg(dir)
         .args(args)
         .output()
         .unwrap();

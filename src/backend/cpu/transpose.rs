@@ -1,13 +1,21 @@
 //! A SIMD module for packing: rows of A into the 16-k blocks the register
-//! tiles read (`simd::a_index`), and transposed sources (nn.Linear weights,
+//! tiles read (`super::simd::a_index`), and transposed sources (nn.Linear weights,
 //! K^T) into k-major panels, 16 x 16 at a time in registers. The scalar
 //! transpose these replace cost about two cycles per element, more than the
 //! product itself for the attention's P V (K = the sequence, N = 64).
 #![allow(unsafe_code)]
 
-use super::simd::{self, features, LANES};
+use super::simd::{features, LANES};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+
+/// Whether rows `r < rows` of `cols` values at `off + r * ld` lie in `len`.
+fn rows_fit(len: usize, off: usize, ld: usize, rows: usize, cols: usize) -> bool {
+    let end = (rows.max(1) - 1)
+        .checked_mul(ld)
+        .and_then(|x| x.checked_add(off)?.checked_add(cols));
+    end.is_some_and(|e| e <= len)
+}
 
 /// `rows` rows of `cols` values from `src` (row `r` at `off + r * lds`) to
 /// `dst` (row `r` at `r * ldd`), in vector moves: what a call to memmove
@@ -24,15 +32,8 @@ pub fn copy_rows(
     if rows == 0 || cols == 0 {
         return;
     }
-    let end = |ld: usize, off: usize| {
-        (rows - 1)
-            .checked_mul(ld)?
-            .checked_add(off)?
-            .checked_add(cols)
-    };
     assert!(
-        end(lds, off).is_some_and(|e| e <= src.len())
-            && end(ldd, 0).is_some_and(|e| e <= dst.len()),
+        rows_fit(src.len(), off, lds, rows, cols) && rows_fit(dst.len(), 0, ldd, rows, cols),
         "copy_rows: {rows} x {cols} from {off} (stride {lds}) of {} into stride {ldd} of {}",
         src.len(),
         dst.len()
@@ -86,7 +87,8 @@ unsafe fn copy_rows_avx512(
 
 /// Writes `rows` rows of `kc` values of `a` (row `r` at `off + r * lda`)
 /// into `tile` in 16-k blocks of `ks` rows: element (r, k) at
-/// `simd::a_index(r, k, ks)`. Only those elements are written.
+/// `simd::a_index(r, k, ks)`, each block's row pieces 16 apart. Only those
+/// elements are written.
 pub fn rows_to_k_blocks(
     a: &[f32],
     off: usize,
@@ -100,54 +102,9 @@ pub fn rows_to_k_blocks(
         (1..=ks).contains(&rows) && kc > 0,
         "k blocks: {rows} rows of {kc} in blocks of {ks} rows"
     );
-    let end = (rows - 1)
-        .checked_mul(lda)
-        .and_then(|x| x.checked_add(off)?.checked_add(kc));
-    assert!(
-        end.is_some_and(|e| e <= a.len()) && tile.len() > simd::a_index(rows - 1, kc - 1, ks),
-        "k blocks: {rows} rows of {kc} at {off} (stride {lda}) from {} values into {}",
-        a.len(),
-        tile.len()
-    );
-    #[cfg(target_arch = "x86_64")]
-    if features().avx512 {
-        // SAFETY: AVX-512 present; rows r < rows, k < kc of `a` lie inside
-        // it, and their places in `tile` inside it (both asserted above); the
-        // tail past kc is masked off.
-        unsafe { k_blocks_avx512(a.as_ptr().add(off), lda, rows, kc, ks, tile.as_mut_ptr()) };
-        return;
-    }
-    for r in 0..rows {
-        for k in 0..kc {
-            tile[simd::a_index(r, k, ks)] = a[off + r * lda + k];
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn k_blocks_avx512(
-    a: *const f32,
-    lda: usize,
-    rows: usize,
-    kc: usize,
-    ks: usize,
-    tile: *mut f32,
-) {
     for k0 in (0..kc).step_by(LANES) {
         let kn = LANES.min(kc - k0);
-        let dst = tile.add(k0 * ks);
-        for r in 0..rows {
-            let (src, d) = (a.add(r * lda + k0), dst.add(r * LANES));
-            // Whole pieces take plain moves: a masked load cannot be fed by
-            // the stores that just wrote the row (softmax's, a tile's).
-            if kn == LANES {
-                _mm512_storeu_ps(d, _mm512_loadu_ps(src));
-            } else {
-                let m = ((1u32 << kn) - 1) as __mmask16;
-                _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, src));
-            }
-        }
+        copy_rows(a, off + k0, lda, rows, kn, &mut tile[k0 * ks..], LANES);
     }
 }
 
@@ -171,11 +128,8 @@ pub fn rows_to_k_major(
         (1..=LANES).contains(&mr) && (1..=mr).contains(&rows) && kc > 0 && mr <= ks,
         "k-major tile: {rows} rows of {kc} into {mr} lanes {ks} apart"
     );
-    let end = (rows - 1)
-        .checked_mul(lda)
-        .and_then(|x| x.checked_add(off)?.checked_add(kc));
     assert!(
-        end.is_some_and(|e| e <= a.len()) && tile.len() >= (kc - 1) * ks + mr,
+        rows_fit(a.len(), off, lda, rows, kc) && tile.len() >= (kc - 1) * ks + mr,
         "k-major tile: {rows} rows of {kc} at {off} (stride {lda}) from {} values into {}",
         a.len(),
         tile.len()
@@ -296,6 +250,7 @@ unsafe fn transpose16(r: [__m512; LANES]) -> [__m512; LANES] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu::simd;
 
     /// Every shape the packing meets (tile heights 8, 12, 14; short last
     /// tiles; K tails; row strides wider than K; panels wider than the
