@@ -7,7 +7,7 @@ use crate::backend::cpu::CpuEngine;
 use crate::batch::{Batch, SequenceIds};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{read_dir, read_dir_with, ModelWeights, WeightFiles};
+use crate::model::{read_dir_with, ModelWeights, WeightFiles};
 use crate::options::{Dtype, LoadOptions};
 use crate::output::{ForwardOutput, Want, Wanted};
 use crate::tokenize::{Encoded, Tokenizer, Truncation};
@@ -142,15 +142,12 @@ impl Engine {
     pub fn load_dir_with(dir: &Path, opts: &LoadOptions) -> Result<Engine> {
         opts.validate()?;
         let mut pre = prepacker(opts);
-        let (weights, files) = match &mut pre {
-            Some(p) => read_dir_with(dir, &mut p.hook())?,
-            None => read_dir(dir)?,
-        };
+        let (weights, files) = read_dir_with(dir, &mut Prepacked::hook(&mut pre))?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         Self::assemble(dir, weights, files, tokenizer, opts, pre)
     }
 
-    /// An engine over weights already read (see [`read_dir`]).
+    /// An engine over weights already read (see [`crate::model::read_dir`]).
     pub fn from_weights(
         dir: &Path,
         weights: ModelWeights,

@@ -147,11 +147,14 @@ impl Prepacked {
         })
     }
 
-    /// The hook for `read_dir_with` / `random_weights_with`.
-    pub fn hook(&mut self) -> impl FnMut(EncoderLinear, &mut Linear) + '_ {
-        |slot, l| {
-            self.linears.insert(slot, pack(l, self.path));
-            l.w = Vec::new();
+    /// The hook for `read_dir_with` / `random_weights_with`: packs into
+    /// `pre` where there is one, else leaves the linears as read.
+    pub fn hook(pre: &mut Option<Prepacked>) -> impl FnMut(EncoderLinear, &mut Linear) + '_ {
+        move |slot, l| {
+            if let Some(p) = pre {
+                p.linears.insert(slot, pack(l, p.path));
+                l.w = Vec::new();
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 //! on given token ids and writes the last hidden states, for checking against
 //! PyTorch (scripts/compare_torch.py) before any speed is reported.
 
+use bertrt::backend::cpu::fast::Prepacked;
 use bertrt::batch::{Batch, SequenceIds};
 use bertrt::bench::{
     self as lib, presets, Lengths, Machine, ModelInfo, Profiling, Report, Settings, Timed, Timer,
@@ -184,10 +185,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     }
 
     let mut pre = prepacker(&options);
-    let (cfg, weights, source) = match &mut pre {
-        Some(p) => load_model(&a.model, a.seed, &mut p.hook())?,
-        None => load_model(&a.model, a.seed, &mut |_, _| {})?,
-    };
+    let (cfg, weights, source) = load_model(&a.model, a.seed, &mut Prepacked::hook(&mut pre))?;
     let parameters = weights.parameter_count();
     let mut warnings = Vec::new();
     let backend =
