@@ -7,7 +7,7 @@
 //! `cargo bench` finishes in a few minutes on 2 cores.
 
 use bertrt::backend::cpu::packed::PackedLinear;
-use bertrt::backend::cpu::{ops, simd};
+use bertrt::backend::cpu::{amx, ops, simd};
 use bertrt::config::Activation;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
@@ -80,17 +80,77 @@ fn peak_fractions() {
         let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
         let mut y = vec![0f32; TOKENS * n];
         let p = PackedLinear::new(&w, &b, n, k, false, false);
-        p.forward(&x, false, &mut y);
-        let best = (0..5)
-            .map(|_| {
-                let t = std::time::Instant::now();
-                p.forward(black_box(&x), false, &mut y);
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min);
-        let gflops = (2 * TOKENS * n * k) as f64 / best / 1e9;
+        let gflops = best_gflops(2 * TOKENS * n * k, || {
+            p.forward(black_box(&x), false, &mut y)
+        });
         eprintln!(
             "{name} f32 tiles: {gflops:.0} GFLOP/s = {:.0}% of the f32 FMA peak",
+            100.0 * gflops / peak
+        );
+    }
+    amx_fractions(peak);
+}
+
+/// GFLOP/s of the fastest of 5 calls of `f` (after one untimed call).
+fn best_gflops(flops: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let best = (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    flops as f64 / best / 1e9
+}
+
+/// Where the CPU has AMX: one `amx::Tiles::block` whose A and B stay in L1,
+/// and the four bf16 linears, against AMX's nominal 1024 bf16 flops per
+/// cycle per core at the clock the FMA peak implies (`fma_peak` / 64 per
+/// core). VMs differ widely here (see docs/perf/cpu.md), so this says
+/// whether a slow bf16 run is the tile unit or our code.
+fn amx_fractions(fma_peak: f64) {
+    if !amx::available() {
+        eprintln!("AMX fraction: no AMX on this CPU (or the OS refused the tile state)");
+        return;
+    }
+    let peak = fma_peak * 1024.0 / 64.0;
+    eprintln!("AMX bf16 nominal peak at that clock: {peak:.0} GFLOP/s");
+    // K = 256: A and B are 16 KiB each; 1.0 in every bf16.
+    let k = 256;
+    let ones = vec![0x3f80_3f80u32; k / 32 * amx::STEP];
+    let reps = 20_000;
+    let block: f64 = rayon::broadcast(|_| {
+        let tiles = amx::Tiles::configure();
+        let mut c = vec![0f32; 32 * 32];
+        tiles.block(&ones, &[&ones], None, &mut c, 0, 32);
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            tiles.block(black_box(&ones), &[&ones], None, &mut c, 0, 32);
+        }
+        (2 * 32 * 32 * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
+    })
+    .iter()
+    .sum();
+    eprintln!(
+        "AMX block, A and B in L1: {block:.0} GFLOP/s = {:.0}% of the AMX peak",
+        100.0 * block / peak
+    );
+    for (name, n, k) in [
+        ("qkv", 3 * H, H),
+        ("attn_out", H, H),
+        ("ffn_up", I, H),
+        ("ffn_down", H, I),
+    ] {
+        let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
+        let mut y = vec![0f32; TOKENS * n];
+        let p = PackedLinear::new(&w, &b, n, k, true, true);
+        assert!(p.on_amx(), "{name}: the bf16 linear is not on AMX");
+        let gflops = best_gflops(2 * TOKENS * n * k, || {
+            p.forward(black_box(&x), false, &mut y)
+        });
+        eprintln!(
+            "{name} AMX bf16: {gflops:.0} GFLOP/s = {:.0}% of the AMX peak",
             100.0 * gflops / peak
         );
     }
