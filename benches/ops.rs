@@ -28,15 +28,17 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// (name, n = out, k = in): the four GEMMs of a BERT-base layer.
+const LINEARS: [(&str, usize, usize); 4] = [
+    ("qkv", 3 * H, H),
+    ("attn_out", H, H),
+    ("ffn_up", I, H),
+    ("ffn_down", H, I),
+];
+
 fn linear(c: &mut Criterion) {
     let mut g = c.benchmark_group("linear (elements = FLOPs)");
-    // (name, n = out, k = in): the four GEMMs of a BERT-base layer.
-    for (name, n, k) in [
-        ("qkv", 3 * H, H),
-        ("attn_out", H, H),
-        ("ffn_up", I, H),
-        ("ffn_down", H, I),
-    ] {
+    for (name, n, k) in LINEARS {
         let x = data(TOKENS * k, 1);
         let w = data(n * k, 2);
         let b = data(n, 3);
@@ -59,6 +61,10 @@ fn linear(c: &mut Criterion) {
 /// The f32 tiles' GFLOP/s as a fraction of this CPU's f32 FMA peak, the peak
 /// measured here (every rayon thread running 24 FMA chains: the sustained
 /// clock times 2 FMA ports x 16 lanes x 2 flops), not read from a data sheet.
+/// Where the CPU has AMX, also the bf16 linears and one `amx::Tiles::block`
+/// whose A and B stay in L1, against AMX's nominal 1024 bf16 flops per cycle
+/// per core at that clock: VMs differ widely there (docs/perf/cpu.md), and
+/// this tells a slow tile unit from slow code.
 fn peak_fractions() {
     if !simd::features().avx512 {
         eprintln!("peak fraction: no AVX-512 on this CPU, the tiles do not run here");
@@ -71,24 +77,30 @@ fn peak_fractions() {
         "f32 FMA peak, measured on {} threads: {peak:.0} GFLOP/s",
         rayon::current_num_threads()
     );
-    for (name, n, k) in [
-        ("qkv", 3 * H, H),
-        ("attn_out", H, H),
-        ("ffn_up", I, H),
-        ("ffn_down", H, I),
-    ] {
+    let amx_peak = amx::available().then(|| amx_block_fraction(peak * 1024.0 / 64.0));
+    if amx_peak.is_none() {
+        eprintln!("AMX fraction: no AMX on this CPU (or the OS refused the tile state)");
+    }
+    for (name, n, k) in LINEARS {
         let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
         let mut y = vec![0f32; TOKENS * n];
+        let flops = 2 * TOKENS * n * k;
         let p = PackedLinear::new(&w, &b, n, k, false, false);
-        let gflops = best_gflops(2 * TOKENS * n * k, || {
-            p.forward(black_box(&x), false, &mut y)
-        });
+        let gflops = best_gflops(flops, || p.forward(black_box(&x), false, &mut y));
         eprintln!(
             "{name} f32 tiles: {gflops:.0} GFLOP/s = {:.0}% of the f32 FMA peak",
             100.0 * gflops / peak
         );
+        if let Some(amx_peak) = amx_peak {
+            let p = PackedLinear::new(&w, &b, n, k, true, true);
+            assert!(p.on_amx(), "{name}: the bf16 linear is not on AMX");
+            let gflops = best_gflops(flops, || p.forward(black_box(&x), false, &mut y));
+            eprintln!(
+                "{name} AMX bf16: {gflops:.0} GFLOP/s = {:.0}% of the AMX peak",
+                100.0 * gflops / amx_peak
+            );
+        }
     }
-    amx_fractions(peak);
 }
 
 /// GFLOP/s of the fastest of 5 calls of `f` (after one untimed call).
@@ -104,17 +116,9 @@ fn best_gflops(flops: usize, mut f: impl FnMut()) -> f64 {
     flops as f64 / best / 1e9
 }
 
-/// Where the CPU has AMX: one `amx::Tiles::block` whose A and B stay in L1,
-/// and the four bf16 linears, against AMX's nominal 1024 bf16 flops per
-/// cycle per core at the clock the FMA peak implies (`fma_peak` / 64 per
-/// core). VMs differ widely here (see docs/perf/cpu.md), so this says
-/// whether a slow bf16 run is the tile unit or our code.
-fn amx_fractions(fma_peak: f64) {
-    if !amx::available() {
-        eprintln!("AMX fraction: no AMX on this CPU (or the OS refused the tile state)");
-        return;
-    }
-    let peak = fma_peak * 1024.0 / 64.0;
+/// Prints the AMX peak and one in-L1 block's share of it, on every thread
+/// at once; returns the peak.
+fn amx_block_fraction(peak: f64) -> f64 {
     eprintln!("AMX bf16 nominal peak at that clock: {peak:.0} GFLOP/s");
     // K = 256: A and B are 16 KiB each; 1.0 in every bf16.
     let k = 256;
@@ -136,24 +140,7 @@ fn amx_fractions(fma_peak: f64) {
         "AMX block, A and B in L1: {block:.0} GFLOP/s = {:.0}% of the AMX peak",
         100.0 * block / peak
     );
-    for (name, n, k) in [
-        ("qkv", 3 * H, H),
-        ("attn_out", H, H),
-        ("ffn_up", I, H),
-        ("ffn_down", H, I),
-    ] {
-        let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
-        let mut y = vec![0f32; TOKENS * n];
-        let p = PackedLinear::new(&w, &b, n, k, true, true);
-        assert!(p.on_amx(), "{name}: the bf16 linear is not on AMX");
-        let gflops = best_gflops(2 * TOKENS * n * k, || {
-            p.forward(black_box(&x), false, &mut y)
-        });
-        eprintln!(
-            "{name} AMX bf16: {gflops:.0} GFLOP/s = {:.0}% of the AMX peak",
-            100.0 * gflops / peak
-        );
-    }
+    peak
 }
 
 fn attention(c: &mut Criterion) {
