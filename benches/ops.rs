@@ -77,9 +77,10 @@ fn peak_fractions() {
         "f32 FMA peak, measured on {} threads: {peak:.0} GFLOP/s",
         rayon::current_num_threads()
     );
-    let amx_peak = amx::available().then(|| amx_block_fraction(peak * 1024.0 / 64.0));
-    if amx_peak.is_none() {
-        eprintln!("AMX fraction: no AMX on this CPU (or the OS refused the tile state)");
+    let amx_peak = amx::available().then_some(peak * 1024.0 / 64.0);
+    match amx_peak {
+        Some(amx_peak) => amx_block_fraction(amx_peak),
+        None => eprintln!("AMX fraction: no AMX on this CPU (or the OS refused the tile state)"),
     }
     for (name, n, k) in LINEARS {
         let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
@@ -117,8 +118,8 @@ fn best_gflops(flops: usize, mut f: impl FnMut()) -> f64 {
 }
 
 /// Prints the AMX peak and one in-L1 block's share of it, on every thread
-/// at once; returns the peak.
-fn amx_block_fraction(peak: f64) -> f64 {
+/// at once.
+fn amx_block_fraction(peak: f64) {
     eprintln!("AMX bf16 nominal peak at that clock: {peak:.0} GFLOP/s");
     // K = 256: A and B are 16 KiB each; 1.0 in every bf16.
     let k = 256;
@@ -140,7 +141,6 @@ fn amx_block_fraction(peak: f64) -> f64 {
         "AMX block, A and B in L1: {block:.0} GFLOP/s = {:.0}% of the AMX peak",
         100.0 * block / peak
     );
-    peak
 }
 
 fn attention(c: &mut Criterion) {
