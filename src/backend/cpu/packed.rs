@@ -310,71 +310,109 @@ impl Packed {
         // K block `(k0, kl)`'s A: `m_pad` rows of `kl` in 16-k blocks.
         let a_len = |kl: usize| m_pad * kl.next_multiple_of(LANES);
         let total = self.blocks.iter().map(|&(_, kl)| a_len(kl)).sum();
-        with_a_scratch(total, |ap| {
-            let mut at = 0;
-            for &(k0, kl) in &self.blocks {
-                pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[at..]);
-                at += a_len(kl);
-            }
-            if per_row == 2 {
-                simd::round_to_bf16(ap);
-            }
-            let chunk = (CHUNK_COLS / w).max(1);
-            for p0 in (0..self.panels()).step_by(chunk) {
+        let chunk = (CHUNK_COLS / w).min(self.panels()).max(1);
+        // With several K blocks, the partial sums go to a buffer of whole
+        // tiles (`mr * w` each, rows `w` apart) rather than to C, whose rows
+        // may be kilobytes apart: only the last K block touches C.
+        let tile_len = mr * w;
+        let partial_len = if last > 0 {
+            m_pad / mr * chunk * tile_len
+        } else {
+            0
+        };
+        with_scratch(&A_SCRATCH, total, |ap| {
+            with_scratch(&PARTIAL_SCRATCH, partial_len, |partial| {
                 let mut at = 0;
-                for (bi, &(_, kl)) in self.blocks.iter().enumerate() {
-                    let rows_of_block = kl.div_ceil(per_row);
-                    for p in p0..self.panels().min(p0 + chunk) {
-                        let panel =
-                            &data[self.block_at[bi] + p * rows_of_block * w..][..rows_of_block * w];
-                        let start = match (bi, bias) {
-                            (0, Some(b)) => Start::Bias(&b[p * w..(p + 1) * w]),
-                            (0, None) => Start::Zero,
-                            _ => Start::Accumulate,
-                        };
-                        for m0 in (0..m).step_by(mr) {
-                            let t = Tile {
-                                a: ap,
-                                a_off: at + m0 * kl.next_multiple_of(LANES),
-                                a_ks: mr,
-                                rows: mr.min(m - m0),
-                                panel,
-                                kc: kl,
-                                cols: w.min(self.n - p * w),
-                                c_off: c_off + m0 * ldc + p * w,
-                                ldc,
-                                start,
-                                gelu: gelu && bi == last,
-                            };
-                            tile(self.nv, t, c);
-                        }
-                    }
+                for &(k0, kl) in &self.blocks {
+                    pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[at..]);
                     at += a_len(kl);
                 }
-            }
+                if per_row == 2 {
+                    simd::round_to_bf16(ap);
+                }
+                for p0 in (0..self.panels()).step_by(chunk) {
+                    let mut at = 0;
+                    for (bi, &(_, kl)) in self.blocks.iter().enumerate() {
+                        let rows_of_block = kl.div_ceil(per_row);
+                        for p in p0..self.panels().min(p0 + chunk) {
+                            let panel = &data[self.block_at[bi] + p * rows_of_block * w..]
+                                [..rows_of_block * w];
+                            for m0 in (0..m).step_by(mr) {
+                                let at_partial = (m0 / mr * chunk + p - p0) * tile_len;
+                                let first = match bias {
+                                    Some(b) => Start::Bias(&b[p * w..(p + 1) * w]),
+                                    None => Start::Zero,
+                                };
+                                let t = Tile {
+                                    a: ap,
+                                    a_off: at + m0 * kl.next_multiple_of(LANES),
+                                    a_ks: mr,
+                                    rows: mr.min(m - m0),
+                                    panel,
+                                    kc: kl,
+                                    cols: w.min(self.n - p * w),
+                                    c_off: c_off + m0 * ldc + p * w,
+                                    ldc,
+                                    start: first,
+                                    gelu: gelu && bi == last,
+                                };
+                                if bi == last {
+                                    let start = match bi {
+                                        0 => first,
+                                        _ => Start::From {
+                                            src: &partial[at_partial..at_partial + tile_len],
+                                            ld: w,
+                                        },
+                                    };
+                                    tile(self.nv, Tile { start, ..t }, c);
+                                } else {
+                                    let start = match bi {
+                                        0 => first,
+                                        _ => Start::Accumulate,
+                                    };
+                                    let t = Tile {
+                                        start,
+                                        c_off: at_partial,
+                                        ldc: w,
+                                        ..t
+                                    };
+                                    tile(self.nv, t, partial);
+                                }
+                            }
+                        }
+                        at += a_len(kl);
+                    }
+                }
+            })
         })
     }
 }
+
+type Scratch = std::thread::LocalKey<std::cell::Cell<Vec<f32>>>;
 
 thread_local! {
     /// Each thread's packed-A buffer, kept across calls: a forward makes
     /// thousands of GEMM calls (the attention's per head), and a fresh
     /// buffer each time cost a zeroing pass and, when large, page faults.
     static A_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's partial sums between K blocks, kept likewise.
+    static PARTIAL_SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// `f` on this thread's scratch, `len` long, starting on a cache line (a
-/// 16-value row piece of a packed A block is then one line). Stale values
-/// are harmless: `pack_a` writes every element a tile reads.
-fn with_a_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+/// `f` on this thread's `key` buffer, `len` long, starting on a cache line
+/// (a 16-value row piece of a packed A block, or a tile row of partial
+/// sums, is then one line). Stale values are harmless: `pack_a` writes
+/// every element a tile reads, and the first K block writes every partial
+/// sum a later one reads.
+fn with_scratch<R>(key: &'static Scratch, len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     // Taken out while in use, so a nested call gets its own (empty) buffer.
-    let mut buf = A_SCRATCH.take();
+    let mut buf = key.take();
     if buf.len() < len + LANES {
         buf.resize(len + LANES, 0.0);
     }
     let skip = buf.as_ptr().align_offset(64).min(LANES);
     let r = f(&mut buf[skip..skip + len]);
-    A_SCRATCH.set(buf);
+    key.set(buf);
     r
 }
 

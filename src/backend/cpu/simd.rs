@@ -61,6 +61,12 @@ pub enum Start<'a> {
     Bias(&'a [f32]),
     /// Continue from what `c` holds (a later K block).
     Accumulate,
+    /// Continue from rows `ld` apart at the start of `src` (a later K
+    /// block whose partial sums were kept apart from `c`).
+    From {
+        src: &'a [f32],
+        ld: usize,
+    },
 }
 
 /// One register tile's job: `c[r, j] (+)= sum_k a[r, k] * panel[k, j]` for
@@ -133,8 +139,12 @@ impl<P> Tile<'_, P> {
             "tile panel: {} values for {panel_rows} x {w}",
             self.panel.len(),
         );
-        if let Start::Bias(b) = self.start {
-            assert!(b.len() >= w, "tile bias: {} values for {w}", b.len());
+        match self.start {
+            Start::Bias(b) => assert!(b.len() >= w, "tile bias: {} values for {w}", b.len()),
+            Start::From { src, ld } => {
+                assert_rows("tile start", src.len(), 0, ld, self.rows, self.cols)
+            }
+            Start::Zero | Start::Accumulate => {}
         }
     }
 }
@@ -144,7 +154,7 @@ macro_rules! dispatch_rows {
     ($kernel:ident, $v:literal, $t:expr, $c:expr, $($mr:literal)*) => {
         match $t.rows {
             // SAFETY: the caller asserted the CPU features the kernel needs,
-            // and Tile::check that a, panel, bias and c cover every element
+            // and Tile::check that a, panel, the start and c cover every element
             // the tile reads or writes; c is borrowed mutably, so it aliases
             // none of the inputs.
             $($mr => unsafe { $kernel::<$mr, $v>(&$t, $c) },)*
@@ -182,7 +192,7 @@ fn col_masks<const NV: usize>(cols: usize) -> [__mmask16; NV] {
 }
 
 /// A tile's accumulators as `start` says: zero, the bias in every row, or
-/// C's current rows (masked past `cols`).
+/// the current rows of C or of `src` (masked past `cols`).
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -207,6 +217,13 @@ unsafe fn start_acc<const R: usize, const NV: usize>(
             for (r, row) in acc.iter_mut().enumerate() {
                 for v in 0..NV {
                     row[v] = loadk(masks[v], cp.add(r * ldc + v * LANES));
+                }
+            }
+        }
+        Start::From { src, ld } => {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for v in 0..NV {
+                    row[v] = loadk(masks[v], src.as_ptr().add(r * ld + v * LANES));
                 }
             }
         }
