@@ -7,7 +7,7 @@
 //! `cargo bench` finishes in a few minutes on 2 cores.
 
 use bertrt::backend::cpu::packed::PackedLinear;
-use bertrt::backend::cpu::{amx, ops, simd};
+use bertrt::backend::cpu::{amx, fast, ops, simd};
 use bertrt::config::Activation;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::time::Duration;
@@ -161,6 +161,17 @@ fn attention(c: &mut Criterion) {
         g.bench_function(label, |bch| {
             bch.iter(|| {
                 ops::attention_packed(
+                    black_box(&qkv[..t * 3 * H]),
+                    &cu,
+                    HEADS,
+                    H / HEADS,
+                    &mut out[..t * H],
+                )
+            })
+        });
+        g.bench_function(format!("{label} tiles"), |bch| {
+            bch.iter(|| {
+                fast::attention(
                     black_box(&qkv[..t * 3 * H]),
                     &cu,
                     HEADS,

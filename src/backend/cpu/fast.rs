@@ -5,6 +5,7 @@
 //! against.
 
 use super::amx_attention;
+use super::huge_pages::Floats;
 use super::native::View;
 use super::ops;
 use super::packed::{ATiles, Packed, PackedLinear};
@@ -229,11 +230,13 @@ impl FastEncoder {
         }
         let gelu = c.act == Activation::Gelu;
         // f32 QKV only off the AMX attention path.
-        let mut qkv = Vec::new();
+        // The linears' outputs on huge pages (huge_pages.rs: why).
+        let mut qkv_buf = Floats::default();
         let mut ctx = vec![0f32; t * h];
-        let mut y = vec![0f32; t * h];
+        let mut y_buf = Floats::default();
+        let y = y_buf.ensure(t * h);
         let inter = w.ffn.iter().map(|f| f.up.out_dim).max().unwrap_or(0);
-        let mut u_buf = Vec::new();
+        let mut u_buf = Floats::default();
         // On AMX every linear reads its A as bf16 tiles from these two
         // buffers, and the FFN's GELU output goes straight into them.
         let (mut a_in, mut a_mid) = (ATiles::default(), ATiles::default());
@@ -271,24 +274,23 @@ impl FastEncoder {
                     &mut ctx,
                 );
             } else {
-                qkv.resize(t * 3 * h, 0f32);
-                linear(&fa.qkv, &x, &mut qkv, &mut a_in);
-                attention(&qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
+                let qkv = qkv_buf.ensure(t * 3 * h);
+                linear(&fa.qkv, &x, qkv, &mut a_in);
+                attention(qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
             }
-            linear(&fa.out, &ctx, &mut y, &mut a_in);
+            linear(&fa.out, &ctx, y, &mut a_in);
             let eps = c.layer_norm_eps;
             if tiles {
-                residual_layernorm_tiles(&mut y, &x, &la.gamma, &la.beta, eps, &mut a_y);
+                residual_layernorm_tiles(y, &x, &la.gamma, &la.beta, eps, &mut a_y);
             } else {
-                residual_layernorm(&mut y, &x, &la.gamma, &la.beta, eps);
+                residual_layernorm(y, &x, &la.gamma, &la.beta, eps);
             }
             if tiles && gelu {
                 ff.up.forward_tiles_to_tiles(&a_y, true, &mut a_mid);
                 ff.down.forward_tiles(&a_mid, false, &mut x);
             } else {
-                u_buf.resize(t * inter, 0f32);
-                let u = &mut u_buf[..t * w.ffn[fi].up.out_dim];
-                ff.up.forward(&y, gelu, u);
+                let u = &mut u_buf.ensure(t * inter)[..t * w.ffn[fi].up.out_dim];
+                ff.up.forward(y, gelu, u);
                 if !gelu {
                     u.par_iter_mut().for_each(|v| *v = ops::act(*v, c.act));
                 }
@@ -296,9 +298,9 @@ impl FastEncoder {
             }
             x_tiled = tiles;
             if tiles {
-                residual_layernorm_tiles(&mut x, &y, &lf.gamma, &lf.beta, eps, &mut a_x);
+                residual_layernorm_tiles(&mut x, y, &lf.gamma, &lf.beta, eps, &mut a_x);
             } else {
-                residual_layernorm(&mut x, &y, &lf.gamma, &lf.beta, eps);
+                residual_layernorm(&mut x, y, &lf.gamma, &lf.beta, eps);
             }
         }
         x

@@ -5,6 +5,7 @@ pub mod amx_attention;
 mod engine;
 pub mod fast;
 mod gelu_table;
+mod huge_pages;
 mod native;
 pub mod ops;
 pub mod packed;
