@@ -46,7 +46,7 @@ Usage (from the repository root):
 
     bash scripts/setup-bench-cpu.sh      # once: .venv-bench, hyperfine
     cargo build --release
-    .venv-bench/bin/python scripts/compare_cpu.py --threads 2 --markdown cpu.md --out cpu.json
+    .venv-bench/bin/python scripts/compare_cpu.py --threads 2 --rounds 3 --iters 3 --markdown cpu.md --out cpu.json
     .venv-bench/bin/python scripts/compare_cpu.py --quick   # smoke test: 1 warm-up, 1 rep
 
 Exit status: 0 if every check passed and nothing failed, 1 otherwise.

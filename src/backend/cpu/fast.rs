@@ -333,7 +333,7 @@ fn residual_layernorm_tiles(
 
 /// Query rows per block: two whole 14-row tiles for both products (16 had
 /// QK^T in 8-row tiles and PV in a 14-row and a 2-row one: 46-64 GFLOP/s
-/// at b8·s128/s384 against 57-100 for 28, 42 or 56). The scores of 28
+/// at b8·s128/s384 against 55-100 for 28, 42 or 56). The scores of 28
 /// queries against up to 512 keys (56 KiB) stay in L2; nothing
 /// `[len, len]` is materialised.
 const QUERY_BLOCK: usize = 28;
