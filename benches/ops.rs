@@ -158,28 +158,22 @@ fn attention(c: &mut Criterion) {
         // QK^T and PV: 2 * 2 * len^2 * H per sequence.
         let flops: usize = lens.iter().map(|&l| 4 * l * l * H).sum();
         g.throughput(Throughput::Elements(flops as u64));
-        g.bench_function(label, |bch| {
-            bch.iter(|| {
-                ops::attention_packed(
-                    black_box(&qkv[..t * 3 * H]),
-                    &cu,
-                    HEADS,
-                    H / HEADS,
-                    &mut out[..t * H],
-                )
-            })
-        });
-        g.bench_function(format!("{label} tiles"), |bch| {
-            bch.iter(|| {
-                fast::attention(
-                    black_box(&qkv[..t * 3 * H]),
-                    &cu,
-                    HEADS,
-                    H / HEADS,
-                    &mut out[..t * H],
-                )
-            })
-        });
+        type Attention = fn(&[f32], &[usize], usize, usize, &mut [f32]);
+        let kinds: [(&str, Attention); 2] =
+            [("", ops::attention_packed), (" tiles", fast::attention)];
+        for (kind, attend) in kinds {
+            g.bench_function(format!("{label}{kind}"), |bch| {
+                bch.iter(|| {
+                    attend(
+                        black_box(&qkv[..t * 3 * H]),
+                        &cu,
+                        HEADS,
+                        H / HEADS,
+                        &mut out[..t * H],
+                    )
+                })
+            });
+        }
     }
     g.finish();
 }
