@@ -330,6 +330,17 @@ impl Packed {
                 if per_row == 2 {
                     simd::round_to_bf16(ap);
                 }
+                let g = GemmParts {
+                    ap,
+                    tile,
+                    m,
+                    mr,
+                    chunk,
+                    bias,
+                    gelu,
+                    c_off,
+                    ldc,
+                };
                 for p0 in (0..self.panels()).step_by(chunk) {
                     let mut at = 0;
                     for (bi, &(_, kl)) in self.blocks.iter().enumerate() {
@@ -337,48 +348,14 @@ impl Packed {
                         for p in p0..self.panels().min(p0 + chunk) {
                             let panel = &data[self.block_at[bi] + p * rows_of_block * w..]
                                 [..rows_of_block * w];
-                            for m0 in (0..m).step_by(mr) {
-                                let at_partial = (m0 / mr * chunk + p - p0) * tile_len;
-                                let first = match bias {
-                                    Some(b) => Start::Bias(&b[p * w..(p + 1) * w]),
-                                    None => Start::Zero,
-                                };
-                                let t = Tile {
-                                    a: ap,
-                                    a_off: at + m0 * kl.next_multiple_of(LANES),
-                                    a_ks: mr,
-                                    rows: mr.min(m - m0),
-                                    panel,
-                                    kc: kl,
-                                    cols: w.min(self.n - p * w),
-                                    c_off: c_off + m0 * ldc + p * w,
-                                    ldc,
-                                    start: first,
-                                    gelu: gelu && bi == last,
-                                };
-                                if bi == last {
-                                    let start = match bi {
-                                        0 => first,
-                                        _ => Start::From {
-                                            src: &partial[at_partial..at_partial + tile_len],
-                                            ld: w,
-                                        },
-                                    };
-                                    tile(self.nv, Tile { start, ..t }, c);
-                                } else {
-                                    let start = match bi {
-                                        0 => first,
-                                        _ => Start::Accumulate,
-                                    };
-                                    let t = Tile {
-                                        start,
-                                        c_off: at_partial,
-                                        ldc: w,
-                                        ..t
-                                    };
-                                    tile(self.nv, t, partial);
-                                }
-                            }
+                            let step = Step {
+                                bi,
+                                kl,
+                                at,
+                                p,
+                                slot: p - p0,
+                            };
+                            self.panel_tiles(&g, panel, step, partial, c);
                         }
                         at += a_len(kl);
                     }
@@ -386,6 +363,91 @@ impl Packed {
             })
         })
     }
+
+    /// Every row tile of panel `s.p` for K block `s.bi`: the last block
+    /// stores into C (starting from the partial sums, if any came before),
+    /// the others into this chunk slot's tiles of `partial`.
+    fn panel_tiles<P: Copy>(
+        &self,
+        g: &GemmParts<P>,
+        panel: &[P],
+        s: Step,
+        partial: &mut [f32],
+        c: &mut [f32],
+    ) {
+        let w = self.width();
+        let tile_len = g.mr * w;
+        let last = s.bi == self.blocks.len() - 1;
+        // The first K block starts from the bias (or zero), one per panel.
+        let first = match g.bias {
+            Some(b) => Start::Bias(&b[s.p * w..(s.p + 1) * w]),
+            None => Start::Zero,
+        };
+        for m0 in (0..g.m).step_by(g.mr) {
+            let at_partial = (m0 / g.mr * g.chunk + s.slot) * tile_len;
+            let t = Tile {
+                a: g.ap,
+                a_off: s.at + m0 * s.kl.next_multiple_of(LANES),
+                a_ks: g.mr,
+                rows: g.mr.min(g.m - m0),
+                panel,
+                kc: s.kl,
+                cols: w.min(self.n - s.p * w),
+                c_off: g.c_off + m0 * g.ldc + s.p * w,
+                ldc: g.ldc,
+                start: first,
+                gelu: g.gelu && last,
+            };
+            if last {
+                let start = match s.bi {
+                    0 => first,
+                    _ => Start::From {
+                        src: &partial[at_partial..at_partial + tile_len],
+                        ld: w,
+                    },
+                };
+                (g.tile)(self.nv, Tile { start, ..t }, c);
+            } else {
+                let start = match s.bi {
+                    0 => first,
+                    _ => Start::Accumulate,
+                };
+                let t = Tile {
+                    start,
+                    c_off: at_partial,
+                    ldc: w,
+                    ..t
+                };
+                (g.tile)(self.nv, t, partial);
+            }
+        }
+    }
+}
+
+/// One GEMM's parts that every tile shares: packed A, the tile kernel,
+/// the row count and tiling, the epilogue and where C lies.
+struct GemmParts<'a, P> {
+    ap: &'a [f32],
+    tile: fn(usize, Tile<P>, &mut [f32]),
+    m: usize,
+    mr: usize,
+    /// Panels per column chunk: the partial-sum buffer holds one chunk.
+    chunk: usize,
+    bias: Option<&'a [f32]>,
+    gelu: bool,
+    c_off: usize,
+    ldc: usize,
+}
+
+/// Where one panel's tiles stand: K block `bi` (`kl` deep, its packed A at
+/// `at`), panel `p`, the `slot`th of its chunk.
+#[derive(Clone, Copy)]
+struct Step {
+    bi: usize,
+    kl: usize,
+    at: usize,
+    p: usize,
+    slot: usize,
 }
 
 type Scratch = std::thread::LocalKey<std::cell::Cell<Vec<f32>>>;
