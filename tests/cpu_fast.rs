@@ -82,8 +82,8 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
     );
     let mut rng = Rng::new(7);
     // Shapes crossing every boundary: rows around the tile heights (8, 12),
-    // columns around panel widths (32, 48), K around the 256 block and odd K
-    // (a bf16 pair padded).
+    // columns around panel widths (32, 48), K around AMX's 256 block, K
+    // past the FMA tiles' 4096 block, and odd K (a bf16 pair padded).
     // (40, 96, 64), (33, 768, 96) and (64, 384, 32) fit AMX tiles.
     let shapes = [
         (1, 1, 1),
@@ -96,6 +96,7 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
         (40, 96, 64),
         (33, 768, 96),
         (64, 384, 32),
+        (9, 4100, 40),
     ];
     for &(m, k, n) in &shapes {
         for (bf16, amx) in [(false, false), (true, false), (true, true)] {

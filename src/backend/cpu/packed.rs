@@ -1,6 +1,6 @@
 //! GEMMs on the AVX-512 register tiles of `simd`: a matrix is packed once
 //! (weights at load, K and V per attention head) into panels of 16*nv
-//! columns, K split into blocks that stay in L1/L2, and rows of the
+//! columns (K in blocks only past 4096, or for AMX), and rows of the
 //! activations split across the engine's threads.
 //!
 //! Every output row is computed by the same instructions in the same order
@@ -13,15 +13,21 @@ use super::simd::{self, Start, Tile, LANES};
 use super::transpose;
 use rayon::prelude::*;
 
-/// K block: a weight panel's block (256 x 32 f32 = 32 KiB) and a 14-row A
-/// tile (14 KiB) share the 48 KiB L1; 128 and 512 measured no better on a
-/// 2-core Sapphire Rapids.
-pub const KC: usize = 256;
+/// K block of the FMA tiles: every BERT-family K up to 4096 is one block
+/// (ALBERT-xxlarge's 16384 is four). Paired against 256-deep blocks (1 and
+/// 2 threads, 2-core Sapphire Rapids), one block ran MiniLM's qkv and
+/// ffn_up 1.16x faster, BERT-base's four linears 1.09-1.11x, attention
+/// at b8 s384 1.01x: the partial-sum round trip and tile entries of every
+/// block cost more than the L1 misses of a panel larger than L1.
+pub const KC: usize = 4096;
 
-/// K blocks `(k0, len)` of near-equal length, each but the last even (bf16
-/// pairs must not straddle two blocks).
-fn k_blocks(k: usize) -> Vec<(usize, usize)> {
-    let nb = k.div_ceil(KC).max(1);
+/// K block of the AMX tiles (whose blocking is tuned around it).
+pub const AMX_KC: usize = 256;
+
+/// K blocks `(k0, len)` of near-equal length, at most `kc`, each but the
+/// last even (bf16 pairs must not straddle two blocks).
+fn k_blocks(k: usize, kc: usize) -> Vec<(usize, usize)> {
+    let nb = k.div_ceil(kc).max(1);
     let len = k.div_ceil(nb).next_multiple_of(2);
     (0..k)
         .step_by(len)
@@ -96,7 +102,7 @@ impl Packed {
             return Packed::f32_any(b, nv);
         }
         let w = LANES * nv;
-        let mut p = Packed::empty(b.rows, b.cols, nv, 1);
+        let mut p = Packed::empty(b.rows, b.cols, nv, 1, KC);
         let Storage::F32(data) = &mut p.data else {
             unreachable!()
         };
@@ -135,7 +141,7 @@ impl Packed {
     /// [`Packed::f32`] one element at a time, for any strides (and what the
     /// fast forms are tested against).
     fn f32_any(b: View, nv: usize) -> Packed {
-        Packed::pack(b, nv, 1, |rows: &[Vec<f32>], out: &mut [u32]| {
+        Packed::pack(b, nv, 1, KC, |rows: &[Vec<f32>], out: &mut [u32]| {
             for (o, v) in out.iter_mut().zip(&rows[0]) {
                 *o = v.to_bits();
             }
@@ -143,9 +149,9 @@ impl Packed {
     }
 
     /// `[k, n]` in f32 (`per_step` 1) or bf16 pairs (2), all zero.
-    fn empty(k: usize, n: usize, nv: usize, per_step: usize) -> Packed {
+    fn empty(k: usize, n: usize, nv: usize, per_step: usize, kc: usize) -> Packed {
         let w = LANES * nv;
-        let blocks = k_blocks(k);
+        let blocks = k_blocks(k, kc);
         let mut block_at = Vec::with_capacity(blocks.len());
         let mut at = 0;
         for &(_, kl) in &blocks {
@@ -167,10 +173,11 @@ impl Packed {
         }
     }
 
-    /// Packs `b` in bf16 (round to nearest even), pairs along K.
-    pub fn bf16(b: View, nv: usize) -> Packed {
+    /// Packs `b` in bf16 (round to nearest even), pairs along K, in K
+    /// blocks of at most `kc`.
+    pub fn bf16(b: View, nv: usize, kc: usize) -> Packed {
         let vector = simd::features().avx512_bf16;
-        Packed::pack(b, nv, 2, |rows: &[Vec<f32>], out: &mut [u32]| {
+        Packed::pack(b, nv, 2, kc, |rows: &[Vec<f32>], out: &mut [u32]| {
             if vector {
                 return simd::bf16_pairs_of_rows(&rows[0], &rows[1], out);
             }
@@ -188,11 +195,12 @@ impl Packed {
         b: View,
         nv: usize,
         per_step: usize,
+        kc: usize,
         store: impl Fn(&[Vec<f32>], &mut [u32]),
     ) -> Packed {
         let (k, n) = (b.rows, b.cols);
         let w = LANES * nv;
-        let mut p = Packed::empty(k, n, nv, per_step);
+        let mut p = Packed::empty(k, n, nv, per_step, kc);
         let (Storage::F32(data) | Storage::Bf16(data)) = &mut p.data;
         let out = data.get_mut::<u32>();
         let mut rows = vec![vec![0f32; w]; per_step];
@@ -527,7 +535,8 @@ impl PackedLinear {
     pub fn new(w: &[f32], b: &[f32], n: usize, k: usize, bf16: bool, amx: bool) -> PackedLinear {
         let wt = View::row_major(w, n, k).t();
         let packed = if bf16 {
-            Packed::bf16(wt, WEIGHT_NV)
+            let kc = if amx && amx::available() { AMX_KC } else { KC };
+            Packed::bf16(wt, WEIGHT_NV, kc)
         } else {
             Packed::f32(wt, WEIGHT_NV)
         };
@@ -781,7 +790,7 @@ impl PackedLinear {
 }
 
 /// Rows per task: at least one task per thread, at most about 256 rows each
-/// (that many rows of a K block stay in L2), whole tiles.
+/// (512 measured no better), whole tiles.
 fn rows_per_task(m: usize, mr: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads * m.div_ceil(threads * 256).max(1);
@@ -905,9 +914,17 @@ mod tests {
     /// wider QKV row, with K blocks, panel tails and short K.
     #[test]
     fn fast_f32_packing_equals_the_plain_one() {
-        let data: Vec<f32> = (0..300 * 700).map(|i| i as f32 * 0.25 - 9.0).collect();
+        let data: Vec<f32> = (0..300 * 1700).map(|i| i as f32 * 0.25 - 9.0).collect();
         for nv in 1..=3 {
-            for (k, n) in [(1, 1), (7, 5), (64, 40), (70, 384), (300, 33), (520, 48)] {
+            for (k, n) in [
+                (1, 1),
+                (7, 5),
+                (64, 40),
+                (70, 384),
+                (300, 33),
+                (520, 48),
+                (4200, 40),
+            ] {
                 let views = [
                     View::row_major(&data[..n * k], n, k).t(),
                     View {
