@@ -176,6 +176,25 @@ fn config() -> TileConfig {
     TileConfig(c)
 }
 
+/// K steps ahead that [`block_asm`] prefetches its operands into L1: the
+/// tile loads take their 16 rows from L2 otherwise, as nothing else brings
+/// them in. 1, 2 and 4 steps ahead took 0.89, 0.88 and 0.91x the time
+/// of none (BERT-base linears at 1024 rows, paired in one process).
+const AHEAD: usize = 2;
+
+/// Prefetches one K step of A or B ([`STEP`] u32, 32 lines) into L1. A
+/// hint: it never faults, so the address may run past the end.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn prefetch_step(p: *const u32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for line in 0..STEP / 16 {
+        // SAFETY: prefetch is only a hint; it reads nothing architecturally
+        // and does not fault on any address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line * 16).cast()) };
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 unsafe fn block_asm(
     a: &[u32],
@@ -227,6 +246,8 @@ unsafe fn block_asm(
                 a = in(reg) ak, b = in(reg) bk, lda = in(reg) lda, ldb = in(reg) ldb,
                 options(nostack, readonly),
             );
+            prefetch_step(ak.wrapping_add(AHEAD * STEP));
+            prefetch_step(bk.wrapping_add(AHEAD * STEP));
             between(step, steps);
             step += 1;
             ak = ak.add(STEP);

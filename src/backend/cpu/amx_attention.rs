@@ -7,6 +7,7 @@
 //! does not depend on its neighbours.
 
 use super::amx::{self, a_tile_index, Tiles, PAIRS};
+use super::lines::Lines;
 use super::ops;
 use super::simd;
 
@@ -59,7 +60,7 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
         // u32 in one 32-row block of Q, and in one 32-key panel of K^T.
         let qb = BLOCK * d / 2;
         let mut scores = vec![0f32; BLOCK * lp];
-        let mut p = vec![0u32; BLOCK * lp / 2];
+        let mut p = Lines::zeroed(BLOCK * lp / 2);
         let mut o_block = vec![0f32; BLOCK * d];
         let mut o = vec![0f32; len * d];
         let mut pairs = vec![0u32; lp / 2];
@@ -113,13 +114,13 @@ fn qkv_tiles<'a>(
     lp: usize,
     d: usize,
     row: impl Fn(usize, usize) -> &'a [u32],
-) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+) -> (Lines, Lines, Lines) {
     const AHEAD: usize = 4;
     let dp = d / 2;
     let (mut q, mut k, mut v) = (
-        vec![0u32; lp * dp],
-        vec![0u32; lp * dp],
-        vec![0u32; lp * dp],
+        Lines::zeroed(lp * dp),
+        Lines::zeroed(lp * dp),
+        Lines::zeroed(lp * dp),
     );
     let zeros = vec![0u32; dp];
     for i in 0..len {

@@ -6,6 +6,7 @@ mod engine;
 pub mod fast;
 mod gelu_table;
 mod huge_pages;
+pub mod lines;
 mod native;
 pub mod ops;
 pub mod packed;

@@ -8,6 +8,7 @@
 //! depend on its batch.
 
 use super::amx;
+use super::lines::Lines;
 use super::native::View;
 use super::simd::{self, Start, Tile, LANES};
 use super::transpose;
@@ -35,41 +36,11 @@ fn k_blocks(k: usize, kc: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// One cache line: panels start on lines, so no 64-byte load of a panel
-/// row straddles two (malloc only promises 16-byte alignment).
-#[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-struct Line([u32; 16]);
-
-/// 4-byte values on 64-byte aligned storage.
-#[derive(Debug)]
-struct Aligned {
-    lines: Vec<Line>,
-    len: usize,
-}
-
-impl Aligned {
-    fn zeroed(len: usize) -> Aligned {
-        Aligned {
-            lines: vec![Line([0; 16]); len.div_ceil(16)],
-            len,
-        }
-    }
-
-    fn get_mut<T: bytemuck::Pod>(&mut self) -> &mut [T] {
-        &mut bytemuck::cast_slice_mut::<Line, T>(&mut self.lines)[..self.len]
-    }
-
-    fn get<T: bytemuck::Pod>(&self) -> &[T] {
-        &bytemuck::cast_slice::<Line, T>(&self.lines)[..self.len]
-    }
-}
-
 #[derive(Debug)]
 enum Storage {
-    F32(Aligned),
+    F32(Lines),
     /// bf16 pairs along K, low half the even k.
-    Bf16(Aligned),
+    Bf16(Lines),
 }
 
 /// `B [k, n]` packed: for each K block, for each panel of `16 * nv` columns,
@@ -106,7 +77,7 @@ impl Packed {
         let Storage::F32(data) = &mut p.data else {
             unreachable!()
         };
-        let out = data.get_mut::<f32>();
+        let out = data.cast_mut::<f32>();
         for (&(k0, kl), &at) in p.blocks.iter().zip(&p.block_at) {
             for (pi, panel) in out[at..at + p.n.div_ceil(w) * kl * w]
                 .chunks_exact_mut(kl * w)
@@ -158,7 +129,7 @@ impl Packed {
             block_at.push(at);
             at += kl.div_ceil(per_step) * n.div_ceil(w) * w;
         }
-        let data = Aligned::zeroed(at);
+        let data = Lines::zeroed(at);
         Packed {
             k,
             n,
@@ -202,7 +173,7 @@ impl Packed {
         let w = LANES * nv;
         let mut p = Packed::empty(k, n, nv, per_step, kc);
         let (Storage::F32(data) | Storage::Bf16(data)) = &mut p.data;
-        let out = data.get_mut::<u32>();
+        let out = &mut data[..];
         let mut rows = vec![vec![0f32; w]; per_step];
         let mut at = 0;
         for &(k0, kl) in &p.blocks {
@@ -228,7 +199,7 @@ impl Packed {
     /// Bytes held (for the memory report).
     pub fn bytes(&self) -> usize {
         match &self.data {
-            Storage::F32(d) | Storage::Bf16(d) => d.lines.len() * 64,
+            Storage::F32(d) | Storage::Bf16(d) => d.bytes(),
         }
     }
 
@@ -257,7 +228,7 @@ impl Packed {
         };
         let rows = Rows { a, a_off, lda, m };
         self.gemm_steps(
-            data.get(),
+            data.cast(),
             1,
             simd::tile_f32,
             rows,
@@ -282,7 +253,7 @@ impl Packed {
             m: a.len() / self.k,
         };
         self.gemm_steps(
-            data.get(),
+            data.cast(),
             2,
             simd::tile_bf16,
             rows,
@@ -623,7 +594,7 @@ impl PackedLinear {
         let Storage::Bf16(data) = &self.w.data else {
             unreachable!("AMX on f32 weights")
         };
-        let data: &[u32] = data.get();
+        let data: &[u32] = data;
         let blk = 2 * amx::TILE;
         let kp = k.div_ceil(2);
         let rows = rows_per_task(a.m, blk);
@@ -813,7 +784,7 @@ enum AmxOut<'a> {
 /// once.
 #[derive(Debug, Default)]
 pub struct ATiles {
-    data: Vec<u32>,
+    data: Lines,
     m: usize,
     k: usize,
 }
@@ -827,7 +798,7 @@ impl ATiles {
         );
         (self.m, self.k) = (m, k);
         let len = m.next_multiple_of(2 * amx::TILE) * k / 2;
-        self.data.resize(len, 0);
+        self.data.resize(len);
     }
 
     /// `before(i, row)` on each row `i` of `x` (rows of `k`, in parallel),
@@ -905,7 +876,7 @@ mod tests {
 
     fn bits(p: &Packed) -> Vec<u32> {
         let (Storage::F32(d) | Storage::Bf16(d)) = &p.data;
-        d.get::<u32>().to_vec()
+        d.to_vec()
     }
 
     /// The transposing and copying forms of f32 packing lay out every
