@@ -28,10 +28,13 @@ impl Lines {
     /// Sets the length; values past the old length read as zero.
     pub fn resize(&mut self, len: usize) {
         if len > self.len {
-            let old = self.len;
-            self.lines.resize(len.div_ceil(16), Line([0; 16]));
+            // New lines come zeroed; only values kept from before (past
+            // the old length, up to the old capacity) need clearing.
+            let (old, kept) = (self.len, self.lines.len() * 16);
+            self.lines
+                .resize(self.lines.len().max(len.div_ceil(16)), Line([0; 16]));
             self.len = len;
-            self[old..].fill(0);
+            self[old..len.min(kept)].fill(0);
         } else {
             self.len = len;
         }
@@ -81,6 +84,12 @@ mod tests {
         assert_eq!(l.len(), 40);
         assert!((l.as_ptr() as usize).is_multiple_of(64));
         assert_eq!(l.cast::<f32>()[0], f32::from_bits(1));
+        // Shrunk and grown again inside the storage it has.
+        l.fill(7);
+        l.resize(2);
+        l.resize(30);
+        assert_eq!(&l[..3], &[7, 7, 0]);
+        assert!(l[2..].iter().all(|&v| v == 0));
         // Many sizes, small and past malloc's mmap threshold: 16-byte
         // storage would start on a line about one time in four.
         let all: Vec<Lines> = (1..40).map(|i| Lines::zeroed(i * i * 97)).collect();
