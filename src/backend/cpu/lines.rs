@@ -6,10 +6,13 @@
 
 use std::ops::{Deref, DerefMut};
 
+/// u32 values in one 64-byte line.
+const PER_LINE: usize = 16;
+
 /// One cache line of values.
 #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C, align(64))]
-struct Line([u32; 16]);
+struct Line([u32; PER_LINE]);
 
 /// `len` u32 (or f32, through [`Lines::cast`]) on whole lines.
 #[derive(Debug, Clone, Default)]
@@ -30,9 +33,11 @@ impl Lines {
         if len > self.len {
             // New lines come zeroed; only values kept from before (past
             // the old length, up to the old capacity) need clearing.
-            let (old, kept) = (self.len, self.lines.len() * 16);
-            self.lines
-                .resize(self.lines.len().max(len.div_ceil(16)), Line([0; 16]));
+            let (old, kept) = (self.len, self.lines.len() * PER_LINE);
+            self.lines.resize(
+                self.lines.len().max(len.div_ceil(PER_LINE)),
+                Line([0; PER_LINE]),
+            );
             self.len = len;
             self[old..len.min(kept)].fill(0);
         } else {
@@ -51,7 +56,7 @@ impl Lines {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.lines.len() * 64
+        std::mem::size_of_val(self.lines.as_slice())
     }
 }
 
