@@ -629,7 +629,7 @@ impl PackedLinear {
                             }
                             AmxOut::Tiles(_) | AmxOut::Pairs(_) => {
                                 tiles.block(a, &segments, Some(bias), &mut bufs[0], 0, blk);
-                                self.store_block(&bufs[0], 0..blk, p, m0, &mut dst);
+                                self.store_block(&bufs[0], 0..blk, p, m0, &mut dst, None);
                             }
                         }
                         continue;
@@ -685,12 +685,22 @@ impl PackedLinear {
             return;
         }
         let bias = &self.bias[p * blk..(p + 1) * blk];
-        simd::bias_gelu_block(buf, rows.start * blk, blk, rows.len(), blk, bias, true);
-        self.store_block(buf, rows, p, m0, dst);
+        match dst {
+            AmxOut::Rows(_) => {
+                simd::bias_gelu_block(buf, rows.start * blk, blk, rows.len(), blk, bias, true);
+                self.store_block(buf, rows, p, m0, dst, None);
+            }
+            // Bias and GELU in the same pass as the rounding to bf16.
+            AmxOut::Tiles(_) | AmxOut::Pairs(_) => {
+                self.store_block(buf, rows, p, m0, dst, Some(bias))
+            }
+        }
     }
 
     /// `rows` of a finished 32 x 32 block (panel `p`, row block `m0`) to
-    /// where the task writes: f32 rows, or one K step of the next A tiles.
+    /// where the task writes: f32 rows, or bf16 pairs (after `+ bias` and
+    /// GELU when `gelu_bias` is given) by rows or as one K step of the next
+    /// A tiles.
     fn store_block(
         &self,
         buf: &[f32],
@@ -698,26 +708,27 @@ impl PackedLinear {
         p: usize,
         m0: usize,
         dst: &mut AmxOut,
+        gelu_bias: Option<&[f32]>,
     ) {
         let (blk, n) = (2 * amx::TILE, self.w.n);
         match dst {
             AmxOut::Rows(y) => {
+                assert!(
+                    gelu_bias.is_none(),
+                    "store_block: f32 rows take GELU before"
+                );
                 for r in rows {
                     y[(m0 + r) * n + p * blk..][..blk].copy_from_slice(&buf[r * blk..][..blk]);
                 }
             }
             AmxOut::Pairs(d) => {
-                for r in rows {
-                    let at = (m0 + r) * (n / 2) + p * amx::PAIRS;
-                    simd::to_bf16_pairs(&buf[r * blk..][..blk], blk, &mut d[at..at + amx::PAIRS]);
-                }
+                let at = |r: usize, j: usize| (m0 + r) * (n / 2) + p * amx::PAIRS + j;
+                simd::rows_to_pairs(buf, blk, rows, gelu_bias, d, at);
             }
             AmxOut::Tiles(d) => {
                 let d = &mut d[(m0 / blk) * blk * (n / 2)..][..blk * (n / 2)];
-                for r in rows {
-                    let i = amx::a_tile_index(r, p * amx::PAIRS);
-                    simd::to_bf16_pairs(&buf[r * blk..][..blk], blk, &mut d[i..i + amx::PAIRS]);
-                }
+                let at = |r: usize, j: usize| amx::a_tile_index(r, p * amx::PAIRS + j);
+                simd::rows_to_pairs(buf, blk, rows, gelu_bias, d, at);
             }
         }
     }
@@ -852,19 +863,16 @@ impl ATiles {
 fn fill_rows(x: &[f32], k: usize, d: &mut [u32]) {
     let kp = k / 2;
     let block = 2 * amx::TILE * kp;
-    let mut row = vec![0u32; kp];
+    let real = x.len() / k;
     for (b, db) in d.chunks_mut(block).enumerate() {
-        for r in 0..2 * amx::TILE {
-            let at = (b * 2 * amx::TILE + r) * k;
-            if at >= x.len() {
-                row.fill(0);
-            } else {
-                simd::to_bf16_pairs(&x[at..at + k], k, &mut row);
-            }
-            for (j0, src) in row.chunks_exact(amx::PAIRS).enumerate() {
-                let i = amx::a_tile_index(r, j0 * amx::PAIRS);
-                let src: &[u32; amx::PAIRS] = src.try_into().expect("16 pairs");
-                db[i..i + amx::PAIRS].copy_from_slice(src);
+        let r0 = b * 2 * amx::TILE;
+        let rows = real.saturating_sub(r0).min(2 * amx::TILE);
+        let xb = &x[(r0 * k).min(x.len())..];
+        simd::rows_to_pairs(xb, k, 0..rows, None, db, amx::a_tile_index);
+        for r in rows..2 * amx::TILE {
+            for j0 in (0..kp).step_by(amx::PAIRS) {
+                let i = amx::a_tile_index(r, j0);
+                db[i..i + amx::PAIRS].fill(0);
             }
         }
     }

@@ -658,6 +658,72 @@ pub fn to_bf16_pairs(src: &[f32], k: usize, dst: &mut [u32]) {
     }
 }
 
+/// Rows `rows` of `src` (rows `w` apart, `w` a multiple of 32) as bf16
+/// pairs (round to nearest even, as [`to_bf16_pairs`]), after `+ bias` and
+/// GELU when `gelu_bias` is given: pairs `j..j + 16` of row `r` go to
+/// `dst[at(r, j)..]`. One pass with the values in registers: how a finished
+/// AMX block, or a row another op just wrote, becomes the next linear's A
+/// without an f32 copy or a call per 16 values. Needs AVX512-BF16.
+pub fn rows_to_pairs(
+    src: &[f32],
+    w: usize,
+    rows: std::ops::Range<usize>,
+    gelu_bias: Option<&[f32]>,
+    dst: &mut [u32],
+    at: impl Fn(usize, usize) -> usize,
+) {
+    assert!(features().avx512_bf16, "rows_to_pairs needs AVX512-BF16");
+    assert!(w.is_multiple_of(2 * LANES) && src.len() >= rows.end * w);
+    assert!(gelu_bias.is_none_or(|b| b.len() >= w));
+    for r in rows.clone() {
+        for j in (0..w / 2).step_by(LANES) {
+            assert!(
+                at(r, j) + LANES <= dst.len(),
+                "rows_to_pairs: row {r} pair {j} past dst"
+            );
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX512-BF16 present (asserted); each row's `w` values lie in
+    // src, the bias covers `w`, and every 16 pairs written lie in dst (all
+    // asserted above for the same `at`).
+    unsafe {
+        rows_to_pairs_avx512(src, w, rows, gelu_bias, dst, at)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+unsafe fn rows_to_pairs_avx512(
+    src: &[f32],
+    w: usize,
+    rows: std::ops::Range<usize>,
+    gelu_bias: Option<&[f32]>,
+    dst: &mut [u32],
+    at: impl Fn(usize, usize) -> usize,
+) {
+    for r in rows {
+        let row = src.as_ptr().add(r * w);
+        for c in (0..w).step_by(2 * LANES) {
+            let mut lo = _mm512_loadu_ps(row.add(c));
+            let mut hi = _mm512_loadu_ps(row.add(c + LANES));
+            if let Some(b) = gelu_bias {
+                lo = gelu_ps(_mm512_add_ps(lo, _mm512_loadu_ps(b.as_ptr().add(c))));
+                hi = gelu_ps(_mm512_add_ps(
+                    hi,
+                    _mm512_loadu_ps(b.as_ptr().add(c + LANES)),
+                ));
+            }
+            // Lanes 0-15 of the result come from the second operand: in
+            // memory order, value c + i is bf16 i, so pair j holds c + 2j
+            // and c + 2j + 1, as to_bf16_pairs packs them.
+            let v = _mm512_cvtne2ps_pbh(hi, lo);
+            let d = dst.as_mut_ptr().add(at(r, c / 2));
+            _mm512_storeu_si512(d.cast(), std::mem::transmute::<__m512bh, __m512i>(v));
+        }
+    }
+}
+
 /// Each value rounded in place to the nearest bf16 (ties to even), kept as
 /// f32: what [`tile_bf16`] reads as A. Needs AVX512-BF16.
 pub fn round_to_bf16(x: &mut [f32]) {
