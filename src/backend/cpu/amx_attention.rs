@@ -10,6 +10,7 @@ use super::amx::{self, a_tile_index, Tiles, PAIRS};
 use super::lines::Lines;
 use super::ops;
 use super::simd;
+use super::transpose;
 
 /// Rows of one AMX block: queries per block, keys per panel.
 const BLOCK: usize = 2 * amx::TILE;
@@ -55,7 +56,9 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
         }
         let row = |i: usize, part: usize| &qkv[(a + i) * w + (part * h + hd * d) / 2..][..d / 2];
         let lp = len.next_multiple_of(BLOCK);
-        let (q, k, v) = qkv_tiles(len, lp, d, row);
+        let (q, v) = qv_tiles(len, lp, d, row);
+        let k_at = (a * w + (h + hd * d) / 2, w);
+        let k = key_panels(bytemuck::cast_slice(qkv), k_at, len, lp, d);
         let tiles = Tiles::configure();
         // u32 in one 32-row block of Q, and in one 32-key panel of K^T.
         let qb = BLOCK * d / 2;
@@ -63,7 +66,6 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
         let mut p = Lines::zeroed(BLOCK * lp / 2);
         let mut o_block = vec![0f32; BLOCK * d];
         let mut o = vec![0f32; len * d];
-        let mut pairs = vec![0u32; lp / 2];
         for q0 in (0..len).step_by(BLOCK) {
             let q_blk = &q[q0 / BLOCK * qb..][..qb];
             for j in 0..lp / BLOCK {
@@ -78,9 +80,8 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
                 } else {
                     srow.fill(0.0);
                 }
-                simd::to_bf16_pairs(srow, lp, &mut pairs);
-                scatter_row(&pairs, r, &mut p);
             }
+            simd::rows_to_pairs(&scores, lp, 0..BLOCK, None, &mut p, a_tile_index);
             for c in 0..d / BLOCK {
                 let vp = &v[c * lp / 2 * BLOCK..][..lp / 2 * BLOCK];
                 tiles.block(&p, &[vp], None, &mut o_block, c * BLOCK, d);
@@ -99,33 +100,27 @@ fn scatter_row(pairs: &[u32], r: usize, block: &mut [u32]) {
     }
 }
 
-/// This head's Q, K and V (bf16 pairs by rows) in the three layouts the
-/// tiles read (lengths padded to `lp` with zeros):
+/// This head's Q and V (bf16 pairs by rows) in the layouts the tiles read
+/// (lengths padded to `lp` with zeros; K^T: [`key_panels`]):
 /// - Q as A tiles: 32-row blocks one after another, each `d / 32` K steps;
-/// - K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
-///   (pairs along the head dimension) x 32 keys;
 /// - V as B panels of 32 columns: per panel `lp / 32` steps of 16 pair rows
 ///   (pairs of consecutive keys) x 32 columns.
 ///
 /// The rows 4 ahead are prefetched: a head's rows are 3 x H values apart
 /// in `qkv`, a stride no hardware prefetcher follows.
-fn qkv_tiles<'a>(
+fn qv_tiles<'a>(
     len: usize,
     lp: usize,
     d: usize,
     row: impl Fn(usize, usize) -> &'a [u32],
-) -> (Lines, Lines, Lines) {
+) -> (Lines, Lines) {
     const AHEAD: usize = 4;
     let dp = d / 2;
-    let (mut q, mut k, mut v) = (
-        Lines::zeroed(lp * dp),
-        Lines::zeroed(lp * dp),
-        Lines::zeroed(lp * dp),
-    );
+    let (mut q, mut v) = (Lines::zeroed(lp * dp), Lines::zeroed(lp * dp));
     let zeros = vec![0u32; dp];
     for i in 0..len {
         if i + AHEAD < len {
-            for part in 0..3 {
+            for part in [0, 2] {
                 simd::prefetch(bytemuck::cast_slice(row(i + AHEAD, part)));
             }
         }
@@ -134,10 +129,6 @@ fn qkv_tiles<'a>(
             i % BLOCK,
             &mut q[i / BLOCK * BLOCK * dp..][..BLOCK * dp],
         );
-        let panel = &mut k[i / BLOCK * BLOCK * dp..][..BLOCK * dp];
-        for (pr, &x) in row(i, 1).iter().enumerate() {
-            panel[pr * BLOCK + i % BLOCK] = x;
-        }
         if i % 2 == 1 || i + 1 == len {
             // Keys 2pr and 2pr + 1 interleaved: bf16 pairs along K for P V.
             let pr = i / 2;
@@ -155,5 +146,34 @@ fn qkv_tiles<'a>(
             }
         }
     }
-    (q, k, v)
+    (q, v)
+}
+
+/// K^T as B panels of 32 keys: per panel `d / 32` steps of 16 pair rows
+/// (pairs along the head dimension) x 32 keys, i.e. each panel the keys'
+/// rows of pairs transposed, 16 keys at a time through the register
+/// transpose (keys past `len`, up to `lp`, zero). `at`: where key 0's
+/// pairs start in `qkv` and the stride between keys. The pairs only move,
+/// so viewing them as f32 is exact.
+fn key_panels(qkv: &[f32], at: (usize, usize), len: usize, lp: usize, d: usize) -> Lines {
+    let dp = d / 2;
+    let (off, stride) = at;
+    let mut k = Lines::zeroed(lp * dp);
+    let panels: &mut [f32] = bytemuck::cast_slice_mut(&mut k[..]);
+    for i0 in (0..len).step_by(simd::LANES) {
+        let panel = &mut panels[i0 / BLOCK * BLOCK * dp..][..BLOCK * dp];
+        let rows = simd::LANES.min(len - i0);
+        let half = &mut panel[i0 % BLOCK..];
+        transpose::rows_to_k_major(
+            qkv,
+            off + i0 * stride,
+            stride,
+            rows,
+            dp,
+            simd::LANES,
+            BLOCK,
+            half,
+        );
+    }
+    k
 }
