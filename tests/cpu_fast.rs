@@ -188,6 +188,34 @@ fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
 }
 
 #[test]
+fn rows_to_pairs_equals_bias_gelu_then_rounding_and_checks_where_it_writes() {
+    let mut rng = Rng::new(17);
+    let (rows, w) = (5, 64);
+    let x = randn(&mut rng, rows * w);
+    let bias = randn(&mut rng, w);
+    // Rows written in reverse order, 8 u32 apart beyond their 32 pairs.
+    let at = |r: usize, j: usize| (rows - 1 - r) * (w / 2 + 8) + j;
+    let mut got = vec![7u32; rows * (w / 2 + 8)];
+    simd::rows_to_pairs(&x, w, 1..rows, Some(&bias), &mut got, at);
+    let mut want_rows = x.clone();
+    simd::bias_gelu_block(&mut want_rows, 0, w, rows, w, &bias, true);
+    for r in 0..rows {
+        let mut want = vec![7u32; w / 2];
+        if r > 0 {
+            simd::to_bf16_pairs(&want_rows[r * w..][..w], w, &mut want);
+        }
+        assert_eq!(&got[at(r, 0)..][..w / 2], &want[..], "row {r}");
+        assert!(got[at(r, 0) + w / 2..][..8].iter().all(|&g| g == 7), "row {r}: past its pairs");
+    }
+    // An index past the end panics instead of writing there.
+    let short = std::panic::catch_unwind(|| {
+        let mut d = vec![0u32; w / 2 + 8];
+        simd::rows_to_pairs(&x, w, 0..2, None, &mut d, |r, j| r * 20 + j);
+    });
+    assert!(short.is_err(), "rows_to_pairs wrote past its destination");
+}
+
+#[test]
 fn vector_gelu_is_as_close_to_exact_as_a_correctly_rounded_erf() {
     let mut x: Vec<f32> = (0..400_001)
         .map(|i| -12.0 + 24.0 * i as f32 / 400_000.0)
