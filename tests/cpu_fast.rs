@@ -205,7 +205,10 @@ fn rows_to_pairs_equals_bias_gelu_then_rounding_and_checks_where_it_writes() {
             simd::to_bf16_pairs(&want_rows[r * w..][..w], w, &mut want);
         }
         assert_eq!(&got[at(r, 0)..][..w / 2], &want[..], "row {r}");
-        assert!(got[at(r, 0) + w / 2..][..8].iter().all(|&g| g == 7), "row {r}: past its pairs");
+        assert!(
+            got[at(r, 0) + w / 2..][..8].iter().all(|&g| g == 7),
+            "row {r}: past its pairs"
+        );
     }
     // An index past the end panics instead of writing there.
     let short = std::panic::catch_unwind(|| {

@@ -607,6 +607,7 @@ impl PackedLinear {
             // next one, while the tile unit works.
             let mut bufs = [[0f32; 32 * 32]; 2];
             let mut pending: Option<(usize, usize)> = None;
+            let mut flip = false;
             for p in 0..n / blk {
                 // This panel's K blocks, in K order.
                 let segments: Vec<&[u32]> = self
@@ -634,7 +635,10 @@ impl PackedLinear {
                         }
                         continue;
                     }
-                    let [now, prev] = &mut bufs;
+                    // Which buffer is `now` flips per block (an index, not a
+                    // swap: swapping the arrays copied 8 KiB per block).
+                    let [b0, b1] = &mut bufs;
+                    let (now, prev) = if flip { (b1, b0) } else { (b0, b1) };
                     let mut done = 0;
                     tiles.block_with(a, &segments, None, now, 0, blk, &mut |step, steps| {
                         if let Some((pp, pm0)) = pending {
@@ -647,11 +651,12 @@ impl PackedLinear {
                         self.gelu_block(prev, done..blk, pp, pm0, &mut dst);
                     }
                     pending = Some((p, m0));
-                    bufs.swap(0, 1);
+                    flip = !flip;
                 }
             }
             if let Some((pp, pm0)) = pending {
-                self.gelu_block(&mut bufs[1], 0..blk, pp, pm0, &mut dst);
+                let last = &mut bufs[usize::from(!flip)];
+                self.gelu_block(last, 0..blk, pp, pm0, &mut dst);
             }
         };
         match out {
