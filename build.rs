@@ -71,13 +71,14 @@ fn main() {
     host_amx_cfg();
 }
 
-/// `cfg(host_amx)` when the machine building (and, for `cargo test`, running)
-/// this crate reports AMX tiles and AMX-BF16: the tests that need the tiles
-/// run there and are listed as ignored elsewhere, rather than passing without
-/// having run. /proc/cpuinfo's mtime is the boot time, so a target/ reused
-/// on another machine re-checks.
+/// `cfg(host_amx)` and `cfg(host_bf16)` when the machine building (and, for
+/// `cargo test`, running) this crate reports AMX tiles with AMX-BF16, or
+/// AVX512-BF16: the tests that need them run there and are listed as
+/// ignored elsewhere, rather than passing without having run. /proc/cpuinfo's
+/// mtime is the boot time, so a target/ reused on another machine re-checks.
 fn host_amx_cfg() {
     println!("cargo:rustc-check-cfg=cfg(host_amx)");
+    println!("cargo:rustc-check-cfg=cfg(host_bf16)");
     println!("cargo:rerun-if-changed=/proc/cpuinfo");
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let has = |f: &str| {
@@ -88,6 +89,9 @@ fn host_amx_cfg() {
     };
     if has("amx_tile") && has("amx_bf16") {
         println!("cargo:rustc-cfg=host_amx");
+    }
+    if has("avx512_bf16") {
+        println!("cargo:rustc-cfg=host_bf16");
     }
 }
 

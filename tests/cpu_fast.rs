@@ -188,6 +188,10 @@ fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
 }
 
 #[test]
+#[cfg_attr(
+    not(host_bf16),
+    ignore = "this CPU reports no AVX512-BF16 (avx512_bf16)"
+)]
 fn rows_to_pairs_equals_bias_gelu_then_rounding_and_checks_where_it_writes() {
     let mut rng = Rng::new(17);
     let (rows, w) = (5, 64);
