@@ -285,9 +285,10 @@ impl Packed {
         let (w, m) = (self.width(), a.m);
         let last = self.blocks.len() - 1;
         let mr = simd::max_rows(self.nv);
-        let m_pad = m.next_multiple_of(mr);
-        // K block `(k0, kl)`'s A: `m_pad` rows of `kl` in 16-k blocks.
-        let a_len = |kl: usize| m_pad * kl.next_multiple_of(LANES);
+        let split = RowTiles::new(m, mr);
+        // K block `(k0, kl)`'s A: a tile of `mr` rows of `kl` in 16-k
+        // blocks per row tile.
+        let a_len = |kl: usize| split.tiles * mr * kl.next_multiple_of(LANES);
         let total = self.blocks.iter().map(|&(_, kl)| a_len(kl)).sum();
         let chunk = (CHUNK_COLS / w).min(self.panels()).max(1);
         // With several K blocks, the partial sums go to a buffer of whole
@@ -295,7 +296,7 @@ impl Packed {
         // may be kilobytes apart: only the last K block touches C.
         let tile_len = mr * w;
         let partial_len = if last > 0 {
-            m_pad / mr * chunk * tile_len
+            split.tiles * chunk * tile_len
         } else {
             0
         };
@@ -303,7 +304,7 @@ impl Packed {
             with_scratch(&PARTIAL_SCRATCH, partial_len, |partial| {
                 let mut at = 0;
                 for &(k0, kl) in &self.blocks {
-                    pack_a(a.a, a.a_off + k0, a.lda, m, kl, mr, &mut ap[at..]);
+                    pack_a(a.a, a.a_off + k0, a.lda, split, kl, mr, &mut ap[at..]);
                     at += a_len(kl);
                 }
                 if per_row == 2 {
@@ -312,7 +313,7 @@ impl Packed {
                 let g = GemmParts {
                     ap,
                     tile,
-                    m,
+                    split,
                     mr,
                     chunk,
                     bias,
@@ -362,13 +363,14 @@ impl Packed {
             Some(b) => Start::Bias(&b[s.p * w..(s.p + 1) * w]),
             None => Start::Zero,
         };
-        for m0 in (0..g.m).step_by(g.mr) {
-            let at_partial = (m0 / g.mr * g.chunk + s.slot) * tile_len;
+        for i in 0..g.split.tiles {
+            let m0 = g.split.start(i);
+            let at_partial = (i * g.chunk + s.slot) * tile_len;
             let t = Tile {
                 a: g.ap,
-                a_off: s.at + m0 * s.kl.next_multiple_of(LANES),
+                a_off: s.at + i * g.mr * s.kl.next_multiple_of(LANES),
                 a_ks: g.mr,
-                rows: g.mr.min(g.m - m0),
+                rows: g.split.rows(i),
                 panel,
                 kc: s.kl,
                 cols: w.min(self.n - s.p * w),
@@ -404,11 +406,12 @@ impl Packed {
 }
 
 /// One GEMM's parts that every tile shares: packed A, the tile kernel,
-/// the row count and tiling, the epilogue and where C lies.
+/// the row tiles and their packing stride, the epilogue and where C lies.
 struct GemmParts<'a, P> {
     ap: &'a [f32],
     tile: fn(usize, Tile<P>, &mut [f32]),
-    m: usize,
+    split: RowTiles,
+    /// Rows per packed A tile (the tallest tile the kernel has).
     mr: usize,
     /// Panels per column chunk: the partial-sum buffer holds one chunk.
     chunk: usize,
@@ -469,18 +472,53 @@ struct Rows<'a> {
 /// the 2 MiB L2 while every K block adds to them.
 const CHUNK_COLS: usize = 512;
 
-/// Rows `m` x `kc` of `a` (from `off`, rows `lda` apart) into tiles of `mr`
-/// rows in 16-k blocks ([`simd::a_index`]); a short last tile's missing
-/// rows are left as they are (the tile reads only its rows).
-fn pack_a(a: &[f32], off: usize, lda: usize, m: usize, kc: usize, mr: usize, ap: &mut [f32]) {
+/// `m` rows as `ceil(m / mr)` row tiles whose heights differ by at most
+/// one: 64 rows of 14-row tiles are 13, 13, 13, 13, 12 rather than
+/// 14, 14, 14, 14, 8, whose last tile does 8 rows' FMAs in most of a full
+/// tile's time.
+#[derive(Clone, Copy)]
+struct RowTiles {
+    m: usize,
+    tiles: usize,
+}
+
+impl RowTiles {
+    fn new(m: usize, mr: usize) -> RowTiles {
+        RowTiles {
+            m,
+            tiles: m.div_ceil(mr),
+        }
+    }
+
+    fn start(&self, i: usize) -> usize {
+        i * self.m / self.tiles
+    }
+
+    fn rows(&self, i: usize) -> usize {
+        self.start(i + 1) - self.start(i)
+    }
+}
+
+/// The rows of `split` x `kc` of `a` (from `off`, rows `lda` apart) into
+/// tiles of `mr` rows in 16-k blocks ([`simd::a_index`]); a shorter tile's
+/// missing rows are left as they are (the tile reads only its rows).
+fn pack_a(
+    a: &[f32],
+    off: usize,
+    lda: usize,
+    split: RowTiles,
+    kc: usize,
+    mr: usize,
+    ap: &mut [f32],
+) {
     assert!(mr <= simd::MAX_ROWS);
     let per_tile = mr * kc.next_multiple_of(LANES);
-    for (t, tile) in ap[..m.div_ceil(mr) * per_tile]
+    for (t, tile) in ap[..split.tiles * per_tile]
         .chunks_mut(per_tile)
         .enumerate()
     {
-        let rows = mr.min(m - t * mr);
-        transpose::rows_to_k_blocks(a, off + t * mr * lda, lda, rows, kc, mr, tile);
+        let (r0, rows) = (split.start(t), split.rows(t));
+        transpose::rows_to_k_blocks(a, off + r0 * lda, lda, rows, kc, mr, tile);
     }
 }
 
@@ -759,7 +797,9 @@ impl PackedLinear {
         if self.amx {
             return self.forward_amx(x, gelu, y);
         }
-        let rows = rows_per_task(m, simd::max_rows(self.w.nv));
+        // Tasks of equal rows, not whole tiles: the row tiles even out
+        // inside each (`RowTiles`).
+        let rows = rows_per_task(m, 1);
         if self.w.is_bf16() {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
@@ -777,7 +817,7 @@ impl PackedLinear {
 }
 
 /// Rows per task: at least one task per thread, at most about 256 rows each
-/// (512 measured no better), whole tiles.
+/// (512 measured no better), a multiple of `mr`.
 fn rows_per_task(m: usize, mr: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads * m.div_ceil(threads * 256).max(1);
