@@ -48,11 +48,11 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
         cu_seqlens.last()
     );
     let scale = 1.0 / (d as f32).sqrt();
-    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd| {
+    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd, mut dst| {
         let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
         let len = b - a;
         if len == 0 {
-            return Vec::new();
+            return;
         }
         let row = |i: usize, part: usize| &qkv[(a + i) * w + (part * h + hd * d) / 2..][..d / 2];
         let lp = len.next_multiple_of(BLOCK);
@@ -65,7 +65,6 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
         let mut scores = vec![0f32; BLOCK * lp];
         let mut p = Lines::zeroed(BLOCK * lp / 2);
         let mut o_block = vec![0f32; BLOCK * d];
-        let mut o = vec![0f32; len * d];
         for q0 in (0..len).step_by(BLOCK) {
             let q_blk = &q[q0 / BLOCK * qb..][..qb];
             for j in 0..lp / BLOCK {
@@ -86,9 +85,8 @@ pub fn attention_pairs(qkv: &[u32], cu_seqlens: &[usize], heads: usize, d: usize
                 let vp = &v[c * lp / 2 * BLOCK..][..lp / 2 * BLOCK];
                 tiles.block(&p, &[vp], None, &mut o_block, c * BLOCK, d);
             }
-            o[q0 * d..(q0 + rows) * d].copy_from_slice(&o_block[..rows * d]);
+            dst.put_rows(q0, &o_block[..rows * d], d);
         }
-        o
     });
 }
 

@@ -349,11 +349,11 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
     let h3 = 3 * h;
     let scale = 1.0 / (d as f32).sqrt();
     let v_nv = if d.is_multiple_of(32) { 2 } else { 1 };
-    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd| {
+    ops::per_sequence_head(cu_seqlens, heads, d, out, |s, hd, dst| {
         let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
         let len = b - a;
         if len == 0 {
-            return Vec::new();
+            return;
         }
         let q_off = a * h3 + hd * d;
         let view = |offset, rows, cols, row_stride, col_stride| View {
@@ -367,7 +367,6 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
         // 32-column panels for K^T too: 14-row tiles (QUERY_BLOCK).
         let kt = Packed::f32(view(q_off + h, d, len, 1, h3), 2);
         let v = Packed::f32(view(q_off + 2 * h, len, d, h3, 1), v_nv);
-        let mut o = vec![0f32; len * d];
         let mut scores = vec![0f32; QUERY_BLOCK.min(len) * len];
         for q0 in (0..len).step_by(QUERY_BLOCK) {
             let r = QUERY_BLOCK.min(len - q0);
@@ -376,8 +375,8 @@ pub fn attention(qkv: &[f32], cu_seqlens: &[usize], heads: usize, d: usize, out:
             for row in s.chunks_mut(len) {
                 simd::softmax_scaled(row, scale);
             }
-            v.gemm_rows(s, 0, len, r, None, false, &mut o, q0 * d, d);
+            let o_at = dst.at + q0 * dst.ld;
+            v.gemm_rows(s, 0, len, r, None, false, dst.rows, o_at, dst.ld);
         }
-        o
     });
 }

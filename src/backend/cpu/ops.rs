@@ -196,11 +196,11 @@ pub fn attention_packed(
 ) {
     let h = heads * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    per_sequence_head(cu_seqlens, heads, head_dim, out, |s, hd| {
+    each_head_copied(cu_seqlens, heads, head_dim, out, |s, hd, mut dst| {
         let (a, b) = (cu_seqlens[s], cu_seqlens[s + 1]);
         let len = b - a;
         if len == 0 {
-            return Vec::new();
+            return;
         }
         let base = a * 3 * h + hd * head_dim;
         // Q [len, d], K [len, d] and V [len, d] inside qkv, rows 3H apart.
@@ -237,26 +237,111 @@ pub fn attention_packed(
             1.0,
             false,
         );
-        o
+        dst.put_rows(0, &o, head_dim);
     });
 }
 
-/// Runs `head(s, hd)` for every (sequence, head) on rayon's threads, each
-/// returning that head's `[len, head_dim]` output, and scatters the results
-/// into `out` (`[T, heads * head_dim]`): the attention ops' shared frame.
+/// Where one head's `[len, head_dim]` output goes: row `i` at
+/// `rows[at + i * ld..][..head_dim]`.
+pub struct HeadOut<'a> {
+    pub rows: &'a mut [f32],
+    pub at: usize,
+    pub ld: usize,
+}
+
+impl HeadOut<'_> {
+    /// Puts rows `r0..` of the head's output from `o` (rows `d` apart).
+    pub fn put_rows(&mut self, r0: usize, o: &[f32], d: usize) {
+        for (i, oi) in o.chunks(d).enumerate() {
+            self.rows[self.at + (r0 + i) * self.ld..][..d].copy_from_slice(oi);
+        }
+    }
+}
+
+/// Runs `head(s, hd, dst)` for every (sequence, head) on rayon's threads,
+/// each writing that head's `[len, head_dim]` output through `dst` into
+/// `out` (`[T, heads * head_dim]`): the fast attentions' shared frame.
+/// With at least 4 sequences per thread, a task is a sequence and its heads
+/// write straight into its rows; with fewer, as [`each_head_copied`].
 pub fn per_sequence_head(
     cu_seqlens: &[usize],
     heads: usize,
     head_dim: usize,
     out: &mut [f32],
-    head: impl Fn(usize, usize) -> Vec<f32> + Sync,
+    head: impl Fn(usize, usize, HeadOut) + Sync,
 ) {
     let h = heads * head_dim;
-    let items: Vec<(usize, usize)> = (0..cu_seqlens.len().saturating_sub(1))
+    let rows = sequence_rows(cu_seqlens, h, out);
+    if rows.len() < 4 * rayon::current_num_threads() {
+        return each_head_copied(cu_seqlens, heads, head_dim, out, head);
+    }
+    rows.into_par_iter().enumerate().for_each(|(s, seq)| {
+        for hd in 0..heads {
+            let at = hd * head_dim;
+            head(
+                s,
+                hd,
+                HeadOut {
+                    rows: seq,
+                    at,
+                    ld: h,
+                },
+            );
+        }
+    });
+}
+
+/// [`per_sequence_head`] with a task per head (so a lone sequence still
+/// uses every thread), each head's output in its own buffer and copied into
+/// `out` afterwards. The reference attention's frame.
+pub fn each_head_copied(
+    cu_seqlens: &[usize],
+    heads: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    head: impl Fn(usize, usize, HeadOut) + Sync,
+) {
+    let h = heads * head_dim;
+    let seqs = cu_seqlens.len().saturating_sub(1);
+    let items: Vec<(usize, usize)> = (0..seqs)
         .flat_map(|s| (0..heads).map(move |hd| (s, hd)))
         .collect();
-    let results: Vec<Vec<f32>> = items.par_iter().map(|&(s, hd)| head(s, hd)).collect();
-    // Each sequence's rows of `out`, filled in parallel from its heads.
+    let results: Vec<Vec<f32>> = items
+        .par_iter()
+        .map(|&(s, hd)| {
+            let len = cu_seqlens[s + 1] - cu_seqlens[s];
+            let mut o = vec![0f32; len * head_dim];
+            let ld = head_dim;
+            head(
+                s,
+                hd,
+                HeadOut {
+                    rows: &mut o,
+                    at: 0,
+                    ld,
+                },
+            );
+            o
+        })
+        .collect();
+    sequence_rows(cu_seqlens, h, out)
+        .into_par_iter()
+        .zip(results.par_chunks(heads.max(1)))
+        .for_each(|(seq, outs)| {
+            for (hd, o) in outs.iter().enumerate() {
+                let at = hd * head_dim;
+                HeadOut {
+                    rows: seq,
+                    at,
+                    ld: h,
+                }
+                .put_rows(0, o, head_dim);
+            }
+        });
+}
+
+/// Each sequence's rows of `out` (`h` values per token).
+fn sequence_rows<'a>(cu_seqlens: &[usize], h: usize, out: &'a mut [f32]) -> Vec<&'a mut [f32]> {
     let mut rows = Vec::with_capacity(cu_seqlens.len());
     let mut rest = &mut out[cu_seqlens.first().map_or(0, |&a| a * h)..];
     for w in cu_seqlens.windows(2) {
@@ -264,15 +349,7 @@ pub fn per_sequence_head(
         rows.push(seq);
         rest = tail;
     }
-    rows.into_par_iter()
-        .zip(results.par_chunks(heads.max(1)))
-        .for_each(|(seq, outs)| {
-            for (hd, o) in outs.iter().enumerate() {
-                for (i, oi) in o.chunks(head_dim).enumerate() {
-                    seq[i * h + hd * head_dim..][..head_dim].copy_from_slice(oi);
-                }
-            }
-        });
+    rows
 }
 
 /// y[m, n] = x[m, k] * w[n, k]^T (+ bias[n]): a PyTorch nn.Linear with the
