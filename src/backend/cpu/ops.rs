@@ -249,7 +249,13 @@ pub struct HeadOut<'a> {
     pub ld: usize,
 }
 
-impl HeadOut<'_> {
+impl<'a> HeadOut<'a> {
+    /// Head `hd`'s columns of a sequence's rows (`heads * d` per token).
+    pub fn in_rows(rows: &'a mut [f32], hd: usize, d: usize, heads: usize) -> Self {
+        let (at, ld) = (hd * d, heads * d);
+        HeadOut { rows, at, ld }
+    }
+
     /// Puts rows `r0..` of the head's output from `o` (rows `d` apart).
     pub fn put_rows(&mut self, r0: usize, o: &[f32], d: usize) {
         for (i, oi) in o.chunks(d).enumerate() {
@@ -277,16 +283,7 @@ pub fn per_sequence_head(
     }
     rows.into_par_iter().enumerate().for_each(|(s, seq)| {
         for hd in 0..heads {
-            let at = hd * head_dim;
-            head(
-                s,
-                hd,
-                HeadOut {
-                    rows: seq,
-                    at,
-                    ld: h,
-                },
-            );
+            head(s, hd, HeadOut::in_rows(seq, hd, head_dim, heads));
         }
     });
 }
@@ -329,13 +326,7 @@ pub fn each_head_copied(
         .zip(results.par_chunks(heads.max(1)))
         .for_each(|(seq, outs)| {
             for (hd, o) in outs.iter().enumerate() {
-                let at = hd * head_dim;
-                HeadOut {
-                    rows: seq,
-                    at,
-                    ld: h,
-                }
-                .put_rows(0, o, head_dim);
+                HeadOut::in_rows(seq, hd, head_dim, heads).put_rows(0, o, head_dim);
             }
         });
 }
