@@ -5,11 +5,11 @@
 //! against.
 
 use super::amx_attention;
-use super::huge_pages::Floats;
 use super::native::View;
 use super::ops;
 use super::packed::{ATiles, Packed, PackedLinear};
 use super::simd::{self, features};
+use super::workspace::{Spare, Workspace};
 use crate::batch::Batch;
 use crate::config::Activation;
 use crate::model::{EncoderLinear, Linear, ModelWeights};
@@ -115,6 +115,7 @@ pub struct FastEncoder {
     project: Option<PackedLinear>,
     attention: Vec<FastAttention>,
     ffn: Vec<FastFfn>,
+    spare: Spare,
 }
 
 fn pack(l: &Linear, path: GemmPath) -> PackedLinear {
@@ -203,6 +204,7 @@ impl FastEncoder {
                     down: packed(EncoderLinear::Down(i), &mut f.down),
                 })
                 .collect(),
+            spare: Spare::default(),
         }
     }
 
@@ -219,6 +221,10 @@ impl FastEncoder {
 
     /// Final hidden states `[tokens, H]`, on the current rayon pool.
     pub fn encode(&self, w: &ModelWeights, batch: &Batch) -> Vec<f32> {
+        self.spare.with(|ws| self.encode_in(w, batch, ws))
+    }
+
+    fn encode_in(&self, w: &ModelWeights, batch: &Batch, ws: &mut Workspace) -> Vec<f32> {
         let c = &w.config;
         let h = c.hidden_size;
         let t = batch.num_tokens();
@@ -229,22 +235,27 @@ impl FastEncoder {
             x = y;
         }
         let gelu = c.act == Activation::Gelu;
-        // f32 QKV only off the AMX attention path.
-        // The linears' outputs on huge pages (huge_pages.rs: why).
-        let mut qkv_buf = Floats::default();
-        let mut ctx = vec![0f32; t * h];
-        let mut y_buf = Floats::default();
-        let y = y_buf.ensure(t * h);
+        // The linears' outputs on huge pages (huge_pages.rs: why); f32 QKV
+        // only off the AMX attention path. On AMX every linear reads its A
+        // as bf16 tiles from a_in, and the FFN's GELU output goes straight
+        // into a_mid. The layer input x and the attention block's output y
+        // are also A tiles (a_x, a_y), written by the LayerNorm that makes
+        // them; `x_tiled` says a_x holds the current x.
+        let Workspace {
+            qkv: qkv_buf,
+            ctx,
+            y,
+            u: u_buf,
+            a_in,
+            a_mid,
+            a_x,
+            a_y,
+            qkv_pairs,
+        } = ws;
+        let ctx = ctx.ensure(t * h);
+        let y = y.ensure(t * h);
         let inter = w.ffn.iter().map(|f| f.up.out_dim).max().unwrap_or(0);
-        let mut u_buf = Floats::default();
-        // On AMX every linear reads its A as bf16 tiles from these two
-        // buffers, and the FFN's GELU output goes straight into them.
-        let (mut a_in, mut a_mid) = (ATiles::default(), ATiles::default());
-        // The layer input x and the attention block's output y as A tiles,
-        // written by the LayerNorm that makes them; `x_tiled` says a_x
-        // holds the current x.
-        let (mut a_x, mut a_y, mut x_tiled) = (ATiles::default(), ATiles::default(), false);
-        let mut qkv_pairs = Vec::new();
+        let mut x_tiled = false;
         for &(ai, fi) in &w.schedule {
             let (fa, ff) = (&self.attention[ai], &self.ffn[fi]);
             let (la, lf) = (&w.attention[ai].ln, &w.ffn[fi].ln);
@@ -265,29 +276,29 @@ impl FastEncoder {
                 if !x_tiled {
                     a_x.fill(&x, h);
                 }
-                fa.qkv.forward_tiles_to_pairs(&a_x, &mut qkv_pairs);
+                fa.qkv.forward_tiles_to_pairs(a_x, qkv_pairs);
                 amx_attention::attention_pairs(
-                    &qkv_pairs,
+                    qkv_pairs,
                     batch.cu_seqlens(),
                     c.num_heads,
                     c.head_dim,
-                    &mut ctx,
+                    ctx,
                 );
             } else {
                 let qkv = qkv_buf.ensure(t * 3 * h);
-                linear(&fa.qkv, &x, qkv, &mut a_in);
-                attention(qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, &mut ctx);
+                linear(&fa.qkv, &x, qkv, a_in);
+                attention(qkv, batch.cu_seqlens(), c.num_heads, c.head_dim, ctx);
             }
-            linear(&fa.out, &ctx, y, &mut a_in);
+            linear(&fa.out, ctx, y, a_in);
             let eps = c.layer_norm_eps;
             if tiles {
-                residual_layernorm_tiles(y, &x, &la.gamma, &la.beta, eps, &mut a_y);
+                residual_layernorm_tiles(y, &x, &la.gamma, &la.beta, eps, a_y);
             } else {
                 residual_layernorm(y, &x, &la.gamma, &la.beta, eps);
             }
             if tiles && gelu {
-                ff.up.forward_tiles_to_tiles(&a_y, true, &mut a_mid);
-                ff.down.forward_tiles(&a_mid, false, &mut x);
+                ff.up.forward_tiles_to_tiles(a_y, true, a_mid);
+                ff.down.forward_tiles(a_mid, false, &mut x);
             } else {
                 let u = &mut u_buf.ensure(t * inter)[..t * w.ffn[fi].up.out_dim];
                 ff.up.forward(y, gelu, u);
@@ -298,7 +309,7 @@ impl FastEncoder {
             }
             x_tiled = tiles;
             if tiles {
-                residual_layernorm_tiles(&mut x, y, &lf.gamma, &lf.beta, eps, &mut a_x);
+                residual_layernorm_tiles(&mut x, y, &lf.gamma, &lf.beta, eps, a_x);
             } else {
                 residual_layernorm(&mut x, y, &lf.gamma, &lf.beta, eps);
             }

@@ -12,5 +12,6 @@ pub mod ops;
 pub mod packed;
 pub mod simd;
 mod transpose;
+mod workspace;
 
 pub use engine::CpuEngine;
