@@ -74,11 +74,13 @@ fn main() {
 /// `cfg(host_amx)` and `cfg(host_bf16)` when the machine building (and, for
 /// `cargo test`, running) this crate reports AMX tiles with AMX-BF16, or
 /// AVX512-BF16: the tests that need them run there and are listed as
-/// ignored elsewhere, rather than passing without having run. /proc/cpuinfo's
+/// ignored elsewhere, rather than passing without having run. `cfg(host_amd)`
+/// on an AMD CPU, where bf16 takes the `vdpbf16ps` tiles. /proc/cpuinfo's
 /// mtime is the boot time, so a target/ reused on another machine re-checks.
 fn host_amx_cfg() {
     println!("cargo:rustc-check-cfg=cfg(host_amx)");
     println!("cargo:rustc-check-cfg=cfg(host_bf16)");
+    println!("cargo:rustc-check-cfg=cfg(host_amd)");
     println!("cargo:rerun-if-changed=/proc/cpuinfo");
     let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let has = |f: &str| {
@@ -92,6 +94,12 @@ fn host_amx_cfg() {
     }
     if has("avx512_bf16") {
         println!("cargo:rustc-cfg=host_bf16");
+    }
+    if flags
+        .lines()
+        .any(|l| l.starts_with("vendor_id") && l.ends_with("AuthenticAMD"))
+    {
+        println!("cargo:rustc-cfg=host_amd");
     }
 }
 

@@ -47,8 +47,11 @@ fn linear(c: &mut Criterion) {
         g.bench_function(format!("{name} m{TOKENS} n{n} k{k}"), |bch| {
             bch.iter(|| ops::linear(black_box(&x), &w, Some(&b), k, &mut y))
         });
-        for (dtype, bf16) in [("f32 tiles", false), ("bf16 tiles", true)] {
-            let p = PackedLinear::new(&w, &b, n, k, bf16, true);
+        for (dtype, path) in [
+            ("f32 tiles", fast::GemmPath::Avx512F32),
+            ("bf16 tiles", fast::choose_path(true).0),
+        ] {
+            let p = PackedLinear::new(&w, &b, n, k, path);
             g.bench_function(format!("{name} m{TOKENS} n{n} k{k} {dtype}"), |bch| {
                 bch.iter(|| p.forward(black_box(&x), false, &mut y))
             });
@@ -86,14 +89,23 @@ fn peak_fractions() {
         let (x, w, b) = (data(TOKENS * k, 1), data(n * k, 2), data(n, 3));
         let mut y = vec![0f32; TOKENS * n];
         let flops = 2 * TOKENS * n * k;
-        let p = PackedLinear::new(&w, &b, n, k, false, false);
+        let p = PackedLinear::new(&w, &b, n, k, fast::GemmPath::Avx512F32);
         let gflops = best_gflops(flops, || p.forward(black_box(&x), false, &mut y));
         eprintln!(
             "{name} f32 tiles: {gflops:.0} GFLOP/s = {:.0}% of the f32 FMA peak",
             100.0 * gflops / peak
         );
+        if simd::features().bf16_dot_at_fma_rate {
+            // Two flops per lane of each vdpbf16ps pair: twice the f32 peak.
+            let p = PackedLinear::new(&w, &b, n, k, fast::GemmPath::Avx512Dpbf16);
+            let gflops = best_gflops(flops, || p.forward(black_box(&x), false, &mut y));
+            eprintln!(
+                "{name} vdpbf16ps bf16: {gflops:.0} GFLOP/s = {:.0}% of twice the f32 FMA peak",
+                50.0 * gflops / peak
+            );
+        }
         if let Some(amx_peak) = amx_peak {
-            let p = PackedLinear::new(&w, &b, n, k, true, true);
+            let p = PackedLinear::new(&w, &b, n, k, fast::GemmPath::AmxBf16);
             assert!(p.on_amx(), "{name}: the bf16 linear is not on AMX");
             let gflops = best_gflops(flops, || p.forward(black_box(&x), false, &mut y));
             eprintln!(

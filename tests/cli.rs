@@ -555,17 +555,25 @@ fn cpu_backend(dtype: &str, force: Option<&str>) -> (String, String) {
 #[test]
 fn the_cpu_path_is_reported_and_bf16_falls_back_with_a_message() {
     // AMX where the CPU reports it (build.rs's cfg(host_amx)), else the
-    // AVX512-BF16 tiles (this workplace's VMs have had both).
+    // vdpbf16ps tiles on AMD (cfg(host_amd)), else the widened AVX512-BF16
+    // tiles (this workplace's VMs have had all three).
+    let (dot, widened) = (
+        "bf16, avx512-bf16 vdpbf16ps tiles",
+        "bf16, avx512-bf16 tiles (widened",
+    );
+    let no_amx = if cfg!(host_amd) { dot } else { widened };
     let (line, err) = cpu_backend("bf16", None);
     let want = if cfg!(host_amx) {
         "bf16, amx tiles"
     } else {
-        "bf16, avx512-bf16 tiles"
+        no_amx
     };
     assert!(line.contains(want) && line.contains("2 threads"), "{line}");
     assert!(err.is_empty(), "unexpected stderr: {err}");
     let (line, _) = cpu_backend("bf16", Some("no-amx"));
-    assert!(line.contains("bf16, avx512-bf16 tiles"), "{line}");
+    assert!(line.contains(no_amx), "{line}");
+    let (line, _) = cpu_backend("bf16", Some("no-dot"));
+    assert!(line.contains(widened), "{line}");
     let (line, err) = cpu_backend("bf16", Some("no-bf16"));
     assert!(line.contains("f32, avx512 tiles"), "{line}");
     assert!(

@@ -99,7 +99,13 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
         (9, 4100, 40),
     ];
     for &(m, k, n) in &shapes {
-        for (bf16, amx) in [(false, false), (true, false), (true, true)] {
+        for path in [
+            GemmPath::Avx512F32,
+            GemmPath::Avx512Bf16,
+            GemmPath::Avx512Dpbf16,
+            GemmPath::AmxBf16,
+        ] {
+            let (bf16, amx) = (path.is_bf16(), path == GemmPath::AmxBf16);
             if bf16 && !f.avx512_bf16 {
                 panic!("the CPU has no AVX512-BF16: the bf16 tiles are untested here");
             }
@@ -109,13 +115,19 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
                 let b = randn(&mut rng, n);
                 let (want, mag) = linear_f64(&x, &w, &b, k, gelu, bf16);
                 let mut got = vec![0f32; m * n];
-                let p = PackedLinear::new(&w, &b, n, k, bf16, amx);
-                // The three AMX shapes must really run on the tiles.
+                let p = PackedLinear::new(&w, &b, n, k, path);
+                // The three AMX shapes must really run on the tiles, and
+                // every even K on vdpbf16ps where that was asked for.
                 let fits = n % 32 == 0 && k % 32 == 0;
                 assert_eq!(
                     p.on_amx(),
                     amx && fits && amx::available(),
                     "m{m} k{k} n{n}: AMX path"
+                );
+                assert_eq!(
+                    p.on_dot(),
+                    path == GemmPath::Avx512Dpbf16 && k % 2 == 0,
+                    "m{m} k{k} n{n}: vdpbf16ps path"
                 );
                 p.forward(&x, gelu, &mut got);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -125,7 +137,7 @@ fn the_tiles_equal_an_f64_product_at_every_edge() {
                     let tol = 8.0 * ((k + 1) as f64).sqrt() * 6e-8 * mag[i] + 1e-6;
                     assert!(
                         (*g as f64 - w).abs() <= tol,
-                        "m{m} k{k} n{n} bf16={bf16} amx={amx} gelu={gelu}: [{}, {}] = {g}, want {w} (seed 7)",
+                        "m{m} k{k} n{n} {path} gelu={gelu}: [{}, {}] = {g}, want {w} (seed 7)",
                         i / n,
                         i % n
                     );
@@ -147,8 +159,8 @@ fn the_amx_ffn_through_tiles_equals_the_ffn_through_f32_rows() {
     let x = randn(&mut rng, m * h);
     let (w1, b1) = (randn(&mut rng, i * h), randn(&mut rng, i));
     let (w2, b2) = (randn(&mut rng, h * i), randn(&mut rng, h));
-    let up = PackedLinear::new(&w1, &b1, i, h, true, true);
-    let down = PackedLinear::new(&w2, &b2, h, i, true, true);
+    let up = PackedLinear::new(&w1, &b1, i, h, GemmPath::AmxBf16);
+    let down = PackedLinear::new(&w2, &b2, h, i, GemmPath::AmxBf16);
     assert!(up.on_amx() && down.on_amx());
     let mut u = vec![0f32; m * i];
     let mut want = vec![0f32; m * h];
@@ -174,7 +186,7 @@ fn the_amx_linear_to_bf16_pairs_equals_its_f32_rows_rounded() {
     let (m, k, n) = (45, 256, 384);
     let x = randn(&mut rng, m * k);
     let (w, b) = (randn(&mut rng, n * k), randn(&mut rng, n));
-    let lin = PackedLinear::new(&w, &b, n, k, true, true);
+    let lin = PackedLinear::new(&w, &b, n, k, GemmPath::AmxBf16);
     let mut rows = vec![0f32; m * n];
     lin.forward(&x, false, &mut rows);
     let mut want = vec![0u32; m * n / 2];
@@ -454,10 +466,13 @@ fn fast_f32_models_equal_the_reference_engine() {
 }
 
 /// The bf16 path this CPU should take: AMX where /proc/cpuinfo reports it
-/// (`cfg(host_amx)`, read by build.rs), else the AVX512-BF16 tiles.
+/// (`cfg(host_amx)`, read by build.rs), else the `vdpbf16ps` tiles on AMD
+/// (`cfg(host_amd)`), else the widened AVX512-BF16 tiles.
 fn bf16_path_here() -> GemmPath {
     if cfg!(host_amx) {
         GemmPath::AmxBf16
+    } else if cfg!(host_amd) {
+        GemmPath::Avx512Dpbf16
     } else {
         GemmPath::Avx512Bf16
     }
@@ -476,9 +491,9 @@ fn amx_is_used_exactly_where_the_cpu_reports_it() {
 
 #[test]
 fn bf16_embeddings_agree_with_f32_on_every_fixture() {
-    // Every bf16 path this CPU runs: the AVX512-BF16 tiles also where AMX
-    // is the default, as CPUs without AMX (and VMs that hide it) run them.
-    let mut paths = vec![GemmPath::Avx512Bf16];
+    // Every bf16 path this CPU runs: both AVX512-BF16 tiles also where
+    // another is the default, as other CPUs (and VMs that hide AMX) run them.
+    let mut paths = vec![GemmPath::Avx512Bf16, GemmPath::Avx512Dpbf16];
     if bf16_path_here() == GemmPath::AmxBf16 {
         paths.push(GemmPath::AmxBf16);
     }
@@ -515,7 +530,11 @@ fn bf16_embeddings_agree_with_f32_on_every_fixture() {
 #[test]
 fn a_sequence_does_not_depend_on_its_batch_or_the_thread_count() {
     for name in ["bert_mlm", "albert_share_attention", "roberta_mlm"] {
-        let mut paths = vec![GemmPath::Avx512F32, GemmPath::Avx512Bf16];
+        let mut paths = vec![
+            GemmPath::Avx512F32,
+            GemmPath::Avx512Bf16,
+            GemmPath::Avx512Dpbf16,
+        ];
         if bf16_path_here() == GemmPath::AmxBf16 {
             paths.push(GemmPath::AmxBf16);
         }

@@ -8,7 +8,8 @@ use super::amx_attention;
 use super::native::View;
 use super::ops;
 use super::packed::{ATiles, Packed, PackedLinear};
-use super::simd::{self, features};
+pub use super::path::{choose_path, GemmPath, FORCE_ENV};
+use super::simd;
 use super::workspace::{Spare, Workspace};
 use crate::batch::Batch;
 use crate::config::Activation;
@@ -16,88 +17,6 @@ use crate::model::{EncoderLinear, Linear, ModelWeights};
 use crate::options::Dtype;
 use rayon::prelude::*;
 use std::collections::HashMap;
-
-/// Which GEMM code the CPU engine runs, for the log and the tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GemmPath {
-    /// AVX-512 f32 FMA tiles on packed weights.
-    Avx512F32,
-    /// bf16 weights and activations (rounded with AVX512-BF16) on the FMA
-    /// tiles, widened in registers; f32 accumulation (`simd::tile_bf16`).
-    Avx512Bf16,
-    /// AMX `tdpbf16ps` tiles on bf16 weights (the AVX512-BF16 tiles for
-    /// shapes AMX tiles do not fit), f32 accumulation.
-    AmxBf16,
-    /// The `gemm` crate on the original weights (no AVX-512 here).
-    Portable,
-}
-
-impl GemmPath {
-    /// Whether the encoder's GEMMs compute in bf16 on this path.
-    pub fn is_bf16(self) -> bool {
-        matches!(self, GemmPath::Avx512Bf16 | GemmPath::AmxBf16)
-    }
-
-    /// Whether this CPU has the instructions the path needs.
-    pub fn runs_here(self) -> bool {
-        let f = features();
-        match self {
-            GemmPath::Portable => true,
-            GemmPath::Avx512F32 => f.avx512,
-            GemmPath::Avx512Bf16 => f.avx512_bf16,
-            GemmPath::AmxBf16 => f.avx512_bf16 && super::amx::available(),
-        }
-    }
-}
-
-impl std::fmt::Display for GemmPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            GemmPath::Avx512F32 => "f32, avx512 tiles",
-            GemmPath::Avx512Bf16 => "bf16, avx512-bf16 tiles",
-            GemmPath::AmxBf16 => "bf16, amx tiles",
-            GemmPath::Portable => "f32, portable gemm",
-        })
-    }
-}
-
-/// Set to `portable` to refuse every AVX-512 path (as on a CPU without
-/// it), `no-bf16` to refuse the bf16 instructions, or `no-amx` to refuse
-/// only AMX: how the fallbacks are tested on a machine that has them all.
-pub const FORCE_ENV: &str = "BERTRT_CPU_FORCE";
-
-/// The path for a wish for bf16 or not on this CPU, and why it differs
-/// when it does.
-pub fn choose_path(want_bf16: bool) -> (GemmPath, Option<String>) {
-    let force = std::env::var(FORCE_ENV).unwrap_or_default();
-    let f = features();
-    let avx512 = f.avx512 && force != "portable";
-    let bf16 = f.avx512_bf16 && avx512 && force != "no-bf16";
-    let amx = bf16 && force != "no-amx" && super::amx::available();
-    let why = if force.is_empty() {
-        "this CPU has".to_string()
-    } else {
-        format!("with {FORCE_ENV}={force} bertrt uses")
-    };
-    match (want_bf16, avx512, bf16) {
-        (true, _, true) if amx => (GemmPath::AmxBf16, None),
-        (true, _, true) => (GemmPath::Avx512Bf16, None),
-        (true, true, false) => (
-            GemmPath::Avx512F32,
-            Some(format!(
-                "dtype bf16: {why} neither AVX512-BF16 nor AMX-BF16; computing in f32"
-            )),
-        ),
-        (true, false, _) => (
-            GemmPath::Portable,
-            Some(format!(
-                "dtype bf16: {why} no AVX-512 at all; computing in f32 with the portable GEMM"
-            )),
-        ),
-        (false, true, _) => (GemmPath::Avx512F32, None),
-        (false, false, _) => (GemmPath::Portable, None),
-    }
-}
 
 struct FastAttention {
     qkv: PackedLinear,
@@ -119,14 +38,7 @@ pub struct FastEncoder {
 }
 
 fn pack(l: &Linear, path: GemmPath) -> PackedLinear {
-    PackedLinear::new(
-        &l.w,
-        &l.b,
-        l.out_dim,
-        l.in_dim,
-        path.is_bf16(),
-        path == GemmPath::AmxBf16,
-    )
+    PackedLinear::new(&l.w, &l.b, l.out_dim, l.in_dim, path)
 }
 
 /// Encoder linears packed while the files are read (`model::read_dir_with`'s

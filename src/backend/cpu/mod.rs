@@ -2,6 +2,7 @@
 //! the fallback where no GPU exists.
 pub mod amx;
 pub mod amx_attention;
+mod dpbf16;
 mod engine;
 pub mod fast;
 mod gelu_table;
@@ -10,6 +11,7 @@ pub mod lines;
 mod native;
 pub mod ops;
 pub mod packed;
+pub mod path;
 pub mod simd;
 mod transpose;
 mod workspace;

@@ -8,8 +8,10 @@
 //! depend on its batch.
 
 use super::amx;
+use super::dpbf16;
 use super::lines::Lines;
 use super::native::View;
+use super::path::GemmPath;
 use super::simd::{self, Start, Tile, LANES};
 use super::transpose;
 use rayon::prelude::*;
@@ -227,22 +229,25 @@ impl Packed {
             unreachable!("gemm_rows on bf16 weights: use gemm_rows_bf16")
         };
         let rows = Rows { a, a_off, lda, m };
-        self.gemm_steps(
-            data.cast(),
-            1,
-            simd::tile_f32,
-            rows,
-            bias,
-            gelu,
-            c,
-            c_off,
-            ldc,
-        );
+        let kernel = Kernel {
+            per_row: 1,
+            tile: simd::tile_f32,
+            prep: |_| {},
+        };
+        self.gemm_steps(data.cast(), kernel, rows, bias, gelu, c, c_off, ldc);
     }
 
     /// As [`Packed::gemm_rows`] for bf16 weights, `a` dense `[m, k]` f32
-    /// (rounded to bf16 as it is packed) and `c` dense `[m, n]`.
-    fn gemm_rows_bf16(&self, a: &[f32], bias: Option<&[f32]>, gelu: bool, c: &mut [f32]) {
+    /// (rounded to bf16 as it is packed) and `c` dense `[m, n]`; on
+    /// `vdpbf16ps` tiles with `dot` (K even), else widened to FMAs.
+    fn gemm_rows_bf16(
+        &self,
+        a: &[f32],
+        bias: Option<&[f32]>,
+        gelu: bool,
+        dot: bool,
+        c: &mut [f32],
+    ) {
         let Storage::Bf16(data) = &self.data else {
             unreachable!("gemm_rows_bf16 on f32 weights")
         };
@@ -252,29 +257,30 @@ impl Packed {
             lda: self.k,
             m: a.len() / self.k,
         };
-        self.gemm_steps(
-            data.cast(),
-            2,
-            simd::tile_bf16,
-            rows,
-            bias,
-            gelu,
-            c,
-            0,
-            self.n,
-        );
+        let kernel = if dot {
+            Kernel {
+                per_row: 2,
+                tile: dpbf16::tile_dpbf16,
+                prep: dpbf16::pairs_in_place,
+            }
+        } else {
+            Kernel {
+                per_row: 2,
+                tile: simd::tile_bf16,
+                prep: simd::round_to_bf16,
+            }
+        };
+        self.gemm_steps(data.cast(), kernel, rows, bias, gelu, c, 0, self.n);
     }
 
-    /// The blocked loop both panel types share. A panel row holds
-    /// `per_row` values of k (1 for f32, 2 for bf16 pairs). A is packed once
-    /// for every K block (rounded to bf16 for bf16 pairs), then C is
-    /// computed in column chunks whose rows stay in L2 across the K blocks.
+    /// The blocked loop every panel type shares. A is packed once for
+    /// every K block (and made what the kernel reads), then C is computed in
+    /// column chunks whose rows stay in L2 across the K blocks.
     #[allow(clippy::too_many_arguments)]
     fn gemm_steps<P: Copy>(
         &self,
         data: &[P],
-        per_row: usize,
-        tile: fn(usize, Tile<P>, &mut [f32]),
+        kernel: Kernel<P>,
         a: Rows,
         bias: Option<&[f32]>,
         gelu: bool,
@@ -307,12 +313,10 @@ impl Packed {
                     pack_a(a.a, a.a_off + k0, a.lda, split, kl, mr, &mut ap[at..]);
                     at += a_len(kl);
                 }
-                if per_row == 2 {
-                    simd::round_to_bf16(ap);
-                }
+                (kernel.prep)(ap);
                 let g = GemmParts {
                     ap,
-                    tile,
+                    tile: kernel.tile,
                     split,
                     mr,
                     chunk,
@@ -324,7 +328,7 @@ impl Packed {
                 for p0 in (0..self.panels()).step_by(chunk) {
                     let mut at = 0;
                     for (bi, &(_, kl)) in self.blocks.iter().enumerate() {
-                        let rows_of_block = kl.div_ceil(per_row);
+                        let rows_of_block = kl.div_ceil(kernel.per_row);
                         for p in p0..self.panels().min(p0 + chunk) {
                             let panel = &data[self.block_at[bi] + p * rows_of_block * w..]
                                 [..rows_of_block * w];
@@ -403,6 +407,15 @@ impl Packed {
             }
         }
     }
+}
+
+/// A register tile and what it needs: `per_row` values of k per panel row
+/// (1 for f32, 2 for bf16 pairs), and `prep`, which makes packed A what
+/// `tile` reads (for bf16, rounded).
+struct Kernel<P> {
+    per_row: usize,
+    tile: fn(usize, Tile<P>, &mut [f32]),
+    prep: fn(&mut [f32]),
 }
 
 /// One GEMM's parts that every tile shares: packed A, the tile kernel,
@@ -530,6 +543,8 @@ pub struct PackedLinear {
     bias: Vec<f32>,
     /// bf16 on AMX tiles (the shape fits them and AMX was asked for).
     amx: bool,
+    /// bf16 on `vdpbf16ps` tiles (asked for, and K even).
+    dot: bool,
 }
 
 /// Panel width of the weights: 32 columns (2 registers, the 14 x 32 tile;
@@ -538,10 +553,13 @@ pub struct PackedLinear {
 const WEIGHT_NV: usize = 2;
 
 impl PackedLinear {
-    /// `w` is `[n, k]` as nn.Linear stores it.
-    /// bf16 with `amx`: on AMX tiles where the shape fits them (N a multiple
-    /// of 32, each K block a multiple of 32), else on the AVX512-BF16 tiles.
-    pub fn new(w: &[f32], b: &[f32], n: usize, k: usize, bf16: bool, amx: bool) -> PackedLinear {
+    /// `w` is `[n, k]` as nn.Linear stores it, packed for `path`'s tiles.
+    /// AMX takes the shapes that fit its tiles (N a multiple of 32, each K
+    /// block a multiple of 32), `vdpbf16ps` an even K; other shapes go to the
+    /// widened AVX512-BF16 tiles. The portable path is the f32 one here.
+    pub fn new(w: &[f32], b: &[f32], n: usize, k: usize, path: GemmPath) -> PackedLinear {
+        let bf16 = path.is_bf16();
+        let amx = path == GemmPath::AmxBf16;
         let wt = View::row_major(w, n, k).t();
         let packed = if bf16 {
             let kc = if amx && amx::available() { AMX_KC } else { KC };
@@ -558,7 +576,8 @@ impl PackedLinear {
                 .iter()
                 .all(|&(_, kl)| kl % (2 * amx::PAIRS) == 0);
         PackedLinear {
-            amx: bf16 && amx && fits && amx::available(),
+            amx: amx && fits && amx::available(),
+            dot: path == GemmPath::Avx512Dpbf16 && k.is_multiple_of(2),
             w: packed,
             bias,
         }
@@ -572,6 +591,11 @@ impl PackedLinear {
     /// Whether this linear runs on AMX tiles.
     pub fn on_amx(&self) -> bool {
         self.amx
+    }
+
+    /// Whether this linear runs on `vdpbf16ps` tiles.
+    pub fn on_dot(&self) -> bool {
+        self.dot
     }
 
     /// The AMX forward: A converted to [`ATiles`], then [`Self::forward_tiles`].
@@ -803,7 +827,10 @@ impl PackedLinear {
         if self.w.is_bf16() {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
-                .for_each(|(yc, xc)| self.w.gemm_rows_bf16(xc, Some(&self.bias), gelu, yc));
+                .for_each(|(yc, xc)| {
+                    self.w
+                        .gemm_rows_bf16(xc, Some(&self.bias), gelu, self.dot, yc)
+                });
         } else {
             y.par_chunks_mut(rows * n)
                 .zip(x.par_chunks(rows * k))
