@@ -1,5 +1,6 @@
-//! The fast CPU path's one module with `unsafe`: AVX-512 register tiles for
-//! the GEMMs (f32 FMA, and bf16 pairs widened for FMAs), and vector exp, GELU and
+//! The fast CPU path's AVX-512 module: register tiles for the GEMMs (f32
+//! FMA, and bf16 pairs widened for FMAs; `dpbf16` holds the `vdpbf16ps`
+//! tile, which shares this module's tile frame), and vector exp, GELU and
 //! LayerNorm. Every entry point is a safe function that checks the slices it
 //! is given cover what the tile touches before any raw pointer is made, and
 //! that is only reachable once [`avx512`] said the CPU has the features.
