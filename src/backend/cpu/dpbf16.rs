@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::{col_masks, dispatch, dispatch_rows, start_acc, store_acc};
+use super::simd::{dispatch, dispatch_rows, tile_body};
 use super::simd::{features, Tile, LANES};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -56,12 +56,7 @@ pub fn tile_dpbf16(nv: usize, t: Tile<u32>, c: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
 unsafe fn dp_tile<const R: usize, const NV: usize>(t: &Tile<u32>, c: &mut [f32]) {
-    let masks = col_masks::<NV>(t.cols);
-    let a = t.a.as_ptr().add(t.a_off);
-    let cp = c.as_mut_ptr().add(t.c_off);
-    let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
-    acc = dp_kloop::<R, NV>(acc, a, t.a_ks, t.panel.as_ptr(), t.kc);
-    store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
+    tile_body!(dp_kloop, t, c)
 }
 
 /// The K loop, apart so that its accumulators live in registers (as

@@ -193,7 +193,24 @@ macro_rules! dispatch {
     };
 }
 
-pub(super) use {dispatch, dispatch_rows};
+/// The body of a tile kernel `fn<const R, const NV>(t: &Tile<P>, c)`: the
+/// accumulators started, `$kloop` over K, the results stored. A macro
+/// rather than a function, so that each kernel keeps its own target
+/// features and its K loop inlines into it.
+macro_rules! tile_body {
+    ($kloop:ident, $t:expr, $c:expr) => {{
+        use $crate::backend::cpu::simd::{col_masks, start_acc, store_acc};
+        let (t, c) = ($t, $c);
+        let masks = col_masks::<NV>(t.cols);
+        let cp = c.as_mut_ptr().add(t.c_off);
+        let acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
+        let a = t.a.as_ptr().add(t.a_off);
+        let acc = $kloop::<R, NV>(acc, a, t.a_ks, t.panel.as_ptr(), t.kc);
+        store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
+    }};
+}
+
+pub(super) use {dispatch, dispatch_rows, tile_body};
 
 /// Runs one f32 tile with `nv` vectors per row (panel width `16 * nv`) on
 /// AVX-512. Needs [`features`]`().avx512`.
@@ -275,13 +292,7 @@ pub(super) unsafe fn store_acc<const R: usize, const NV: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn f32_tile<const R: usize, const NV: usize>(t: &Tile, c: &mut [f32]) {
-    let masks = col_masks::<NV>(t.cols);
-    let a = t.a.as_ptr().add(t.a_off);
-    let b = t.panel.as_ptr();
-    let cp = c.as_mut_ptr().add(t.c_off);
-    let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
-    acc = f32_kloop::<R, NV>(acc, a, t.a_ks, b, t.kc);
-    store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
+    tile_body!(f32_kloop, t, c)
 }
 
 /// The tile's K loop, apart so that its accumulators live in registers.
@@ -342,13 +353,7 @@ pub fn tile_bf16(nv: usize, t: Tile<u32>, c: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn bf16_tile<const R: usize, const NV: usize>(t: &Tile<u32>, c: &mut [f32]) {
-    let masks = col_masks::<NV>(t.cols);
-    let a = t.a.as_ptr().add(t.a_off);
-    let b = t.panel.as_ptr();
-    let cp = c.as_mut_ptr().add(t.c_off);
-    let mut acc = start_acc::<R, NV>(t.start, &masks, cp, t.ldc);
-    acc = bf16_kloop::<R, NV>(acc, a, t.a_ks, b, t.kc);
-    store_acc::<R, NV>(&acc, t.gelu, &masks, cp, t.ldc);
+    tile_body!(bf16_kloop, t, c)
 }
 
 /// The bf16 tile's K loop, apart as [`f32_kloop`]: per pair row of the
